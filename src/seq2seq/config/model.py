@@ -1,0 +1,73 @@
+"""Schema of the `model` config node. Every field is documented here, once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EncoderConfig:
+    layers: int = 3
+    """Number of encoder layers."""
+    self_attention: str = "softmax"
+    """Encoder self-attention: `softmax` or `linear`."""
+
+
+@dataclass
+class DecoderConfig:
+    layers: int = 3
+    """Number of decoder layers."""
+    self_attention: str = "softmax"
+    """Decoder (causal) self-attention: `softmax` or `causal_linear`."""
+    cross_attention: str = "softmax"
+    """Attention over the encoder output: `softmax` or `linear`."""
+
+
+@dataclass
+class LinearAttentionConfig:
+    """Settings of the linear kinds. None means the default; they are ignored when no linear
+    kind is chosen, and setting one explicitly on an all-softmax model is an error."""
+
+    feature_map: str | None = None
+    """`favor` (FAVOR+ random features, default), `elu` (elu+1) or `relu`."""
+    nb_features: int | None = None
+    """FAVOR+ feature count m; default int(Dh * ln(Dh)) as in the Performer paper."""
+    redraw_interval: int | None = None
+    """Optimizer steps between FAVOR+ redraws (default 1000; 0 never redraws)."""
+    chunk_size: int | None = None
+    """Chunk length C of the parallel causal-linear algorithm (default 64)."""
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "encoder_decoder"
+    """`encoder_decoder`, `encoder_classifier` or `decoder_lm`."""
+    d_model: int = 256
+    """Model width D."""
+    heads: int = 4
+    """Attention heads H; must divide d_model."""
+    d_ff: int = 1024
+    """Hidden width of the feed-forward."""
+    dropout: float = 0.1
+    """Dropout on embeddings, residual branches and the feed-forward hidden layer."""
+    attention_dropout: float = 0.0
+    """Dropout on softmax attention probabilities."""
+    norm: str = "layernorm"
+    """Residual scheme: `layernorm`, `rezero` or `prescalenorm` (set through the `norm` group)."""
+    norm_position: str = "pre"
+    """`pre` or `post`; `post` exists for `layernorm` only."""
+    activation: str = "gelu"
+    """`gelu`, `relu`, `silu`, or the gated `swiglu`, `geglu`, `reglu`."""
+    position: str = "sinusoidal"
+    """Positions: `sinusoidal` or `learned`."""
+    max_len: int = 512
+    """Longest sequence (source or target, with bos/eos) the positions cover."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    linear: LinearAttentionConfig = field(default_factory=LinearAttentionConfig)
+    tie_output_embeddings: bool = True
+    """Tie the decoder's input embedding and output projection."""
+    share_embeddings: bool = False
+    """One embedding for source and target; needs a shared vocabulary (`tokenizer.shared`)."""
+    pooling: str = "mean"
+    """Classifier pooling: `mean` over real tokens, or `first` token."""

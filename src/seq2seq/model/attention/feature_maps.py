@@ -1,0 +1,141 @@
+"""Feature maps phi for the linear attentions: `favor` (FAVOR+), `elu` and `relu`.
+
+A feature map turns per-head queries or keys `(B, H, L, Dh)` into non-negative features
+`(B, H, L, m)` so that `phi(q) . phi(k)` stands in for the softmax kernel. Features are
+always returned in float32: the linear attentions keep their sums in float32 too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class FeatureMap(nn.Module):
+    """Base class: `forward(x, is_query)` maps `(B, H, L, Dh)` to float32 `(B, H, L, m)`."""
+
+    num_features: int
+
+    def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
+        raise NotImplementedError
+
+
+class EluFeatureMap(FeatureMap):
+    """elu(x) + 1 (Katharopoulos et al., 2020); m = Dh."""
+
+    def __init__(self, head_dim: int) -> None:
+        super().__init__()
+        self.num_features = head_dim
+
+    def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
+        return F.elu(x.float()) + 1.0
+
+
+class ReluFeatureMap(FeatureMap):
+    """relu(x); m = Dh. Rows can be all zero: the attentions' epsilon keeps them finite."""
+
+    def __init__(self, head_dim: int) -> None:
+        super().__init__()
+        self.num_features = head_dim
+
+    def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
+        return F.relu(x.float())
+
+
+def orthogonal_gaussian(num_rows: int, num_cols: int, generator: torch.Generator) -> Tensor:
+    """Rows of blocks of orthogonal vectors, each row rescaled to a chi-distributed norm.
+
+    Returns `(num_rows, num_cols)` float32: the FAVOR+ projection `W` whose rows are
+    marginally N(0, I) but exactly orthogonal within each block of `num_cols` rows.
+    """
+    blocks = []
+    for start in range(0, num_rows, num_cols):
+        gaussian = torch.randn(num_cols, num_cols, generator=generator, dtype=torch.float64)
+        q, _ = torch.linalg.qr(gaussian)
+        blocks.append(q.T[: min(num_cols, num_rows - start)])
+    directions = torch.cat(blocks, dim=0)
+    norms = torch.randn(num_rows, num_cols, generator=generator, dtype=torch.float64).norm(dim=1)
+    return (directions * norms[:, None]).float()
+
+
+class FavorFeatureMap(FeatureMap):
+    """FAVOR+ positive orthogonal random features (Choromanski et al., 2020).
+
+    `phi(x) = exp(w_i . x' - |x'|^2 / 2) / sqrt(m)` with `x' = x * Dh^-1/4`, computed in
+    float32. Queries subtract their own max over features (it cancels between numerator and
+    denominator); keys use no stabilizer, since any per-key or future-dependent scale would
+    change the attention weights. Key features stay bounded by `exp(|w|^2 / 2)`.
+
+    The projection is a buffer drawn from `(seed, layer_id, draw)` alone, so a run and a
+    resumed run hold the same matrices; `redraw(draw)` replaces it in place.
+    """
+
+    projection: Tensor
+
+    def __init__(self, head_dim: int, *, num_features: int, seed: int, layer_id: int) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"model.linear.nb_features={num_features} must be >= 1")
+        self.num_features = num_features
+        self.head_dim = head_dim
+        self.seed = seed
+        self.layer_id = layer_id
+        self.register_buffer("projection", self._draw(0))
+
+    def _draw(self, draw: int) -> Tensor:
+        generator = torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + self.layer_id) * 1_000_003 + draw
+        )
+        return orthogonal_gaussian(self.num_features, self.head_dim, generator)
+
+    @torch.no_grad()
+    def redraw(self, draw: int) -> None:
+        self.projection.copy_(self._draw(draw))
+
+    def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
+        x = x.float() * self.head_dim**-0.25
+        logits = x @ self.projection.T - 0.5 * (x * x).sum(-1, keepdim=True)
+        if is_query:
+            logits = logits - logits.amax(-1, keepdim=True).detach()
+        return torch.exp(logits) * self.num_features**-0.5
+
+
+FeatureMapFactory = Callable[[int, int], FeatureMap]
+"""`(head_dim, layer_id) -> FeatureMap`: build.py closes over the remaining settings."""
+
+FEATURE_MAPS: tuple[str, ...] = ("favor", "elu", "relu")
+
+
+def make_feature_map_factory(name: str, *, nb_features: int, seed: int) -> FeatureMapFactory:
+    """The factory for feature map `name`; unknown names fail listing the valid ones."""
+    if name == "favor":
+        return lambda head_dim, layer_id: FavorFeatureMap(
+            head_dim, num_features=nb_features, seed=seed, layer_id=layer_id
+        )
+    if name == "elu":
+        return lambda head_dim, layer_id: EluFeatureMap(head_dim)
+    if name == "relu":
+        return lambda head_dim, layer_id: ReluFeatureMap(head_dim)
+    raise ValueError(f"model.linear.feature_map={name!r} is unknown; choose one of {FEATURE_MAPS}")
+
+
+def favor_maps(module: nn.Module) -> Iterator[FavorFeatureMap]:
+    for child in module.modules():
+        if isinstance(child, FavorFeatureMap):
+            yield child
+
+
+def redraw_feature_maps(module: nn.Module, *, optimizer_step: int, interval: int) -> bool:
+    """Redraw every FAVOR+ projection in `module` when `optimizer_step` hits the interval.
+
+    The draw index is `optimizer_step // interval`, so the matrices depend on the step alone
+    and a resumed run redraws exactly as an unbroken one. Returns whether it redrew.
+    """
+    if interval <= 0 or optimizer_step <= 0 or optimizer_step % interval:
+        return False
+    for feature_map in favor_maps(module):
+        feature_map.redraw(optimizer_step // interval)
+    return True

@@ -1,0 +1,75 @@
+"""Softmax attention through `F.scaled_dot_product_attention` (flash kernels on GPU)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from seq2seq.model.attention.base import Attention, AttentionState
+
+
+def _padding_and_causal_mask(
+    key_padding_mask: Tensor | None,
+    query_len: int,
+    key_len: int,
+    causal: bool,
+    device: torch.device,
+) -> Tensor | None:
+    """Boolean `(B or 1, 1, Lq, Lk)` mask, True where a query may attend a key."""
+    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    if causal:
+        tril = torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril()
+        mask = tril[None, None] if mask is None else mask & tril
+    return mask
+
+
+class SoftmaxAttention(Attention):
+    """softmax(q k^T / sqrt(Dh)) v, causal or not; decoding keeps a KV cache.
+
+    SDPA gets `is_causal` only when there is no padding mask; otherwise one explicit mask
+    holds both. Query rows with no key to attend (an all-padding sequence) give zeros, not
+    the NaN that a fully masked softmax row would.
+    """
+
+    supports_causal = True
+    supports_bidirectional = True
+
+    def __init__(self, *, causal: bool, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.causal = causal
+        self.dropout = dropout
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        dropout = self.dropout if self.training else 0.0
+        if key_padding_mask is None:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal)
+        mask = _padding_and_causal_mask(
+            key_padding_mask, q.shape[-2], k.shape[-2], self.causal, q.device
+        )
+        assert mask is not None
+        empty = ~mask.any(-1, keepdim=True)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | empty, dropout_p=dropout)
+        return out.masked_fill(empty, 0.0)
+
+    def step(
+        self, q: Tensor, k: Tensor, v: Tensor, state: AttentionState | None
+    ) -> tuple[Tensor, AttentionState]:
+        if state is not None:
+            k = torch.cat([state["k"], k], dim=2)
+            v = torch.cat([state["v"], v], dim=2)
+        # One query at the newest position sees every cached key: no mask, no is_causal.
+        out = F.scaled_dot_product_attention(q, k, v)
+        return out, {"k": k, "v": v}
+
+    def weights(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        """Attention probabilities `(B, H, Lq, Lk)`, for inspecting attention maps."""
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        mask = _padding_and_causal_mask(
+            key_padding_mask, q.shape[-2], k.shape[-2], self.causal, q.device
+        )
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, dim=-1).nan_to_num(0.0)
