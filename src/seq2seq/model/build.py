@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -62,13 +63,14 @@ def _attention_fields(cfg: ModelConfig) -> dict[str, str]:
 def linear_settings(cfg: ModelConfig) -> LinearSettings:
     head_dim = cfg.d_model // cfg.heads
     linear = cfg.linear
+    def given(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
     return LinearSettings(
-        feature_map=linear.feature_map or DEFAULT_FEATURE_MAP,
-        nb_features=linear.nb_features or max(1, int(head_dim * math.log(head_dim))),
-        redraw_interval=DEFAULT_REDRAW_INTERVAL
-        if linear.redraw_interval is None
-        else linear.redraw_interval,
-        chunk_size=linear.chunk_size or DEFAULT_CHUNK_SIZE,
+        feature_map=given(linear.feature_map, DEFAULT_FEATURE_MAP),
+        nb_features=given(linear.nb_features, max(1, int(head_dim * math.log(head_dim)))),
+        redraw_interval=given(linear.redraw_interval, DEFAULT_REDRAW_INTERVAL),
+        chunk_size=given(linear.chunk_size, DEFAULT_CHUNK_SIZE),
     )
 
 

@@ -1,0 +1,128 @@
+"""``seq2seq-evaluate``: score a predictions file against one or more reference files.
+
+Example::
+
+    seq2seq-evaluate --hyp predictions.txt --ref refs.txt --metrics bleu,chrf,wer
+    seq2seq-evaluate --hyp predictions.txt --ref ref1.txt --ref ref2.txt --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from seq2seq.evaluation.metrics import METRICS, get_metric
+from seq2seq.evaluation.scoring import format_table, score
+
+DEFAULT_METRICS = "bleu,chrf"
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, trailing whitespace removed as sacrebleu's CLI does.
+
+    Only ``\\n`` ends a line: ``str.splitlines`` would also split on form feeds and
+    Unicode separators that may occur inside a sentence. Stripping the trailing
+    whitespace keeps an invisible space (or a Windows ``\\r``) from failing exact match.
+    """
+    # newline="" turns off universal newlines, which would split lines at a lone "\r".
+    with path.open(encoding="utf-8", newline="") as handle:
+        text = handle.read()
+    if text == "":
+        return []
+    text = text.removesuffix("\n")
+    return [line.rstrip() for line in text.split("\n")]
+
+
+def split_alternatives(line: str) -> list[str]:
+    """The non-empty TAB-separated alternative references on one line."""
+    return [field for field in line.split("\t") if field != ""]
+
+
+def read_references(hyp_path: Path, hyp_count: int, ref_paths: Sequence[Path]) -> list[list[str]]:
+    """Merge reference files into one list of alternatives per example.
+
+    Every file is parallel to the hypotheses (one line per example); alternatives from
+    all files and all TAB-separated fields of a line are pooled. A file with the wrong
+    line count raises ValueError naming both files and both counts.
+    """
+    references: list[list[str]] = [[] for _ in range(hyp_count)]
+    for ref_path in ref_paths:
+        lines = read_lines(ref_path)
+        if len(lines) != hyp_count:
+            raise ValueError(
+                f"--ref {ref_path} has {len(lines)} lines but --hyp {hyp_path} has "
+                f"{hyp_count}; reference files must be parallel to the hypotheses "
+                "(one line per example, alternatives separated by a TAB)"
+            )
+        for refs, line in zip(references, lines, strict=True):
+            refs.extend(split_alternatives(line))
+    # A blank line (or field) next to real references elsewhere means "no reference
+    # here", so reference files of unequal coverage work; only an example with no
+    # reference text at all is scored against the empty string.
+    return [refs or [""] for refs in references]
+
+
+def parse_metric_names(value: str) -> list[str]:
+    """Split ``bleu,chrf,wer`` into names, each checked against the registry."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(
+            f"--metrics {value!r} names no metric; valid: {', '.join(sorted(METRICS))}"
+        )
+    for name in names:
+        get_metric(name)
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-evaluate",
+        description="Score hypotheses against references with corpus-level metrics.",
+    )
+    parser.add_argument(
+        "--hyp", type=Path, required=True, metavar="FILE", help="one hypothesis per line"
+    )
+    parser.add_argument(
+        "--ref",
+        type=Path,
+        required=True,
+        action="append",
+        metavar="FILE",
+        help=(
+            "references parallel to --hyp, one line per example; repeat --ref for more "
+            "reference sets, or put alternatives on one line separated by a TAB"
+        ),
+    )
+    parser.add_argument(
+        "--metrics",
+        default=DEFAULT_METRICS,
+        metavar="NAMES",
+        help=f"comma-separated metric names (default: {DEFAULT_METRICS}); "
+        f"valid: {', '.join(sorted(METRICS))}",
+    )
+    parser.add_argument("--json", action="store_true", help="print the scores as a JSON object")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``seq2seq-evaluate``; returns the exit status (errors exit with 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        metric_names = parse_metric_names(args.metrics)
+        hypotheses = read_lines(args.hyp)
+        references = read_references(args.hyp, len(hypotheses), args.ref)
+        scores = score(hypotheses, references, metric_names)
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        parser.error(str(error))
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        print(format_table(scores))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Config -> tokenized, cleaned splits and their tokenizers (shared by train and generate)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+
+from seq2seq.config.data import DataConfig, TokenizerConfig
+from seq2seq.data.cleaning import CleanReport, clean_split
+from seq2seq.data.loading import load_splits
+from seq2seq.data.tasks import generate_splits
+from seq2seq.tokenizer import Tokenizer, build_tokenizers, tokenize_splits
+from seq2seq.training.evaluator import EvaluationSet
+
+log = logging.getLogger("seq2seq.data")
+
+
+@dataclass
+class PreparedData:
+    splits: datasets.DatasetDict
+    """Roles `train` and, when present, `validation` and `test`; columns `source`,
+    `target`, `source_ids`, `target_ids`."""
+    source_tokenizer: Tokenizer
+    target_tokenizer: Tokenizer
+    reports: dict[str, CleanReport]
+
+
+def load_raw_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
+    if cfg.task is not None:
+        return generate_splits(
+            cfg.task,
+            train_size=cfg.train_size,
+            validation_size=cfg.validation_size,
+            test_size=cfg.test_size,
+            min_len=cfg.min_len,
+            max_len=cfg.max_len,
+            num_symbols=cfg.num_symbols,
+            seed=seed,
+        )
+    assert cfg.path is not None
+    return load_splits(
+        path=cfg.path,
+        name=cfg.name,
+        data_files=asdict(cfg.data_files),
+        splits={role: split for role, split in asdict(cfg.splits).items() if split is not None},
+        source=cfg.source,
+        target=cfg.target,
+    )
+
+
+def prepare_data(
+    data: DataConfig,
+    tokenizer: TokenizerConfig,
+    *,
+    length_limits: tuple[int, int],
+    seed: int,
+    run_dir: Path,
+) -> PreparedData:
+    """`length_limits`: the longest source and target, in tokens, that are kept whole."""
+    raw = load_raw_splits(data, seed=seed)
+    source_tokenizer, target_tokenizer = build_tokenizers(
+        raw["train"],
+        shared=tokenizer.shared,
+        model_type=tokenizer.model_type,  # type: ignore[arg-type]
+        vocab_size=tokenizer.vocab_size,
+        character_coverage=tokenizer.character_coverage,
+        cache_dir=Path(tokenizer.cache_dir),
+    )
+    tokenizer_dir = run_dir / "tokenizer"
+    source_tokenizer.save(tokenizer_dir, "source")
+    target_tokenizer.save(tokenizer_dir, "target")
+
+    tokenized = tokenize_splits(raw, source_tokenizer, target_tokenizer)
+    splits, reports = {}, {}
+    for role, split in tokenized.items():
+        cleaned, report = clean_split(
+            split,
+            max_source_len=length_limits[0],
+            max_target_len=length_limits[1],
+            overlong=data.overlong,  # type: ignore[arg-type]
+        )
+        log.info("%s split: %s", role, report)
+        if len(cleaned) == 0:
+            raise ValueError(
+                f"the {role} split has no usable example left ({report}); check data.source="
+                f"{data.source!r}, data.target={data.target!r} and data.max_*_len"
+            )
+        splits[role], reports[role] = cleaned, report
+    return PreparedData(
+        splits=datasets.DatasetDict(splits),
+        source_tokenizer=source_tokenizer,
+        target_tokenizer=target_tokenizer,
+        reports=reports,
+    )
+
+
+def evaluation_set(split: datasets.Dataset) -> EvaluationSet:
+    """One entry per distinct source; the targets of repeated sources become alternative
+    references (a word with several pronunciations, a sentence with several translations)."""
+    first: dict[str, int] = {}
+    references: list[list[str]] = []
+    rows = split.select_columns(["source", "target", "source_ids", "target_ids"]).to_dict()
+    keep: list[int] = []
+    for index, (source, target) in enumerate(zip(rows["source"], rows["target"], strict=True)):
+        if source in first:
+            alternatives = references[first[source]]
+            if target not in alternatives:
+                alternatives.append(target)
+            continue
+        first[source] = len(keep)
+        keep.append(index)
+        references.append([target])
+    return EvaluationSet(
+        source_ids=[rows["source_ids"][i] for i in keep],
+        target_ids=[rows["target_ids"][i] for i in keep],
+        sources=[rows["source"][i] for i in keep],
+        references=references,
+    )

@@ -1,0 +1,283 @@
+"""`seq2seq-train`: compose the config, prepare data and tokenizers, build, train, test.
+
+    seq2seq-train experiment=toy_reverse
+    seq2seq-train experiment=toy_reverse model.encoder.layers=4 norm=rezero activation=swiglu
+    seq2seq-train -m norm=layernorm,rezero,prescalenorm      # a Hydra multirun sweep
+
+`python -m seq2seq.cli.train ...` is the same program.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
+from seq2seq.cli.validate import generation_settings, length_limits, validate_config
+from seq2seq.config.schema import TrainConfig
+from seq2seq.config.store import register_configs
+from seq2seq.data.batching import Batch, TokenBatchSampler, make_dataloader
+from seq2seq.data.lengths import token_lengths
+from seq2seq.evaluation import get_metric
+from seq2seq.model import build_model, linear_settings
+from seq2seq.model.seq2seq import EncoderDecoderTransformer
+from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.training.checkpoint import (
+    BEST_NAME,
+    CheckpointManager,
+    load_checkpoint,
+    strip_prefixes,
+)
+from seq2seq.training.config_diff import check_same_model
+from seq2seq.training.evaluator import Evaluator
+from seq2seq.training.logger import RunLogger, write_json_atomic
+from seq2seq.training.optim import build_optimizer
+from seq2seq.training.rng import seed_everything
+from seq2seq.training.schedule import build_scheduler
+from seq2seq.training.signals import graceful_stop
+from seq2seq.training.trainer import PRECISIONS, Monitor, Trainer
+
+log = logging.getLogger("seq2seq.train")
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+RESUME_LATEST = ("auto", "true", "True")
+RESUME_NEVER = ("false", "False", "")
+
+register_configs()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(
+            f"trainer.device={name!r} is not a device; use auto, cpu or cuda[:N]"
+        ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.device={name!r} but no CUDA device is available; use auto or cpu"
+        )
+    return device
+
+
+def resume_path(resume: str | None, checkpoints: CheckpointManager) -> Path | None:
+    """The checkpoint `trainer.resume` points at, or None to start fresh."""
+    if resume is None or resume in RESUME_NEVER:
+        return None
+    if resume in RESUME_LATEST:
+        latest = checkpoints.latest()
+        if latest is None:
+            log.info(
+                "trainer.resume=%s: no checkpoint in %s yet, starting fresh",
+                resume,
+                checkpoints.directory,
+            )
+        return latest
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"trainer.resume={resume!r}: no such checkpoint file; use auto, or a path to a .pt file"
+        )
+    return path
+
+
+def _batches(sampler: TokenBatchSampler, loader: Any) -> Callable[[int, int], Iterator[Batch]]:
+    def batches(epoch: int, start: int) -> Iterator[Batch]:
+        sampler.load_state_dict({"epoch": epoch, "position": start})
+        if start < len(sampler):
+            yield from loader
+
+    return batches
+
+
+def _monitor(cfg: TrainConfig) -> Monitor:
+    name = cfg.trainer.monitor
+    if name in ("loss", "ppl"):
+        return Monitor(name, higher_is_better=False)
+    return Monitor(name, higher_is_better=get_metric(name).higher_is_better)
+
+
+def _tokenizer_files(data: PreparedData, run_dir: Path) -> dict[str, Any]:
+    """The tokenizer models as byte tensors, so a checkpoint alone can decode."""
+    files = {}
+    for side in ("source", "target"):
+        blob = (run_dir / "tokenizer" / f"{side}.model").read_bytes()
+        files[side] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    return files
+
+
+def train(cfg_node: DictConfig, run_dir: Path) -> float:
+    """Run one training job into `run_dir`; returns the best value of `trainer.monitor`."""
+    cfg: TrainConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
+    validate_config(cfg)
+    config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config_text, run_dir / "config.yaml")
+
+    device = resolve_device(cfg.trainer.device)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)
+    start_from = resume_path(cfg.trainer.resume, checkpoints)
+    checkpoint = None
+    if start_from is not None:
+        checkpoint = load_checkpoint(start_from)
+        check_same_model(checkpoint["config"], config_text, source=start_from)
+
+    seed_everything(cfg.seed)
+    data = prepare_data(
+        cfg.data, cfg.tokenizer, length_limits=length_limits(cfg), seed=cfg.seed, run_dir=run_dir
+    )
+    if "validation" not in data.splits:
+        raise ValueError(
+            "training needs a validation split: set data.splits.validation "
+            "(and data.data_files.validation for local files)"
+        )
+    tokenizer = data.target_tokenizer
+    model = build_model(
+        cfg.model,
+        src_vocab_size=data.source_tokenizer.vocab_size,
+        tgt_vocab_size=tokenizer.vocab_size,
+        pad_id=PAD_ID,
+        seed=cfg.seed,
+    )
+    if checkpoint is not None:
+        model.load_state_dict(strip_prefixes(checkpoint["model"]))
+    model.to(device)
+    assert isinstance(model, EncoderDecoderTransformer)
+    log.info(
+        "model: %s parameters; device %s", f"{sum(p.numel() for p in model.parameters()):,}", device
+    )
+
+    sampler = TokenBatchSampler(
+        *token_lengths(data.splits["train"]), max_tokens=cfg.data.max_tokens, seed=cfg.seed
+    )
+    loader = make_dataloader(
+        data.splits["train"],
+        sampler=sampler,
+        pad_id=PAD_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        num_workers=cfg.data.num_workers,
+    )
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, max_steps=cfg.trainer.max_steps)
+    autocast_dtype = PRECISIONS[cfg.trainer.precision]
+    settings = generation_settings(cfg)
+
+    def evaluator(split: str) -> Evaluator:
+        return Evaluator(
+            model=model,
+            data=evaluation_set(data.splits[split]),
+            target_tokenizer=tokenizer,
+            generation=settings,
+            metrics=cfg.trainer.metrics,
+            num_samples=cfg.trainer.num_samples,
+            max_tokens=cfg.data.max_tokens,
+            device=device,
+            autocast_dtype=autocast_dtype,
+            label_smoothing=cfg.trainer.label_smoothing,
+        )
+
+    logger = RunLogger(run_dir)
+    logger.text("config", f"```yaml\n{config_text}\n```", 0)
+    # torch.compile wraps the module in an OptimizedModule, itself an nn.Module.
+    trained = cast(nn.Module, torch.compile(model)) if cfg.trainer.compile else model
+    uses_linear = any(
+        choice in ("linear", "causal_linear")
+        for choice in (
+            cfg.model.encoder.self_attention,
+            cfg.model.decoder.self_attention,
+            cfg.model.decoder.cross_attention,
+        )
+    )
+    trainer = Trainer(
+        model=trained,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        batches=_batches(sampler, loader),
+        evaluator=evaluator("validation"),
+        monitor=_monitor(cfg),
+        checkpoints=checkpoints,
+        logger=logger,
+        cfg=cfg.trainer,
+        device=device,
+        pad_id=PAD_ID,
+        redraw_interval=linear_settings(cfg.model).redraw_interval if uses_linear else 0,
+        checkpoint_extras={"config": config_text, "tokenizer": _tokenizer_files(data, run_dir)},
+    )
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+        log.info("resumed from %s at step %d", start_from, trainer.state.step)
+
+    try:
+        with graceful_stop() as stop:
+            reason = trainer.fit(stop)
+        log.info("training stopped: %s at step %d", reason, trainer.state.step)
+        results = _final_outputs(trainer, evaluator, data, run_dir, checkpoints, reason)
+        logger.hparams(OmegaConf.to_container(cfg_node, resolve=True), results)  # type: ignore[arg-type]
+    finally:
+        logger.close()
+    best = trainer.state.best_value
+    return float("nan") if best is None else float(best)
+
+
+def _final_outputs(
+    trainer: Trainer,
+    evaluator: Any,
+    data: PreparedData,
+    run_dir: Path,
+    checkpoints: CheckpointManager,
+    reason: str,
+) -> dict[str, float]:
+    """metrics.json, and the test split decoded by the best checkpoint into predictions.txt."""
+    state = trainer.state
+    final = trainer.last_evaluation.figures if trainer.last_evaluation else {}
+    summary: dict[str, Any] = {
+        "stopped": reason,
+        "step": state.step,
+        "monitor": trainer.monitor.name,
+        "best": {"step": state.best_step, trainer.monitor.name: state.best_value},
+        "final_validation": final,
+        "skipped_steps": state.skipped_steps,
+    }
+    hparam_metrics = {f"valid/{k}": v for k, v in final.items()}
+    finished = reason in ("max_steps", "max_epochs", "early_stopping")
+    if finished and "test" in data.splits:
+        best_path = checkpoints.directory / BEST_NAME
+        model = trainer.evaluator.model
+        if best_path.is_file():
+            model.load_state_dict(strip_prefixes(load_checkpoint(best_path)["model"]))
+        result = evaluator("test").evaluate(step=state.step)
+        write_text_atomic("\n".join(result.predictions) + "\n", run_dir / "predictions.txt")
+        summary["test"] = result.figures
+        hparam_metrics.update({f"test/{k}": v for k, v in result.figures.items()})
+        if trainer.logger is not None:
+            trainer.logger.scalars({f"test/{k}": v for k, v in result.figures.items()}, state.step)
+        log.info("test | %s", result.summary())
+    write_json_atomic(summary, run_dir / "metrics.json")
+    return {k: float(v) for k, v in hparam_metrics.items() if not math.isnan(float(v))}
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

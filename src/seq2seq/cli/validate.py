@@ -1,0 +1,93 @@
+"""Whole-config checks that run before any data is loaded or anything is built."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from seq2seq.config.schema import TrainConfig
+from seq2seq.data.cleaning import OVERLONG_CHOICES
+from seq2seq.data.tasks import TASKS
+from seq2seq.evaluation import get_metric
+from seq2seq.generation import GenerationSettings
+from seq2seq.model.build import validate_model_config
+from seq2seq.tokenizer.sentencepiece import MODEL_TYPES
+from seq2seq.training.optim import validate_optim_config
+from seq2seq.training.schedule import validate_schedule_config
+from seq2seq.training.trainer import validate_trainer_config
+
+SEQ2SEQ_KINDS = ("encoder_decoder",)
+LOSS_FIGURES = ("loss", "ppl")
+
+
+def generation_settings(cfg: TrainConfig) -> GenerationSettings:
+    """The decoding settings; outputs leave room for bos and eos within model.max_len."""
+    return GenerationSettings(**asdict(cfg.generation), max_len=max(1, cfg.model.max_len - 2))
+
+
+def length_limits(cfg: TrainConfig) -> tuple[int, int]:
+    """Longest source and target in tokens: the data settings, or what model.max_len allows
+    (the decoder input is bos + target)."""
+    source, target = cfg.data.max_source_len, cfg.data.max_target_len
+    return (
+        cfg.model.max_len if source is None else source,
+        cfg.model.max_len - 1 if target is None else target,
+    )
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Raise one clear ValueError for the first wrong or incompatible setting."""
+    if cfg.model.kind not in SEQ2SEQ_KINDS:
+        raise ValueError(
+            f"model.kind={cfg.model.kind!r}: seq2seq-train trains {SEQ2SEQ_KINDS} models"
+        )
+    validate_model_config(cfg.model)
+    validate_optim_config(cfg.optim)
+    validate_trainer_config(cfg.trainer)
+    validate_schedule_config(cfg.schedule, max_steps=cfg.trainer.max_steps)
+    generation_settings(cfg)
+
+    data = cfg.data
+    if (data.task is None) == (data.path is None):
+        raise ValueError(
+            "set exactly one of data.task (a generated task: "
+            f"{sorted(TASKS)}) and data.path (a datasets path such as json, csv, parquet, "
+            f"text or a hub name); got data.task={data.task!r}, data.path={data.path!r}"
+        )
+    if data.task is not None and data.task not in TASKS:
+        raise ValueError(f"data.task={data.task!r} is unknown; choose one of {sorted(TASKS)}")
+    if data.overlong not in OVERLONG_CHOICES:
+        raise ValueError(
+            f"data.overlong={data.overlong!r} is unknown; choose one of {list(OVERLONG_CHOICES)}"
+        )
+    max_source, max_target = length_limits(cfg)
+    for name, value in {
+        "data.max_tokens": data.max_tokens,
+        "data.max_source_len": max_source,
+        "data.max_target_len": max_target,
+    }.items():
+        if value < 1:
+            raise ValueError(f"{name}={value} must be a positive integer")
+    longest = max(max_source, max_target + 1)
+    if longest > cfg.model.max_len:
+        raise ValueError(
+            f"data.max_source_len={max_source} / data.max_target_len={max_target} "
+            f"(+1 for bos/eos) exceed model.max_len={cfg.model.max_len}"
+        )
+    if cfg.tokenizer.model_type not in MODEL_TYPES:
+        raise ValueError(
+            f"tokenizer.model_type={cfg.tokenizer.model_type!r} is unknown; "
+            f"choose one of {list(MODEL_TYPES)}"
+        )
+    if cfg.tokenizer.vocab_size < 8:
+        raise ValueError(f"tokenizer.vocab_size={cfg.tokenizer.vocab_size} must be at least 8")
+    if cfg.model.share_embeddings and not cfg.tokenizer.shared:
+        raise ValueError("model.share_embeddings=true needs tokenizer.shared=true")
+
+    for name in cfg.trainer.metrics:
+        get_metric(name)
+    valid_monitors = [*LOSS_FIGURES, *cfg.trainer.metrics]
+    if cfg.trainer.monitor not in valid_monitors:
+        raise ValueError(
+            f"trainer.monitor={cfg.trainer.monitor!r} is not computed; choose one of "
+            f"{valid_monitors} (add a metric to trainer.metrics to monitor it)"
+        )

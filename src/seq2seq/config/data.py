@@ -1,0 +1,77 @@
+"""Schema of the `data` and `tokenizer` config nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataFilesConfig:
+    """Files per split role, passed to `datasets.load_dataset(data_files=...)`."""
+
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+
+
+@dataclass
+class SplitsConfig:
+    """The dataset's split name for each role; null skips the role."""
+
+    train: str = "train"
+    validation: str | None = "validation"
+    test: str | None = "test"
+
+
+@dataclass
+class DataConfig:
+    task: str | None = None
+    """A built-in generated task (`reverse`, `copy`, `sort`, `addition`, `g2p_cmudict`);
+    exclusive with `path`."""
+    path: str | None = None
+    """`datasets.load_dataset` path: `json`, `csv`, `parquet`, `text`, or a hub name."""
+    name: str | None = None
+    """Dataset configuration name (`load_dataset(path, name)`)."""
+    data_files: DataFilesConfig = field(default_factory=DataFilesConfig)
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    source: str = "source"
+    """Source column."""
+    target: str = "target"
+    """Target column."""
+    train_size: int = 10000
+    """Generated tasks: training examples."""
+    validation_size: int = 500
+    """Generated tasks: validation examples."""
+    test_size: int = 500
+    """Generated tasks: test examples."""
+    min_len: int = 4
+    """Generated tasks: shortest sequence (symbols, or digits for addition)."""
+    max_len: int = 16
+    """Generated tasks: longest sequence."""
+    num_symbols: int = 10
+    """Generated tasks: alphabet size (at most 26)."""
+    max_source_len: int | None = None
+    """Longest source in tokens; longer examples are dropped or truncated (`overlong`).
+    Default: model.max_len."""
+    max_target_len: int | None = None
+    """Longest target in tokens (without bos/eos). Default: model.max_len - 1."""
+    overlong: str = "drop"
+    """`drop` or `truncate` over-long examples; the count is logged either way."""
+    max_tokens: int = 4096
+    """Token budget of one batch (padded source or target tokens, whichever is larger)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+
+@dataclass
+class TokenizerConfig:
+    model_type: str = "unigram"
+    """SentencePiece model: `unigram`, `bpe`, `char` or `word`."""
+    vocab_size: int = 8000
+    """Vocabulary size (a ceiling for `char` and small data)."""
+    shared: bool = True
+    """One tokenizer for source and target; false trains one per side."""
+    character_coverage: float = 1.0
+    """Share of characters the model must cover (0.9995 suits large alphabets)."""
+    cache_dir: str = "outputs/cache/tokenizers"
+    """Where trained tokenizers are cached across runs, relative to the launch directory."""

@@ -1,0 +1,75 @@
+"""Schema of the `optim`, `schedule` and `trainer` config nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    """`adamw`, `adam` or `sgd`."""
+    lr: float = 5e-4
+    """Peak learning rate (reached at the end of warmup)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay; biases, norms and scalars are never decayed."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    """Adam betas."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    momentum: float = 0.0
+    """SGD momentum."""
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "inverse_sqrt"
+    """`inverse_sqrt`, `cosine`, `linear` or `constant`, each after a linear warmup."""
+    warmup_steps: int = 500
+    """Optimizer steps of linear warmup from 0 to `optim.lr`."""
+    min_lr_ratio: float = 0.0
+    """Floor of `cosine`/`linear` decay, as a fraction of `optim.lr`."""
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 10000
+    """Optimizer steps to train for; the schedule spans them."""
+    max_epochs: int | None = None
+    """Stop after this many passes over the data as well, if set."""
+    grad_accum: int = 1
+    """Batches accumulated into one optimizer step."""
+    clip_norm: float = 1.0
+    """Gradient norm clipping (0 disables)."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy."""
+    precision: str = "fp32"
+    """`fp32`, `bf16` (autocast) or `fp16` (autocast + GradScaler, GPU only)."""
+    compile: bool = False
+    """Wrap the model in `torch.compile`."""
+    device: str = "auto"
+    """`auto` (cuda when available), `cpu`, `cuda`, `cuda:1`, ..."""
+    eval_every: int = 500
+    """Validate every N optimizer steps (and at the end)."""
+    log_every: int = 50
+    """Write training scalars every N optimizer steps."""
+    metrics: list[str] = field(default_factory=lambda: ["exact_match"])
+    """Validation metrics computed on decoded outputs (see seq2seq.evaluation)."""
+    monitor: str = "exact_match"
+    """Validation figure that picks the best checkpoint and drives early stopping:
+    `loss`, or one of `metrics`."""
+    patience: int = 0
+    """Stop after this many validations without improvement of `monitor` (0: never)."""
+    num_samples: int = 4
+    """Validation examples whose predictions are logged as text."""
+    keep_last: int = 2
+    """Checkpoints kept besides the best one."""
+    resume: str | None = None
+    """`auto`/`true`: continue from the latest checkpoint in the run dir; or a checkpoint
+    path; null starts fresh."""
+    nonfinite: str = "skip"
+    """On a non-finite loss or gradient: `skip` the step, or `stop` the run."""
+    max_skipped_steps: int = 100
+    """Stop the run after this many skipped non-finite steps."""
+    progress: str = "auto"
+    """`bar` (tqdm), `log` (plain lines) or `auto` (bar on a terminal)."""

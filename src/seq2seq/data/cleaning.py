@@ -1,0 +1,123 @@
+"""Drop empty examples and drop or truncate over-long ones, counting each, never silently."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from seq2seq.data.columns import SOURCE_IDS, TARGET_IDS
+from seq2seq.data.lengths import token_lengths
+
+Overlong = Literal["drop", "truncate"]
+OVERLONG_CHOICES: tuple[str, ...] = get_args(Overlong)
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """What `clean_split` did to one split.
+
+    `dropped_overlong` and `truncated` count the same kind of example (longer than
+    `max_source_len` or `max_target_len`); which one is non-zero depends on `overlong`.
+    """
+
+    overlong: Overlong
+    total: int
+    dropped_empty: int
+    dropped_overlong: int
+    truncated: int
+    max_source_len: int
+    max_target_len: int
+
+    @property
+    def kept(self) -> int:
+        return self.total - self.dropped_empty - self.dropped_overlong
+
+    def __str__(self) -> str:
+        limits = f"source > {self.max_source_len} or target > {self.max_target_len} tokens"
+        action, count = (
+            ("dropped", self.dropped_overlong)
+            if self.overlong == "drop"
+            else ("truncated", self.truncated)
+        )
+        return (
+            f"kept {self.kept}/{self.total} examples; dropped {self.dropped_empty} empty; "
+            f"{action} {count} over-long ({limits})"
+        )
+
+
+def _keep(mask: np.ndarray) -> Callable[[pa.Table, list[int]], np.ndarray]:
+    """A batched filter over Arrow batches keeping the rows where `mask` is True."""
+
+    def keep(_: pa.Table, indices: list[int]) -> np.ndarray:
+        return mask[indices]
+
+    return keep
+
+
+def _truncate(max_source_len: int, max_target_len: int) -> Callable[[pa.Table], pa.Table]:
+    def truncate(batch: pa.Table) -> pa.Table:
+        return batch.set_column(
+            batch.schema.get_field_index(SOURCE_IDS),
+            SOURCE_IDS,
+            pc.list_slice(batch[SOURCE_IDS], 0, max_source_len),
+        ).set_column(
+            batch.schema.get_field_index(TARGET_IDS),
+            TARGET_IDS,
+            pc.list_slice(batch[TARGET_IDS], 0, max_target_len),
+        )
+
+    return truncate
+
+
+def _restore_format(ds: datasets.Dataset, like: datasets.Dataset) -> datasets.Dataset:
+    fmt = like.format
+    return ds.with_format(
+        fmt["type"],
+        columns=fmt["columns"],
+        output_all_columns=fmt["output_all_columns"],
+        **fmt["format_kwargs"],
+    )
+
+
+def clean_split(
+    ds: datasets.Dataset, *, max_source_len: int, max_target_len: int, overlong: Overlong
+) -> tuple[datasets.Dataset, CleanReport]:
+    """Drops examples with an empty source or target, then drops or truncates over-long ones.
+
+    `ds` has the token-id columns `source_ids` and `target_ids`; lengths count ids
+    without the bos/eos that `collate` adds (the decoder sees `target + 1` positions).
+    Truncation keeps the first `max_*_len` ids, so a truncated target loses its end.
+    """
+    if max_source_len < 1:
+        raise ValueError(f"data.max_source_len={max_source_len} must be at least 1")
+    if max_target_len < 1:
+        raise ValueError(f"data.max_target_len={max_target_len} must be at least 1")
+    if overlong not in OVERLONG_CHOICES:
+        raise ValueError(f"data.overlong={overlong!r}; choose one of {list(OVERLONG_CHOICES)}")
+
+    source_len, target_len = token_lengths(ds)
+    empty = (source_len == 0) | (target_len == 0)
+    long = ~empty & ((source_len > max_source_len) | (target_len > max_target_len))
+    drop = empty | long if overlong == "drop" else empty
+    report = CleanReport(
+        overlong=overlong,
+        total=len(ds),
+        dropped_empty=int(empty.sum()),
+        dropped_overlong=int(long.sum()) if overlong == "drop" else 0,
+        truncated=int(long.sum()) if overlong == "truncate" else 0,
+        max_source_len=max_source_len,
+        max_target_len=max_target_len,
+    )
+
+    cleaned = ds.with_format("arrow")
+    if drop.any():
+        cleaned = cleaned.filter(_keep(~drop), batched=True, with_indices=True)
+    if report.truncated:
+        cleaned = cleaned.map(_truncate(max_source_len, max_target_len), batched=True)
+    return _restore_format(cleaned, ds), report

@@ -1,0 +1,7 @@
+"""Column names shared by loading, tokenization, cleaning and batching."""
+
+SOURCE = "source"
+TARGET = "target"
+# Token ids without bos/eos, added by seq2seq.tokenizer.build.tokenize_splits.
+SOURCE_IDS = "source_ids"
+TARGET_IDS = "target_ids"

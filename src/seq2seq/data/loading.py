@@ -1,0 +1,289 @@
+"""Load a dataset the way `datasets.load_dataset` takes it and map it onto our split roles.
+
+The result is a `DatasetDict` keyed by role (`train`, `validation`, `test`), each split
+with exactly two string columns, `source` and `target`.
+
+Line format of the `text` builder: its one column, `text`, holds whole lines. When the
+configured source and target columns are absent and `text` is there, each line is read
+as `source<TAB>target`, split on the first tab (the target may contain more tabs). A
+line without a tab is an error; an empty line gives an empty example, which
+`clean_split` drops and counts.
+"""
+
+from __future__ import annotations
+
+import codecs
+import glob
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+from datasets.exceptions import DatasetGenerationError
+from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+from seq2seq.data.columns import SOURCE, TARGET
+
+ROLES = ("train", "validation", "test")
+TEXT_COLUMN = "text"
+
+# Files not to scan for bad UTF-8: binary formats and compressed files (which datasets
+# decompresses; their bytes would look like bad text).
+_NOT_TEXT_SUFFIXES = frozenset({".parquet", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip"})
+_STRING_TYPES = frozenset({"string", "large_string"})
+_DECODE_CHUNK = 1 << 20
+
+
+def _is_remote(file: str) -> bool:
+    return "://" in file
+
+
+def _local_base(path: str) -> Path | None:
+    """Where relative data files live, or None when they belong to a hub repository."""
+    if path in _PACKAGED_DATASETS_MODULES:
+        return Path.cwd()
+    if Path(path).is_dir():
+        return Path(path)
+    return None
+
+
+def _as_list(files: str | Sequence[str]) -> list[str]:
+    return [files] if isinstance(files, str) else list(files)
+
+
+def _resolve(base: Path, pattern: str) -> list[Path]:
+    """The local files that `pattern` (a path or a glob, relative to `base`) names."""
+    full = Path(pattern) if Path(pattern).is_absolute() else base / pattern
+    if glob.has_magic(str(full)):
+        return sorted(Path(p) for p in glob.glob(str(full), recursive=True))
+    return [full] if full.is_file() else []
+
+
+def _check_files(base: Path, data_files: Mapping[str, list[str]]) -> dict[str, list[Path]]:
+    """Every local data file by data_files key; fails on a missing or empty one, naming it."""
+    found: dict[str, list[Path]] = {}
+    for key, patterns in data_files.items():
+        found[key] = []
+        for pattern in patterns:
+            if _is_remote(pattern):
+                continue
+            files = _resolve(base, pattern)
+            if not files:
+                raise FileNotFoundError(
+                    f"data.data_files.{key}={pattern!r}: no such file (looked in {base})"
+                )
+            for file in files:
+                if file.stat().st_size == 0:
+                    raise ValueError(f"data.data_files.{key}={pattern!r}: {file} is empty")
+            found[key] += files
+    return found
+
+
+def _first_undecodable(file: Path) -> int | None:
+    """The offset of the first byte of `file` that is not UTF-8, or None; reads by chunks."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with file.open("rb") as stream:
+        while chunk := stream.read(_DECODE_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                return offset + error.start
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as error:
+            return offset + error.start
+    return None
+
+
+def _decode_error(error: BaseException) -> UnicodeDecodeError | None:
+    """The `UnicodeDecodeError` in `error`'s chain; datasets wraps it in its own errors."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UnicodeDecodeError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _candidate_files(path: str, files: Mapping[str, list[Path]]) -> Iterator[tuple[str, Path]]:
+    yield from ((f"data.data_files.{key}", file) for key, fs in files.items() for file in fs)
+    if not files and Path(path).is_dir():
+        yield from (
+            (f"data.path={path!r}", f) for f in sorted(Path(path).rglob("*")) if f.is_file()
+        )
+
+
+def _not_utf8(path: str, files: Mapping[str, list[Path]], error: BaseException) -> ValueError:
+    for key, file in _candidate_files(path, files):
+        if file.suffix in _NOT_TEXT_SUFFIXES:
+            continue
+        offset = _first_undecodable(file)
+        if offset is not None:
+            return ValueError(
+                f"{key}: {file} is not valid UTF-8 (first bad byte at offset {offset}); "
+                "re-encode it, e.g. `iconv -f latin1 -t utf-8 in > out`"
+            )
+    return ValueError(f"data.path={path!r}: a data file is not valid UTF-8 ({error})")
+
+
+def _check_utf8(
+    ds: datasets.Dataset, *, split: str, path: str, files: Mapping[str, list[Path]]
+) -> None:
+    """Fails if a text column holds bytes that are not UTF-8.
+
+    pyarrow's JSON reader stores such bytes in string columns without complaint; the
+    error would surface only when a row is read, far from its cause.
+    """
+    for column in (SOURCE, TARGET):
+        try:
+            ds.data.column(column).validate(full=True)
+        except pa.ArrowInvalid as error:
+            own = {split: files[split]} if split in files else files
+            raise _not_utf8(path, own, error) from error
+
+
+def _builder_kwargs(path: str, *, source: str, target: str) -> dict[str, Any]:
+    if path == "csv":
+        # pandas would read "NA", "null", "nan" and empty cells as missing and digits as
+        # integers (dropping leading zeros); text pairs mean the characters as written.
+        return {"na_filter": False, "converters": {source: str, target: str}}
+    return {}
+
+
+def _load(
+    path: str, name: str | None, data_files: dict[str, list[str]] | None, kwargs: dict[str, Any]
+) -> datasets.DatasetDict:
+    loaded = datasets.load_dataset(path, name, data_files=data_files, **kwargs)
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise TypeError(f"data.path={path!r} loaded as {type(loaded).__name__}, not splits")
+    return loaded
+
+
+def _split_tabs(ds: datasets.Dataset, *, role: str) -> datasets.Dataset:
+    """Turns the `text` column's `source<TAB>target` lines into `source` and `target`."""
+
+    def split(lines: list[str], indices: list[int]) -> dict[str, list[str]]:
+        sources, targets = [], []
+        for line, index in zip(lines, indices, strict=True):
+            if not line.strip():
+                source, target = "", ""
+            else:
+                source, tab, target = line.partition("\t")
+                if not tab:
+                    raise ValueError(
+                        f"line {index + 1} of the {role} split has no tab: {line[:80]!r}; the "
+                        "text format is one `source<TAB>target` pair per line"
+                    )
+            sources.append(source)
+            targets.append(target)
+        return {SOURCE: sources, TARGET: targets}
+
+    return ds.map(
+        split,
+        batched=True,
+        with_indices=True,
+        input_columns=[TEXT_COLUMN],
+        remove_columns=ds.column_names,
+        desc=f"splitting {role} lines on tabs",
+    )
+
+
+def _as_string(ds: datasets.Dataset, column: str, *, field: str) -> datasets.Dataset:
+    feature = ds.features[column]
+    if isinstance(feature, datasets.Value) and feature.dtype in _STRING_TYPES:
+        return ds
+    if not isinstance(feature, datasets.Value):
+        raise ValueError(f"{field}={column!r} holds {feature}, not text; choose a text column")
+    return ds.cast_column(column, datasets.Value("string"))
+
+
+def _source_target(
+    ds: datasets.Dataset, *, role: str, split: str, source: str, target: str
+) -> datasets.Dataset:
+    columns = ds.column_names
+    if source not in columns and target not in columns and columns == [TEXT_COLUMN]:
+        return _split_tabs(ds, role=role)
+    for field, column in (("data.source", source), ("data.target", target)):
+        if column not in columns:
+            raise ValueError(
+                f"{field}={column!r} is not a column of split {split!r} ({role}); "
+                f"available columns: {columns}"
+            )
+    ds = _as_string(ds, source, field="data.source")
+    ds = _as_string(ds, target, field="data.target")
+    if source == target:
+        return ds.map(
+            lambda texts: {SOURCE: texts, TARGET: texts},
+            batched=True,
+            input_columns=[source],
+            remove_columns=columns,
+        )
+    # Through temporary names, so that swapped columns (source='target') rename cleanly.
+    ds = ds.select_columns([source, target])
+    ds = ds.rename_columns({source: "__seq2seq_source", target: "__seq2seq_target"})
+    return ds.rename_columns({"__seq2seq_source": SOURCE, "__seq2seq_target": TARGET})
+
+
+def load_splits(
+    *,
+    path: str,
+    name: str | None,
+    data_files: Mapping[str, str | Sequence[str] | None] | None,
+    splits: Mapping[str, str],
+    source: str,
+    target: str,
+) -> datasets.DatasetDict:
+    """Load `path` (a builder such as `json`, `csv`, `parquet`, `text`, or a hub name).
+
+    `data_files` maps a split name to a file, a glob or a list of them (None values are
+    unset keys); `splits` maps each wanted role to the dataset's split name. Returns the
+    roles of `splits`, each with string columns `source` and `target` taken from the
+    `source` and `target` columns (see the module docstring for `text` files).
+    """
+    for role in splits:
+        if role not in ROLES:
+            raise ValueError(f"data.splits has key {role!r}; the split roles are {list(ROLES)}")
+    files = {k: _as_list(v) for k, v in (data_files or {}).items() if v is not None}
+    base = _local_base(path)
+    local = _check_files(base, files) if base is not None else {}
+    try:
+        loaded = _load(
+            path, name, files or None, _builder_kwargs(path, source=source, target=target)
+        )
+    except (DatasetGenerationError, UnicodeDecodeError) as error:
+        decode_error = _decode_error(error)
+        if decode_error is None:
+            raise
+        raise _not_utf8(path, local, decode_error) from error
+    except StopIteration as error:
+        # The json builder ends this way on a file that holds no records.
+        raise ValueError(f"data.path={path!r}: a data file holds no records") from error
+    except ValueError as error:
+        # The csv builder's way of saying that a file has a header and no rows.
+        empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(error))
+        if empty is None:
+            raise
+        raise ValueError(
+            f"data.data_files.{empty.group(1)}: the split {empty.group(1)!r} holds no rows"
+        ) from error
+
+    result: dict[str, datasets.Dataset] = {}
+    for role, split in splits.items():
+        if split not in loaded:
+            raise ValueError(
+                f"data.splits.{role}={split!r} is not a split of {path!r}; "
+                f"available splits: {sorted(loaded)}"
+            )
+        result[role] = _source_target(
+            loaded[split], role=role, split=split, source=source, target=target
+        )
+        _check_utf8(result[role], split=split, path=path, files=local)
+    if "train" in result and len(result["train"]) == 0:
+        raise ValueError(f"data.splits.train={splits['train']!r}: the train split is empty")
+    return datasets.DatasetDict(result)

@@ -1,0 +1,42 @@
+"""Greedy search: the most likely token at every step."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from seq2seq.generation.hypothesis import Hypothesis
+from seq2seq.generation.protocol import IncrementalModel
+from seq2seq.generation.settings import GenerationSettings
+from seq2seq.generation.single_path import decode_single_path
+
+
+def greedy_search(
+    model: IncrementalModel,
+    src_tokens: Tensor,
+    src_mask: Tensor,
+    settings: GenerationSettings,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+) -> list[list[Hypothesis]]:
+    """Decode each source by always taking the argmax token.
+
+    src_tokens: (B, S) long; src_mask: (B, S) bool, True where a token is real.
+    Returns B lists holding one Hypothesis each.
+    """
+    return decode_single_path(
+        model,
+        src_tokens,
+        src_mask,
+        settings,
+        choose=_argmax,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        pad_id=pad_id,
+    )
+
+
+def _argmax(logits: Tensor) -> Tensor:
+    """logits: (B, V) -> (B,) long."""
+    return logits.argmax(dim=-1)

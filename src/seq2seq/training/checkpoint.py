@@ -1,0 +1,126 @@
+"""Checkpoint files: atomic writes, safe loads, keeping the last k and the best.
+
+A checkpoint is a dict of tensors, numbers, strings and lists (the resolved config as YAML
+text, RNG states as tensors), so `torch.load(weights_only=True)` reads it: loading never
+runs arbitrary pickled code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
+BEST_NAME = "best.pt"
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file beside `path`, flush and fsync it, then rename over `path`.
+
+    A crash at any point leaves either the old file or the complete new one, never half.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load with `weights_only=True`; a missing, truncated or corrupt file gets one clear error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            raise ValueError(
+                f"checkpoint {path} holds objects other than tensors and plain data; it is "
+                "not loaded, since unpickling them could run arbitrary code"
+            ) from error
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt and cannot be loaded"
+        ) from error
+    except Exception as error:
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt and cannot be loaded "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
+        raise ValueError(f"{path} is not a seq2seq checkpoint (no 'model' and 'config' entries)")
+    return checkpoint
+
+
+def unwrapped_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict without torch.compile's or DDP's key prefixes."""
+    return strip_prefixes(model.state_dict())
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    stripped = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        stripped[key] = value
+    return stripped
+
+
+def checkpoint_paths(directory: Path) -> list[Path]:
+    """`step_*.pt` files in `directory`, oldest step first."""
+    if not directory.is_dir():
+        return []
+    found = [
+        (int(match.group(1)), path)
+        for path in directory.iterdir()
+        if (match := CHECKPOINT_PATTERN.match(path.name))
+    ]
+    return [path for _, path in sorted(found)]
+
+
+class CheckpointManager:
+    """Writes `step_<N>.pt` files, keeps the newest `keep_last`, and `best.pt` apart."""
+
+    def __init__(self, directory: Path, *, keep_last: int) -> None:
+        if keep_last < 1:
+            raise ValueError(f"trainer.keep_last={keep_last} must be at least 1")
+        self.directory = directory
+        self.keep_last = keep_last
+
+    def save(self, state: dict[str, Any], *, step: int, is_best: bool) -> Path:
+        path = self.directory / f"step_{step:08d}.pt"
+        atomic_save(state, path)
+        if is_best:
+            atomic_save(state, self.directory / BEST_NAME)
+        for old in checkpoint_paths(self.directory)[: -self.keep_last]:
+            old.unlink()
+        log.info("saved checkpoint %s%s", path, " (best)" if is_best else "")
+        return path
+
+    def latest(self) -> Path | None:
+        paths = checkpoint_paths(self.directory)
+        return paths[-1] if paths else None

@@ -1,0 +1,67 @@
+"""Run outputs: TensorBoard scalars and text, the hparams table, and `metrics.json`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}} -> {"a.b": 1}`; lists become strings (HParams takes scalars)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(str(v) for v in value)
+        elif value is None:
+            flat[name] = "null"
+        else:
+            flat[name] = value
+    return flat
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RunLogger:
+    """TensorBoard writer for one run (rank 0 only), under `<run_dir>/tensorboard`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
+        """One HParams row: every scalar config value against the final metrics, written
+        into this run's own event file so a sweep's runs line up in the HParams tab."""
+        finite = {f"hparam/{k}": v for k, v in metrics.items() if math.isfinite(v)}
+        experiment, session_start, session_end = hparams(flatten(config), finite)
+        file_writer = self.writer._get_file_writer()
+        for summary in (experiment, session_start, session_end):
+            file_writer.add_summary(summary)
+        self.scalars(finite, step=0)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()

@@ -1,0 +1,48 @@
+"""Name the first module whose output, or the first parameter whose gradient, is not finite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def _tensors(output: Any) -> list[Tensor]:
+    if isinstance(output, Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _tensors(item)]
+    if isinstance(output, dict):
+        return [t for item in output.values() for t in _tensors(item)]
+    return []
+
+
+def first_nonfinite_module(model: nn.Module, forward: Callable[[], Any]) -> str | None:
+    """Rerun `forward` with hooks on every module; the first (in execution order) whose
+    output holds inf or NaN is returned by name, or None when all outputs are finite."""
+    found: list[str] = []
+    names = {module: name or type(model).__name__ for name, module in model.named_modules()}
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not found and any(
+            t.is_floating_point() and not torch.isfinite(t).all() for t in _tensors(output)
+        ):
+            found.append(f"{names[module]} ({type(module).__name__})")
+
+    handles = [module.register_forward_hook(hook) for module in names]
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
+
+
+def first_nonfinite_gradient(model: nn.Module) -> str | None:
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
+            return name
+    return None

@@ -1,0 +1,347 @@
+"""The training loop: accumulation, clipping, mixed precision, validation, checkpoints.
+
+One `Trainer` drives an encoder-decoder model over a resumable token-budget sampler.
+Everything a run depends on (model, optimizer, scheduler, scaler, RNG states, the data
+position, the step, the best figure) goes into each checkpoint, so a resumed run takes the
+same steps with the same losses as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from seq2seq.config.training import TrainerConfig
+from seq2seq.data.batching import Batch
+from seq2seq.model.attention.feature_maps import redraw_feature_maps
+from seq2seq.training.checkpoint import CheckpointManager, unwrapped_state_dict
+from seq2seq.training.evaluator import EvaluationResult, Evaluator
+from seq2seq.training.logger import RunLogger
+from seq2seq.training.loss import label_smoothed_cross_entropy
+from seq2seq.training.nonfinite import first_nonfinite_gradient, first_nonfinite_module
+from seq2seq.training.progress import Progress
+from seq2seq.training.rng import capture_rng, restore_rng
+from seq2seq.training.signals import StopRequest
+
+log = logging.getLogger("seq2seq.train")
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+NONFINITE_POLICIES = ("skip", "stop")
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite loss or gradient under `trainer.nonfinite=stop`."""
+
+
+@dataclass
+class TrainState:
+    """The loop's own counters, checkpointed with everything else."""
+
+    step: int = 0
+    epoch: int = 0
+    epoch_batches: int = 0
+    """Batches of `epoch` already consumed: where a resumed run picks the data up."""
+    best_value: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    skipped_steps: int = 0
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """The validation figure that picks the best checkpoint and drives early stopping."""
+
+    name: str
+    higher_is_better: bool
+
+    def improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+def validate_trainer_config(cfg: TrainerConfig) -> None:
+    checks = {
+        "trainer.max_steps": (cfg.max_steps, 1),
+        "trainer.grad_accum": (cfg.grad_accum, 1),
+        "trainer.eval_every": (cfg.eval_every, 1),
+        "trainer.log_every": (cfg.log_every, 1),
+        "trainer.keep_last": (cfg.keep_last, 1),
+        "trainer.patience": (cfg.patience, 0),
+        "trainer.num_samples": (cfg.num_samples, 0),
+    }
+    for name, (value, minimum) in checks.items():
+        if value < minimum:
+            raise ValueError(f"{name}={value} must be >= {minimum}")
+    if cfg.max_epochs is not None and cfg.max_epochs < 1:
+        raise ValueError(f"trainer.max_epochs={cfg.max_epochs} must be >= 1 or null")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(
+            f"trainer.precision={cfg.precision!r} is unknown; choose one of {sorted(PRECISIONS)}"
+        )
+    if cfg.nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(
+            f"trainer.nonfinite={cfg.nonfinite!r} is unknown; choose one of {NONFINITE_POLICIES}"
+        )
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ValueError(f"trainer.label_smoothing={cfg.label_smoothing} must be in [0, 1)")
+    if cfg.clip_norm < 0:
+        raise ValueError(f"trainer.clip_norm={cfg.clip_norm} must be >= 0 (0 disables)")
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: Optimizer,
+        scheduler: LRScheduler,
+        batches: Callable[[int, int], Iterator[Batch]],
+        evaluator: Evaluator,
+        monitor: Monitor,
+        checkpoints: CheckpointManager,
+        logger: RunLogger | None,
+        cfg: TrainerConfig,
+        device: torch.device,
+        pad_id: int,
+        redraw_interval: int,
+        checkpoint_extras: dict[str, Any],
+    ) -> None:
+        """`batches(epoch, start)` yields the batches of `epoch` from index `start` on;
+        `checkpoint_extras` (config text, tokenizers) go into every checkpoint."""
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.batches = batches
+        self.evaluator = evaluator
+        self.monitor = monitor
+        self.checkpoints = checkpoints
+        self.logger = logger
+        self.cfg = cfg
+        self.device = device
+        self.pad_id = pad_id
+        self.redraw_interval = redraw_interval
+        self.checkpoint_extras = checkpoint_extras
+        self.state = TrainState()
+        dtype = PRECISIONS[cfg.precision]
+        if cfg.precision == "fp16" and device.type != "cuda":
+            raise ValueError("trainer.precision='fp16' needs a CUDA device; use 'bf16' on CPU")
+        self.autocast_dtype = dtype
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.last_evaluation: EvaluationResult | None = None
+
+    # --- checkpoint state -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": unwrapped_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(),
+            "trainer": asdict(self.state),
+            "monitor": self.monitor.name,
+            **self.checkpoint_extras,
+        }
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Restore everything but the model weights (loaded by the caller before the model
+        is wrapped or compiled)."""
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = TrainState(**checkpoint["trainer"])
+        restore_rng(checkpoint["rng"])
+
+    def save(self) -> Path:
+        is_best = self.state.best_step == self.state.step
+        return self.checkpoints.save(self.state_dict(), step=self.state.step, is_best=is_best)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _forward(self, batch: Batch) -> Tensor:
+        with self._autocast():
+            return self.model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask)
+
+    def _micro_batches(self) -> Iterator[list[Batch]]:
+        """Groups of `grad_accum` batches, epoch after epoch, until max_epochs."""
+        group: list[Batch] = []
+        while self.cfg.max_epochs is None or self.state.epoch < self.cfg.max_epochs:
+            for batch in self.batches(self.state.epoch, self.state.epoch_batches):
+                self.state.epoch_batches += 1
+                group.append(batch.to(self.device))
+                if len(group) == self.cfg.grad_accum:
+                    yield group
+                    group = []
+            if self.state.epoch_batches == 0:
+                raise ValueError("the training split yields no batches")
+            self.state.epoch += 1
+            self.state.epoch_batches = 0
+        if group:
+            yield group
+
+    def train_step(self, group: list[Batch]) -> dict[str, float]:
+        """One optimizer step over `group`; the loss is normalised by the group's total
+        target tokens, so accumulation equals one large batch."""
+        self.model.train()
+        tokens = sum(batch.num_target_tokens for batch in group)
+        loss_total, nll_total = 0.0, 0.0
+        for batch in group:
+            logits = self._forward(batch)
+            sums = label_smoothed_cross_entropy(
+                logits, batch.tgt_output, pad_id=self.pad_id, smoothing=self.cfg.label_smoothing
+            )
+            self.scaler.scale(sums.loss / tokens).backward()
+            loss_total += float(sums.loss.detach())
+            nll_total += float(sums.nll.detach())
+
+        self.scaler.unscale_(self.optimizer)
+        # Without clipping, an infinite max_norm only measures the norm.
+        max_norm = self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+
+        finite = math.isfinite(loss_total) and math.isfinite(grad_norm)
+        if finite or self.scaler.is_enabled():
+            # fp16's scaler skips overflowing steps by itself and lowers its scale.
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self._handle_nonfinite(group[0], loss_total, grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.state.step += 1
+        redraw_feature_maps(
+            self.model, optimizer_step=self.state.step, interval=self.redraw_interval
+        )
+        return {
+            "loss": loss_total / tokens,
+            "nll": nll_total / tokens,
+            "grad_norm": grad_norm,
+            "tokens": float(tokens),
+        }
+
+    def _handle_nonfinite(self, batch: Batch, loss: float, grad_norm: float) -> None:
+        culprit = first_nonfinite_module(self.model, lambda: self._forward(batch))
+        where = (
+            f"first non-finite output: {culprit}"
+            if culprit
+            else f"outputs finite; first non-finite gradient: {first_nonfinite_gradient(self.model)}"
+        )
+        message = (
+            f"non-finite loss or gradient at step {self.state.step + 1} "
+            f"(loss {loss}, grad norm {grad_norm}); {where}"
+        )
+        self.state.skipped_steps += 1
+        if self.logger is not None:
+            self.logger.scalars(
+                {"train/skipped_steps": self.state.skipped_steps}, self.state.step + 1
+            )
+        if self.cfg.nonfinite == "stop":
+            raise NonFiniteError(message + "; stopping (trainer.nonfinite=stop)")
+        if self.state.skipped_steps > self.cfg.max_skipped_steps:
+            raise NonFiniteError(
+                message + f"; {self.state.skipped_steps} steps skipped, more than "
+                f"trainer.max_skipped_steps={self.cfg.max_skipped_steps}"
+            )
+        log.warning("%s; skipping the step (trainer.nonfinite=skip)", message)
+
+    def evaluate(self) -> EvaluationResult:
+        result = self.evaluator.evaluate(step=self.state.step)
+        self.last_evaluation = result
+        value = result.figures[self.monitor.name]
+        if self.monitor.improved(value, self.state.best_value):
+            self.state.best_value, self.state.best_step = value, self.state.step
+            self.state.evals_without_improvement = 0
+        else:
+            self.state.evals_without_improvement += 1
+        if self.logger is not None:
+            self.logger.scalars(
+                {f"valid/{k}": v for k, v in result.figures.items()}, self.state.step
+            )
+            self.logger.text("valid/samples", result.samples_markdown(), self.state.step)
+        return result
+
+    def fit(self, stop: StopRequest) -> str:
+        """Train until max_steps, max_epochs, early stopping or a stop signal.
+
+        Returns why it stopped: `max_steps`, `max_epochs`, `early_stopping` or the signal name.
+        """
+        cfg = self.cfg
+        progress = Progress(mode=cfg.progress, total=cfg.max_steps, initial=self.state.step)
+        reason = "max_epochs"
+        window_tokens, window_start = 0.0, time.perf_counter()
+        try:
+            if self.state.step >= cfg.max_steps:
+                return "max_steps"
+            for group in self._micro_batches():
+                figures = self.train_step(group)
+                window_tokens += figures["tokens"]
+                step = self.state.step
+                if step % cfg.log_every == 0 or step == 1:
+                    elapsed = max(time.perf_counter() - window_start, 1e-9)
+                    scalars = {
+                        "train/loss": figures["loss"],
+                        "train/nll": figures["nll"],
+                        "train/lr": self.optimizer.param_groups[0]["lr"],
+                        "train/grad_norm": figures["grad_norm"],
+                        "train/tokens_per_sec": window_tokens / elapsed,
+                    }
+                    if self.logger is not None:
+                        self.logger.scalars(scalars, step)
+                    window_tokens, window_start = 0.0, time.perf_counter()
+                    progress.update(
+                        step,
+                        {
+                            "loss": figures["loss"],
+                            "lr": scalars["train/lr"],
+                            "tok/s": scalars["train/tokens_per_sec"],
+                        },
+                        log_line=True,
+                    )
+                else:
+                    progress.update(step, {"loss": figures["loss"]}, log_line=False)
+
+                done = step >= cfg.max_steps
+                if step % cfg.eval_every == 0 or done:
+                    result = self.evaluate()
+                    progress.write(f"step {step} | validation | {result.summary()}")
+                    self.save()
+                    if cfg.patience and self.state.evals_without_improvement >= cfg.patience:
+                        reason = "early_stopping"
+                        break
+                if done:
+                    reason = "max_steps"
+                    break
+                if stop.requested:
+                    assert stop.signal_name is not None
+                    reason = stop.signal_name
+                    path = self.save()
+                    progress.write(
+                        f"{reason}: stopped after step {step}; checkpoint {path}; "
+                        "continue with trainer.resume=auto and the same hydra.run.dir"
+                    )
+                    break
+            else:
+                # Ran out of epochs: validate and save the final state.
+                if self.last_evaluation is None or self.state.best_step != self.state.step:
+                    self.evaluate()
+                    self.save()
+        finally:
+            progress.close()
+        return reason

@@ -1,0 +1,77 @@
+"""Every experiment composes and trains a step or two; typos and wrong types name the key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from seq2seq.cli.train import CONFIG_DIR, train
+from seq2seq.config.schema import TrainConfig
+
+Compose = Callable[..., DictConfig]
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_trains(
+    experiment: str, compose_config: Compose, tmp_path: Path
+) -> None:
+    cfg = compose_config(f"experiment={experiment}", "trainer.max_steps=2", "trainer.eval_every=2")
+    OmegaConf.to_object(cfg)
+    train(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_readme_examples_compose(compose_config: Compose) -> None:
+    cfg = compose_config(
+        "experiment=toy_reverse",
+        "model.encoder.layers=4",
+        "model.decoder.self_attention=causal_linear",
+        "norm=rezero",
+        "activation=swiglu",
+        tiny=False,
+    )
+    assert cfg.model.encoder.layers == 4
+    assert cfg.model.decoder.self_attention == "causal_linear"
+    assert (cfg.model.norm, cfg.model.activation) == ("rezero", "swiglu")
+    cfg = compose_config(
+        "data.path=json",
+        "data.data_files.train=my/train.jsonl",
+        "data.data_files.validation=my/valid.jsonl",
+        "data.source=src",
+        "data.target=tgt",
+        tiny=False,
+    )
+    assert cfg.data.path == "json" and cfg.data.data_files.train == "my/train.jsonl"
+    assert isinstance(OmegaConf.to_object(cfg), TrainConfig)
+
+
+def test_misspelt_key_names_the_key(compose_config: Compose) -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config("model.encoder.layer=4")
+    cause = error.value.__cause__
+    assert isinstance(cause, (ConfigAttributeError, ConfigKeyError))
+    assert "full_key: model.encoder.layer" in str(cause)
+
+
+def test_wrong_type_names_the_key(compose_config: Compose) -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config("model.d_model=wide")
+    cause = error.value.__cause__
+    assert isinstance(cause, ValidationError)
+    assert "d_model" in str(cause) and "wide" in str(cause)
+
+
+def test_unknown_group_choice_lists_the_options(compose_config: Compose) -> None:
+    with pytest.raises(MissingConfigException) as error:
+        compose_config("norm=batchnorm")
+    message = str(error.value)
+    assert "norm/batchnorm" in message
+    for option in ("layernorm", "rezero", "prescalenorm"):
+        assert option in message

@@ -1,0 +1,48 @@
+"""Shared fixtures: compose the real Hydra config in-process and run tiny trainings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from seq2seq.cli.train import CONFIG_DIR
+from seq2seq.config.store import register_configs
+
+register_configs()
+torch.set_num_threads(2)
+
+TINY = (
+    "model=tiny",
+    "trainer.max_steps=4",
+    "trainer.eval_every=2",
+    "trainer.log_every=1",
+    "trainer.num_samples=2",
+    "trainer.progress=log",
+    "data.train_size=200",
+    "data.validation_size=16",
+    "data.test_size=16",
+    "data.min_len=3",
+    "data.max_len=8",
+    "data.max_tokens=256",
+)
+
+Compose = Callable[..., DictConfig]
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Compose:
+    """`compose_config(*overrides, tiny=True)` -> the composed train config, with the
+    working directory (and so the tokenizer cache) inside the test's tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+    def compose_with(*overrides: str, tiny: bool = True, base: Sequence[str] = ()) -> DictConfig:
+        extra = [*TINY] if tiny else []
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose("train", overrides=[*base, *extra, *overrides])
+
+    return compose_with

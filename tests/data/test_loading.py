@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seq2seq.data.loading import load_splits
+
+PAIRS = {
+    "train": [("abc", "cba"), ("hello", "olleh"), ("x y", "y x")],
+    "validation": [("ab", "ba")],
+}
+
+
+def _jsonl(path: Path, rows: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _csv(path: Path, rows: list[dict[str, object]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _parquet(path: Path, rows: list[dict[str, object]]) -> None:
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+WRITERS: dict[str, tuple[str, Callable[[Path, list[dict[str, object]]], None]]] = {
+    "json": ("jsonl", _jsonl),
+    "csv": ("csv", _csv),
+    "parquet": ("parquet", _parquet),
+}
+
+
+def _write(
+    tmp_path: Path, builder: str, splits: dict[str, list[dict[str, object]]]
+) -> dict[str, str]:
+    suffix, write = WRITERS[builder]
+    files = {}
+    for split, rows in splits.items():
+        files[split] = str(tmp_path / f"{split}.{suffix}")
+        write(Path(files[split]), rows)
+    return files
+
+
+def _rows(pairs: list[tuple[str, str]]) -> list[dict[str, object]]:
+    # Extra column, other names: load_splits must keep exactly the two it is told to.
+    return [{"id": i, "word": s, "spelled": t} for i, (s, t) in enumerate(pairs)]
+
+
+def _load(path: str, files: dict[str, str] | None, **overrides: object) -> object:
+    kwargs: dict[str, object] = {
+        "path": path,
+        "name": None,
+        "data_files": files,
+        "splits": {"train": "train", "validation": "validation"},
+        "source": "word",
+        "target": "spelled",
+    }
+    kwargs.update(overrides)
+    return load_splits(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("builder", sorted(WRITERS))
+def test_columnar_files_load_into_source_and_target(tmp_path: Path, builder: str) -> None:
+    files = _write(tmp_path, builder, {k: _rows(v) for k, v in PAIRS.items()})
+    dsd = _load(builder, files)
+    assert sorted(dsd) == ["train", "validation"]  # type: ignore[call-overload]
+    for role, pairs in PAIRS.items():
+        ds = dsd[role]  # type: ignore[index]
+        assert ds.column_names == ["source", "target"]
+        assert list(zip(ds["source"], ds["target"], strict=True)) == pairs
+
+
+def test_text_files_split_on_the_first_tab(tmp_path: Path) -> None:
+    (tmp_path / "train.tsv").write_text("abc\tcba\nhello\tol\tleh\n\n", encoding="utf-8")
+    dsd = _load(
+        "text", {"train": str(tmp_path / "train.tsv")}, splits={"train": "train"}, source="source"
+    )
+    ds = dsd["train"]  # type: ignore[index]
+    assert ds.column_names == ["source", "target"]
+    # The target keeps later tabs; a blank line is an empty example, left to clean_split.
+    assert list(zip(ds["source"], ds["target"], strict=True)) == [
+        ("abc", "cba"),
+        ("hello", "ol\tleh"),
+        ("", ""),
+    ]
+
+
+def test_a_text_line_without_a_tab_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("abc\tcba\nno tab here\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 2 of the train split has no tab: 'no tab here'"):
+        _load("text", {"train": str(tmp_path / "train.txt")}, splits={"train": "train"})
+
+
+def test_csv_keeps_text_as_written(tmp_path: Path) -> None:
+    # pandas would read "NA" and "null" as missing values and "007" as the integer 7.
+    files = _write(tmp_path, "csv", {"train": [{"a": "NA", "b": "007"}, {"a": "null", "b": "10"}]})
+    dsd = _load("csv", files, splits={"train": "train"}, source="a", target="b")
+    assert dsd["train"]["source"] == ["NA", "null"]  # type: ignore[index]
+    assert dsd["train"]["target"] == ["007", "10"]  # type: ignore[index]
+
+
+def test_numbers_become_strings_and_swapped_names_rename_cleanly(tmp_path: Path) -> None:
+    files = _write(tmp_path, "json", {"train": [{"source": 12, "target": "twelve"}]})
+    dsd = _load("json", files, splits={"train": "train"}, source="target", target="source")
+    assert dsd["train"][0] == {"source": "twelve", "target": "12"}  # type: ignore[index]
+
+
+def test_a_role_may_be_absent_and_map_to_another_split_name(tmp_path: Path) -> None:
+    files = _write(
+        tmp_path, "json", {"train": _rows(PAIRS["train"]), "dev": _rows(PAIRS["validation"])}
+    )
+    dsd = _load("json", files, splits={"train": "train", "test": "dev"})
+    assert sorted(dsd) == ["test", "train"]  # type: ignore[call-overload]
+    assert dsd["test"]["source"] == ["ab"]  # type: ignore[index]
+
+
+def test_a_missing_file_names_the_key_and_path(tmp_path: Path) -> None:
+    files = _write(tmp_path, "json", {"train": _rows(PAIRS["train"])})
+    files["validation"] = str(tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match=r"data.data_files.validation=.*nope.jsonl"):
+        _load("json", files)
+
+
+def test_a_missing_column_names_the_field_value_and_columns(tmp_path: Path) -> None:
+    files = _write(tmp_path, "json", {k: _rows(v) for k, v in PAIRS.items()})
+    with pytest.raises(
+        ValueError, match=r"data.target='phones'.*available columns: \['id', 'word', 'spelled'\]"
+    ):
+        _load("json", files, target="phones")
+    with pytest.raises(ValueError, match=r"data.source='src'"):
+        _load("json", files, source="src")
+
+
+def test_a_missing_split_lists_the_available_ones(tmp_path: Path) -> None:
+    files = _write(tmp_path, "json", {"train": _rows(PAIRS["train"])})
+    with pytest.raises(
+        ValueError, match=r"data.splits.validation='validation'.*available splits: \['train'\]"
+    ):
+        _load("json", files)
+
+
+def test_an_unknown_role_lists_the_roles(tmp_path: Path) -> None:
+    files = _write(tmp_path, "json", {"train": _rows(PAIRS["train"])})
+    with pytest.raises(ValueError, match=r"data.splits has key 'dev'.*'validation'"):
+        _load("json", files, splits={"dev": "train"})
+
+
+@pytest.mark.parametrize("content", ["", "word,spelled\n"], ids=["empty-file", "header-only"])
+def test_an_empty_train_split_is_an_error(tmp_path: Path, content: str) -> None:
+    (tmp_path / "train.csv").write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train"):
+        _load("csv", {"train": str(tmp_path / "train.csv")}, splits={"train": "train"})
+
+
+def test_an_empty_train_split_after_filtering_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"data.data_files.train=.*train.jsonl.* is empty"):
+        _load("json", {"train": str(tmp_path / "train.jsonl")}, splits={"train": "train"})
+
+
+@pytest.mark.parametrize(
+    ("builder", "content"),
+    [
+        ("json", b'{"word": "ok", "spelled": "ko"}\n{"word": "\xe9t\xe9", "spelled": "x"}\n'),
+        ("csv", b"word,spelled\nok,ko\n\xe9t\xe9,x\n"),
+        ("text", b"ok\tko\n\xe9t\xe9\tx\n"),
+    ],
+)
+def test_non_utf8_bytes_name_the_file(tmp_path: Path, builder: str, content: bytes) -> None:
+    good = tmp_path / "good.txt"
+    good.write_text("ab\tba\n" if builder == "text" else "", encoding="utf-8")
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=r"data.data_files.train: .*latin1.txt is not valid UTF-8"):
+        _load(builder, {"train": str(bad)}, splits={"train": "train"})
+
+
+def test_a_directory_or_a_glob_loads_like_files(tmp_path: Path) -> None:
+    data = tmp_path / "corpus"
+    data.mkdir()
+    _jsonl(data / "train.jsonl", _rows(PAIRS["train"]))
+    _jsonl(data / "test.jsonl", _rows(PAIRS["validation"]))
+    by_directory = _load(str(data), None, splits={"train": "train", "test": "test"})
+    assert by_directory["test"]["source"] == ["ab"]  # type: ignore[index]
+    by_glob = _load("json", {"train": str(data / "*.jsonl")}, splits={"train": "train"})
+    assert sorted(by_glob["train"]["source"]) == sorted(
+        s for s, _ in PAIRS["train"] + PAIRS["validation"]
+    )  # type: ignore[index]
+    with pytest.raises(FileNotFoundError, match=r"data.data_files.train=.*\*.csv"):
+        _load("csv", {"train": str(data / "*.csv")}, splits={"train": "train"})

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import logging
+import string
+
+import pytest
+
+from seq2seq.data.tasks import TASKS, generate_splits, generate_task
+
+SETTINGS = {"min_len": 2, "max_len": 6, "num_symbols": 5}
+
+
+def _pairs(name: str, *, seed: int = 0, n: int = 200, **settings: int) -> list[tuple[str, str]]:
+    ds = generate_task(name, num_examples=n, seed=seed, **{**SETTINGS, **settings})
+    assert ds.column_names == ["source", "target"]
+    return list(zip(ds["source"], ds["target"], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("reverse", lambda s: s[::-1]),
+        ("copy", lambda s: s),
+        ("sort", lambda s: "".join(sorted(s))),
+    ],
+)
+def test_symbol_tasks_are_correct(name: str, expected: object) -> None:
+    pairs = _pairs(name)
+    for source, target in pairs:
+        assert 2 <= len(source) <= 6
+        assert set(source) <= set(string.ascii_lowercase[:5])
+        assert target == expected(source)  # type: ignore[operator]
+    assert {len(s) for s, _ in pairs} == set(range(2, 7))
+
+
+def test_addition_is_correct_with_exact_digit_counts() -> None:
+    # num_symbols is ignored by addition, even out of the letters' range.
+    pairs = _pairs("addition", min_len=1, max_len=3, num_symbols=99)
+    for source, target in pairs:
+        a, b = source.split("+")
+        assert all(1 <= len(x) <= 3 and (x == "0" or not x.startswith("0")) for x in (a, b))
+        assert int(target) == int(a) + int(b)
+        assert target == str(int(a) + int(b))
+
+
+def test_registry_holds_the_four_tasks() -> None:
+    assert sorted(TASKS) == ["addition", "copy", "reverse", "sort"]
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_same_seed_same_data_and_other_seed_other_data(name: str) -> None:
+    assert _pairs(name, seed=3) == _pairs(name, seed=3)
+    assert _pairs(name, seed=3) != _pairs(name, seed=4)
+
+
+def test_unknown_task_lists_the_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"data.task='revrese'.*\['addition', 'copy'"):
+        generate_task("revrese", num_examples=1, seed=0, **SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"num_symbols": 27}, "data.num_symbols=27"),
+        ({"num_symbols": 0}, "data.num_symbols=0"),
+        ({"min_len": 0}, "data.min_len=0"),
+        ({"min_len": 5, "max_len": 4}, "data.max_len=4"),
+    ],
+)
+def test_bad_settings_name_the_field(settings: dict[str, int], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        generate_task("reverse", num_examples=1, seed=0, **{**SETTINGS, **settings})
+
+
+def test_splits_are_sized_deterministic_and_disjoint() -> None:
+    kwargs = {"train_size": 300, "validation_size": 50, "test_size": 40, **SETTINGS}
+    dsd = generate_splits("reverse", seed=7, **kwargs)
+    assert {k: len(v) for k, v in dsd.items()} == {"train": 300, "validation": 50, "test": 40}
+    train, validation, test = (set(dsd[s]["source"]) for s in ("train", "validation", "test"))
+    assert not train & validation
+    assert not train & test
+    assert not validation & test
+    assert len(validation) == 50 and len(test) == 40
+    again = generate_splits("reverse", seed=7, **kwargs)
+    for split in dsd:
+        assert dsd[split]["source"] == again[split]["source"]
+    assert generate_splits("reverse", seed=8, **kwargs)["train"]["source"] != dsd["train"]["source"]
+
+
+def test_a_space_too_small_for_disjoint_splits_warns_and_still_fills_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Two possible sources ("a", "b"), both in train.
+    with caplog.at_level(logging.WARNING):
+        dsd = generate_splits(
+            "copy",
+            train_size=50,
+            validation_size=5,
+            test_size=5,
+            min_len=1,
+            max_len=1,
+            num_symbols=2,
+            seed=0,
+        )
+    assert len(dsd["validation"]) == 5 and len(dsd["test"]) == 5
+    assert "unseen" in caplog.text

@@ -1,0 +1,113 @@
+"""The seq2seq-evaluate command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seq2seq.cli.evaluate import main
+from seq2seq.evaluation import score
+
+HYPOTHESES = ["the cat sat on the mat", "hello world", "x y z"]
+REFS_1 = ["the cat sat on a mat", "hello world", "x y"]
+REFS_2 = ["a cat sat on the mat", "hello there world", ""]
+
+
+def write(path: Path, lines: list[str]) -> str:
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, float]:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_prints_a_table_of_the_default_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
+    ref = write(tmp_path / "ref.txt", REFS_1)
+    assert main(["--hyp", hyp, "--ref", ref]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["metric", "score"]
+    assert [line.split()[0] for line in lines[1:]] == ["bleu", "chrf"]
+
+
+def test_json_scores_equal_the_library(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
+    ref = write(tmp_path / "ref.txt", REFS_1)
+    scores = run_json(capsys, "--hyp", hyp, "--ref", ref, "--metrics", "bleu,wer,ser")
+    expected = score(HYPOTHESES, [[r] for r in REFS_1], ["bleu", "wer", "ser"])
+    assert scores == pytest.approx(expected)
+
+
+def test_repeated_ref_files_equal_tab_separated_alternatives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
+    ref_1 = write(tmp_path / "ref1.txt", REFS_1)
+    ref_2 = write(tmp_path / "ref2.txt", REFS_2)
+    tabbed = write(
+        tmp_path / "refs.tsv", [f"{a}\t{b}" for a, b in zip(REFS_1, REFS_2, strict=True)]
+    )
+    metrics = "bleu,chrf,wer,exact_match"
+    from_files = run_json(
+        capsys, "--hyp", hyp, "--ref", ref_1, "--ref", ref_2, "--metrics", metrics
+    )
+    from_tabs = run_json(capsys, "--hyp", hyp, "--ref", tabbed, "--metrics", metrics)
+    assert from_files == pytest.approx(from_tabs)
+    # The blank third line of ref2 means "no second reference", not an empty one.
+    references = [[REFS_1[0], REFS_2[0]], [REFS_1[1], REFS_2[1]], [REFS_1[2]]]
+    assert from_files == pytest.approx(
+        score(HYPOTHESES, references, ["bleu", "chrf", "wer", "exact_match"])
+    )
+    assert from_files["exact_match"] == pytest.approx(100 / 3)
+
+
+def test_mismatched_line_counts_name_both_files_and_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
+    short = write(tmp_path / "short.txt", REFS_1[:2])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--hyp", hyp, "--ref", short])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--ref {short} has 2 lines but --hyp {hyp} has 3" in error
+
+
+def test_unknown_metric_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
+    ref = write(tmp_path / "ref.txt", REFS_1)
+    with pytest.raises(SystemExit):
+        main(["--hyp", hyp, "--ref", ref, "--metrics", "bleu,blue"])
+    assert "unknown metric 'blue'; valid metrics: accuracy, bleu" in capsys.readouterr().err
+
+
+def test_missing_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = write(tmp_path / "ref.txt", REFS_1)
+    with pytest.raises(SystemExit):
+        main(["--hyp", str(tmp_path / "nope.txt"), "--ref", ref])
+    assert "nope.txt" in capsys.readouterr().err
+
+
+def test_console_script_is_installed(tmp_path: Path) -> None:
+    executable = shutil.which("seq2seq-evaluate", path=str(Path(sys.executable).parent))
+    assert executable is not None, "reinstall the package: pip install -e ."
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
+    ref = write(tmp_path / "ref.txt", REFS_1)
+    completed = subprocess.run(
+        [executable, "--hyp", hyp, "--ref", ref, "--metrics", "ser", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(completed.stdout) == pytest.approx({"ser": 200 / 3})

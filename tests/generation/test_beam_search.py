@@ -1,0 +1,179 @@
+"""Beam search against exhaustive enumeration and hand-computed toy distributions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from torch import Tensor
+
+from seq2seq.generation import GenerationSettings, generate, normalised_score
+
+MAX_LEN = 4
+Batch = Callable[[list[list[int]]], tuple[Tensor, Tensor]]
+
+
+@pytest.mark.parametrize(
+    ("length_penalty", "min_len", "source"),
+    [(0.0, 0, [3, 4]), (0.0, 2, [5, 5, 4]), (1.0, 0, [4]), (2.0, 1, [3, 5, 4, 3])],
+)
+def test_exhaustive_beam_ranks_every_output_like_enumeration(
+    length_penalty: float,
+    min_len: int,
+    source: list[int],
+    hash_model: Callable[..., Any],
+    sequence_log_prob: Callable[..., float],
+    all_outputs: Callable[[int, int], list[tuple[int, ...]]],
+    padded_batch: Batch,
+    special: dict[str, int],
+) -> None:
+    # A beam as wide as the output space keeps every prefix, so the n-best list must be
+    # the whole space, ranked exactly as by scoring each sequence alone.
+    model = hash_model(seed=1)
+    src_tokens, src_mask = padded_batch([source])
+    outputs = all_outputs(min_len, MAX_LEN)
+    expected = []
+    for sequence in outputs:
+        log_prob = sequence_log_prob(model, src_tokens, src_mask, sequence)
+        score = normalised_score(log_prob, len(sequence) + 1, length_penalty)
+        expected.append((score, log_prob, list(sequence)))
+    expected.sort(reverse=True)
+    settings = GenerationSettings(
+        strategy="beam",
+        beam_size=len(outputs),
+        nbest=len(outputs),
+        length_penalty=length_penalty,
+        max_len_a=0.0,
+        max_len_b=MAX_LEN,
+        min_len=min_len,
+    )
+
+    [found] = generate(model, src_tokens, src_mask, settings, **special)
+
+    assert found[0].tokens == expected[0][2]  # the exhaustive optimum
+    assert [h.tokens for h in found] == [tokens for _, _, tokens in expected]
+    assert [h.log_prob for h in found] == pytest.approx([lp for _, lp, _ in expected], abs=1e-4)
+    assert [h.score for h in found] == pytest.approx([s for s, _, _ in expected], abs=1e-4)
+
+
+def test_narrow_beam_finds_the_exhaustive_optimum_that_greedy_misses(
+    hash_model: Callable[..., Any],
+    sequence_log_prob: Callable[..., float],
+    all_outputs: Callable[[int, int], list[tuple[int, ...]]],
+    padded_batch: Batch,
+    special: dict[str, int],
+) -> None:
+    model = hash_model(seed=1)
+    src_tokens, src_mask = padded_batch([[3, 4]])
+    best = max(
+        all_outputs(0, MAX_LEN),
+        key=lambda sequence: sequence_log_prob(model, src_tokens, src_mask, sequence),
+    )
+    common = {"max_len_a": 0.0, "max_len_b": MAX_LEN, "min_len": 0, "length_penalty": 0.0}
+    [[greedy]] = generate(
+        model, src_tokens, src_mask, GenerationSettings(strategy="greedy", **common), **special
+    )
+    [[beam, *_]] = generate(
+        model,
+        src_tokens,
+        src_mask,
+        GenerationSettings(strategy="beam", beam_size=4, **common),
+        **special,
+    )
+    assert greedy.tokens != list(best)
+    assert beam.tokens == list(best)
+
+
+def test_beam_of_two_escapes_the_greedy_trap(
+    table_model: Callable[..., Any],
+    padded_batch: Batch,
+    special: dict[str, int],
+    words: tuple[int, ...],
+) -> None:
+    # After "a" the continuation is uncertain, after "b" it almost surely ends, so
+    # greedy's "a" (0.6, then at best eos 0.4) loses to "b eos" (0.4 * 0.9 = 0.36 > 0.24).
+    a, b, eos = words[0], words[1], special["eos_id"]
+    model = table_model(
+        {
+            (): {a: 0.6, b: 0.4},
+            (a,): {eos: 0.4, a: 0.3, b: 0.3},
+            (b,): {eos: 0.9, a: 0.05, b: 0.05},
+        }
+    )
+    src_tokens, src_mask = padded_batch([[3]])
+    common = {"length_penalty": 0.0, "max_len_a": 0.0, "max_len_b": 3, "min_len": 0}
+    [[greedy]] = generate(
+        model, src_tokens, src_mask, GenerationSettings(strategy="greedy", **common), **special
+    )
+    [[best, second]] = generate(
+        model,
+        src_tokens,
+        src_mask,
+        GenerationSettings(strategy="beam", beam_size=2, nbest=2, **common),
+        **special,
+    )
+    assert greedy.tokens == [a]
+    assert greedy.log_prob == pytest.approx(math.log(0.6 * 0.4), abs=1e-5)
+    assert best.tokens == [b]
+    assert best.log_prob == pytest.approx(math.log(0.4 * 0.9), abs=1e-5)
+    assert second.tokens == [a]
+    assert second.log_prob == pytest.approx(math.log(0.6 * 0.4), abs=1e-5)
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_of_one_is_greedy(
+    length_penalty: float,
+    hash_model: Callable[..., Any],
+    padded_batch: Batch,
+    special: dict[str, int],
+) -> None:
+    model = hash_model(seed=2)
+    src_tokens, src_mask = padded_batch([[3, 4, 5], [4], [5, 3], [3, 3, 3, 4, 5]])
+    common = {"length_penalty": length_penalty, "max_len_a": 1.0, "max_len_b": 2, "min_len": 0}
+    greedy = generate(
+        model, src_tokens, src_mask, GenerationSettings(strategy="greedy", **common), **special
+    )
+    beam = generate(
+        model,
+        src_tokens,
+        src_mask,
+        GenerationSettings(strategy="beam", beam_size=1, **common),
+        **special,
+    )
+    for [from_beam], [from_greedy] in zip(beam, greedy, strict=True):
+        assert from_beam.tokens == from_greedy.tokens
+        assert from_beam.log_prob == pytest.approx(from_greedy.log_prob, abs=1e-5)
+        assert from_beam.score == pytest.approx(from_greedy.score, abs=1e-5)
+
+
+def test_nbest_is_sorted_by_score_and_distinct(
+    hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
+) -> None:
+    model = hash_model(seed=3)
+    src_tokens, src_mask = padded_batch([[3, 4, 5, 3], [5]])
+    settings = GenerationSettings(
+        strategy="beam", beam_size=5, nbest=4, length_penalty=1.0, max_len_a=1.0, max_len_b=2
+    )
+    for hypotheses in generate(model, src_tokens, src_mask, settings, **special):
+        assert len(hypotheses) == 4
+        scores = [h.score for h in hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.tokens) for h in hypotheses}) == 4
+        for h in hypotheses:
+            assert h.score == pytest.approx(normalised_score(h.log_prob, len(h.tokens) + 1, 1.0))
+            assert not set(h.tokens) & set(special.values())
+
+
+def test_search_stops_once_every_example_has_k_finished(
+    hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
+) -> None:
+    model = hash_model(seed=4, eos_bias=30.0)
+    src_tokens, src_mask = padded_batch([[3, 4], [5, 5, 5]])
+    settings = GenerationSettings(strategy="beam", beam_size=2, min_len=0, max_len_b=50)
+    results = generate(model, src_tokens, src_mask, settings, **special)
+    # Step 0 finishes the empty output (only beam 0 is live), step 1 a one-token one:
+    # two finished per example, so the search ends long before max_len_b.
+    assert model.steps == 2
+    assert [hyps[0].tokens for hyps in results] == [[], []]

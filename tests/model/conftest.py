@@ -1,0 +1,129 @@
+"""Shared pieces of the model tests: tiny configs, built models and padded batches.
+
+Sizes are tiny (D=32, 4 heads so Dh=8, 2 layers, vocabulary 20) so the whole folder runs in
+seconds on two CPU cores. Helpers are handed out as fixtures so test modules never import
+each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from seq2seq.config.model import (
+    DecoderConfig,
+    EncoderConfig,
+    LinearAttentionConfig,
+    ModelConfig,
+)
+from seq2seq.model import build_model
+from seq2seq.model.norms import ReZeroResidual
+
+VOCAB = 20
+PAD = 0
+D_MODEL = 32
+HEADS = 4
+HEAD_DIM = D_MODEL // HEADS
+
+
+def tiny_config(
+    *,
+    kind: str = "encoder_decoder",
+    encoder: str = "softmax",
+    decoder: str = "softmax",
+    cross: str = "softmax",
+    linear: dict[str, Any] | None = None,
+    layers: int = 2,
+    **fields: Any,
+) -> ModelConfig:
+    """A tiny ModelConfig; `linear` sets `model.linear.*` explicitly, `fields` the rest."""
+    values: dict[str, Any] = {
+        "d_model": D_MODEL,
+        "heads": HEADS,
+        "d_ff": 64,
+        "dropout": 0.0,
+        "max_len": 128,
+    }
+    values.update(fields)
+    return ModelConfig(
+        kind=kind,
+        encoder=EncoderConfig(layers=layers, self_attention=encoder),
+        decoder=DecoderConfig(layers=layers, self_attention=decoder, cross_attention=cross),
+        linear=LinearAttentionConfig(**(linear or {})),
+        **values,
+    )
+
+
+def tiny_model(cfg: ModelConfig, *, seed: int = 0, **kwargs: Any) -> Any:
+    """`build_model` at the tiny vocabulary; typed Any so tests reach submodules freely."""
+    kwargs.setdefault("src_vocab_size", VOCAB)
+    kwargs.setdefault("tgt_vocab_size", VOCAB)
+    return build_model(cfg, pad_id=PAD, seed=seed, **kwargs)
+
+
+def set_rezero_alpha(model: nn.Module, value: float = 0.5) -> None:
+    """ReZero starts every branch at 0; tests must open them or they test nothing."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ReZeroResidual):
+                module.alpha.fill_(value)
+
+
+@dataclass
+class Batch:
+    src: Tensor
+    src_mask: Tensor
+    tgt: Tensor
+    tgt_mask: Tensor
+
+
+def padded_tokens(
+    lengths: list[int], max_len: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Random real tokens (never PAD) up to each length, PAD after; mask True where real."""
+    tokens = torch.randint(1, VOCAB, (len(lengths), max_len), generator=generator)
+    mask = torch.arange(max_len)[None, :] < torch.tensor(lengths)[:, None]
+    return tokens.masked_fill(~mask, PAD), mask
+
+
+def random_batch(src_lengths: list[int], tgt_lengths: list[int], *, seed: int = 0) -> Batch:
+    generator = torch.Generator().manual_seed(seed)
+    src, src_mask = padded_tokens(src_lengths, max(max(src_lengths), 1), generator)
+    tgt, tgt_mask = padded_tokens(tgt_lengths, max(tgt_lengths), generator)
+    return Batch(src, src_mask, tgt, tgt_mask)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_single_thread() -> Iterator[None]:
+    """Seed every test, and run it on one thread: on a loaded two-core machine, intra-op
+    threads make each tiny op wait on the other core (hundreds of times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def make_config() -> Callable[..., ModelConfig]:
+    return tiny_config
+
+
+@pytest.fixture
+def make_model() -> Callable[..., Any]:
+    return tiny_model
+
+
+@pytest.fixture
+def make_batch() -> Callable[..., Batch]:
+    return random_batch
+
+
+@pytest.fixture
+def open_rezero() -> Callable[..., None]:
+    return set_rezero_alpha

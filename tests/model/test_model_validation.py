@@ -1,0 +1,207 @@
+"""Bad choices and bad combinations fail before anything is built, naming field, value and
+the valid choices; harmless ones (linear settings left unset on softmax) pass."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from seq2seq.model import validate_model_config
+from seq2seq.model.attention import ATTENTIONS, MultiHeadAttention, SoftmaxAttention
+
+KINDS = re.escape(str(sorted(ATTENTIONS)))
+CAUSAL = re.escape(str(sorted(n for n, c in ATTENTIONS.items() if c.supports_causal)))
+BIDIRECTIONAL = re.escape(str(sorted(n for n, c in ATTENTIONS.items() if c.supports_bidirectional)))
+
+BAD = [
+    pytest.param(
+        {"decoder": "linear"},
+        rf"model\.decoder\.self_attention='linear' is not causal.*{CAUSAL}",
+        id="non-causal-decoder-self",
+    ),
+    pytest.param(
+        {"kind": "decoder_lm", "decoder": "linear"},
+        rf"model\.decoder\.self_attention='linear' is not causal.*{CAUSAL}",
+        id="non-causal-lm-self",
+    ),
+    pytest.param(
+        {"encoder": "causal_linear"},
+        rf"model\.encoder\.self_attention='causal_linear' is causal-only.*{BIDIRECTIONAL}",
+        id="causal-linear-encoder",
+    ),
+    pytest.param(
+        {"kind": "encoder_classifier", "encoder": "causal_linear"},
+        rf"model\.encoder\.self_attention='causal_linear' is causal-only.*{BIDIRECTIONAL}",
+        id="causal-linear-classifier",
+    ),
+    pytest.param(
+        {"cross": "causal_linear"},
+        rf"model\.decoder\.cross_attention='causal_linear' is causal-only.*{BIDIRECTIONAL}",
+        id="causal-linear-cross",
+    ),
+    pytest.param(
+        {"encoder": "performer"},
+        rf"model\.encoder\.self_attention='performer' is not an attention kind.*{KINDS}",
+        id="unknown-encoder-attention",
+    ),
+    pytest.param(
+        {"decoder": "flash"},
+        rf"model\.decoder\.self_attention='flash' is not an attention kind.*{KINDS}",
+        id="unknown-decoder-attention",
+    ),
+    pytest.param(
+        {"cross": "Softmax"},
+        rf"model\.decoder\.cross_attention='Softmax' is not an attention kind.*{KINDS}",
+        id="unknown-cross-attention",
+    ),
+    pytest.param(
+        {"norm": "batchnorm"},
+        r"model\.norm='batchnorm' is unknown.*\['layernorm', 'prescalenorm', 'rezero'\]",
+        id="unknown-norm",
+    ),
+    pytest.param(
+        {"norm": "layernorm", "norm_position": "middle"},
+        r"model\.norm_position='middle'.*model\.norm='layernorm'.*\['post', 'pre'\]",
+        id="unknown-norm-position",
+    ),
+    pytest.param(
+        {"norm": "rezero", "norm_position": "post"},
+        r"model\.norm_position='post' is not available with model\.norm='rezero'.*\['pre'\]",
+        id="post-rezero",
+    ),
+    pytest.param(
+        {"activation": "tanh"},
+        r"model\.activation='tanh' is unknown.*'gelu'.*'swiglu'",
+        id="unknown-activation",
+    ),
+    pytest.param(
+        {"position": "rotary"},
+        r"model\.position='rotary' is unknown.*\['learned', 'sinusoidal'\]",
+        id="unknown-position",
+    ),
+    pytest.param(
+        {"encoder": "linear", "linear": {"feature_map": "cosine"}},
+        r"model\.linear\.feature_map='cosine' is unknown.*\('favor', 'elu', 'relu'\)",
+        id="unknown-feature-map",
+    ),
+    pytest.param(
+        {"kind": "seq2seq"},
+        r"model\.kind='seq2seq' is unknown.*'encoder_decoder', 'encoder_classifier', 'decoder_lm'",
+        id="unknown-kind",
+    ),
+    pytest.param(
+        {"kind": "encoder_classifier", "pooling": "max"},
+        r"model\.pooling='max' is unknown.*\('mean', 'first'\)",
+        id="unknown-pooling",
+    ),
+    pytest.param(
+        {"d_model": 30, "heads": 4},
+        r"model\.d_model=30 is not divisible by model\.heads=4.*\[1, 2, 3, 5, 6, 10, 15, 30\]",
+        id="heads-do-not-divide",
+    ),
+    pytest.param(
+        {"kind": "decoder_lm", "share_embeddings": True},
+        r"model\.share_embeddings=true needs model\.kind='encoder_decoder'",
+        id="share-embeddings-lm",
+    ),
+    *(
+        pytest.param(
+            {"linear": {setting: value}},
+            rf"model\.linear\.{setting}={re.escape(repr(value))} is set, but no stack uses a "
+            r"linear attention.*model\.encoder\.self_attention='softmax'",
+            id=f"linear-{setting}-on-softmax",
+        )
+        for setting, value in [
+            ("feature_map", "favor"),
+            ("nb_features", 64),
+            ("redraw_interval", 0),
+            ("chunk_size", 32),
+        ]
+    ),
+    pytest.param(
+        {"kind": "decoder_lm", "cross": "linear", "linear": {"feature_map": "elu"}},
+        r"model\.linear\.feature_map='elu' is set, but no stack uses a linear attention",
+        id="linear-setting-unused-cross",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "match"), BAD)
+def test_bad_configuration_fails_before_building(
+    make_config: Callable[..., Any],
+    make_model: Callable[..., Any],
+    fields: dict[str, Any],
+    match: str,
+) -> None:
+    cfg = make_config(**fields)
+    with pytest.raises(ValueError, match=match):
+        validate_model_config(cfg)
+    with pytest.raises(ValueError, match=match):
+        make_model(cfg, num_classes=2)
+
+
+def test_share_embeddings_needs_one_vocabulary(
+    make_config: Callable[..., Any], make_model: Callable[..., Any]
+) -> None:
+    cfg = make_config(share_embeddings=True)
+    with pytest.raises(
+        ValueError, match=r"share_embeddings=true needs one vocabulary.*20.*24.*tokenizer\.shared"
+    ):
+        make_model(cfg, src_vocab_size=20, tgt_vocab_size=24)
+    model = make_model(cfg, src_vocab_size=20, tgt_vocab_size=20)
+    assert model.encoder.embedding is model.decoder.embedding
+    assert model.decoder.output.weight is model.decoder.embedding.weight
+
+
+def test_classifier_needs_classes(
+    make_config: Callable[..., Any], make_model: Callable[..., Any]
+) -> None:
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        make_model(make_config(kind="encoder_classifier"))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({}, id="all-softmax-linear-unset"),
+        pytest.param(
+            {"encoder": "linear", "linear": {"feature_map": "relu", "nb_features": 8}},
+            id="linear-encoder",
+        ),
+        pytest.param(
+            {"decoder": "causal_linear", "linear": {"chunk_size": 2, "redraw_interval": 0}},
+            id="causal-linear",
+        ),
+        pytest.param({"cross": "linear", "linear": {"feature_map": "elu"}}, id="linear-cross"),
+        pytest.param(
+            {"kind": "encoder_classifier", "decoder": "linear"}, id="unused-decoder-choice"
+        ),
+        pytest.param({"norm": "layernorm", "norm_position": "post"}, id="post-layernorm"),
+    ],
+)
+def test_good_configuration_builds(
+    make_config: Callable[..., Any], make_model: Callable[..., Any], fields: dict[str, Any]
+) -> None:
+    cfg = make_config(**fields)
+    validate_model_config(cfg)
+    make_model(cfg, num_classes=2)
+
+
+def test_multihead_rejects_indivisible_width() -> None:
+    with pytest.raises(ValueError, match=r"model\.d_model=30 is not divisible by model\.heads=4"):
+        MultiHeadAttention(30, 4, SoftmaxAttention(causal=False))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="linear_settings reads `nb_features or default` / `chunk_size or default`, so an "
+    "explicit 0 silently becomes the default instead of failing validation",
+)
+@pytest.mark.parametrize("setting", ["nb_features", "chunk_size"])
+def test_explicit_zero_linear_setting_fails(make_config: Callable[..., Any], setting: str) -> None:
+    cfg = make_config(encoder="linear", decoder="causal_linear", linear={setting: 0})
+    with pytest.raises(ValueError, match=rf"model\.linear.*{setting}"):
+        validate_model_config(cfg)

@@ -1,0 +1,101 @@
+"""End-to-end runs of seq2seq-train's pipeline on tiny configs, in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seq2seq.cli.train import train
+
+Compose = Callable[..., DictConfig]
+
+
+def test_trains_on_local_json_lines(compose_config: Compose, tmp_path: Path) -> None:
+    data = tmp_path / "my"
+    data.mkdir()
+    for split, words in {
+        "train": ["abc", "hello", "world", "seq"] * 10,
+        "valid": ["tide", "cab"],
+    }.items():
+        with open(data / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+            for word in words:
+                handle.write(json.dumps({"src": word, "tgt": word[::-1], "other": 1}) + "\n")
+    cfg = compose_config(
+        "data.path=json",
+        f"data.data_files.train={data / 'train.jsonl'}",
+        f"data.data_files.validation={data / 'valid.jsonl'}",
+        "data.splits.test=null",
+        "data.source=src",
+        "data.target=tgt",
+        "tokenizer=char",
+    )
+    run = tmp_path / "run"
+    train(cfg, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == 4 and metrics["stopped"] == "max_steps"
+    assert "exact_match" in metrics["final_validation"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.pt",
+        "step_00000002.pt",
+        "step_00000004.pt",
+    ]
+    assert (run / "tokenizer" / "source.model").is_file()
+    assert (run / "config.yaml").read_text().count("path: json") == 1
+
+
+def test_tensorboard_holds_scalars_text_and_hparams(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    cfg = compose_config("experiment=toy_reverse")
+    run = tmp_path / "run"
+    train(cfg, run)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_sec",
+        "valid/loss",
+        "valid/ppl",
+        "valid/exact_match",
+        "valid/cer",
+        "test/exact_match",
+    ):
+        assert tag in scalars, (tag, sorted(scalars))
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    text = set(events.Tags()["tensors"])
+    assert {"config/text_summary", "valid/samples/text_summary"} <= text
+    sample = events.Tensors("valid/samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| source | reference | prediction |" in sample
+    plugins = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugins
+    assert (run / "predictions.txt").read_text().count("\n") == 16
+
+
+def test_second_run_reuses_the_cached_tokenizer(
+    compose_config: Compose, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = compose_config("experiment=toy_reverse", "trainer.max_steps=1")
+    with caplog.at_level(logging.INFO):
+        train(cfg, tmp_path / "first")
+    assert "reusing cached tokenizer" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(cfg, tmp_path / "second")
+    assert "reusing cached tokenizer" in caplog.text
+    first = (tmp_path / "first" / "tokenizer" / "source.model").read_bytes()
+    assert (tmp_path / "second" / "tokenizer" / "source.model").read_bytes() == first
+
+
+def test_no_data_chosen_is_a_clear_error(compose_config: Compose, tmp_path: Path) -> None:
+    cfg = compose_config(tiny=False)
+    with pytest.raises(ValueError, match=r"set exactly one of data\.task .* and data\.path"):
+        train(cfg, tmp_path / "run")
