@@ -43,22 +43,12 @@ def assert_all_differ(a: list[Tensor], b: list[Tensor]) -> None:
         assert not torch.allclose(x, y)
 
 
-QR_SIGN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="orthogonal_gaussian takes Q of torch.linalg.qr without the sign(diag(R)) "
-    "correction, so block directions are not uniform on the sphere (each row leans towards "
-    "-e_j) and the FAVOR+ estimate is biased: its error stays near 7% however many features",
-)
-
-
-@QR_SIGN_BUG
 def test_favor_projection_directions_are_isotropic() -> None:
     """Rows are marginally N(0, I): their mean over many blocks is near zero."""
     projection = FavorFeatureMap(DH, num_features=4000, seed=0, layer_id=1).projection
     assert projection.mean(0).abs().max() < 0.06
 
 
-@QR_SIGN_BUG
 def test_favor_kernel_estimate_approximates_softmax_kernel() -> None:
     """E[phi(q) . phi(k)] = exp(q . k / sqrt(Dh)); with many features the estimate is close."""
     generator = torch.Generator().manual_seed(0)

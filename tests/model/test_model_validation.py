@@ -195,11 +195,6 @@ def test_multihead_rejects_indivisible_width() -> None:
         MultiHeadAttention(30, 4, SoftmaxAttention(causal=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="linear_settings reads `nb_features or default` / `chunk_size or default`, so an "
-    "explicit 0 silently becomes the default instead of failing validation",
-)
 @pytest.mark.parametrize("setting", ["nb_features", "chunk_size"])
 def test_explicit_zero_linear_setting_fails(make_config: Callable[..., Any], setting: str) -> None:
     cfg = make_config(encoder="linear", decoder="causal_linear", linear={setting: 0})

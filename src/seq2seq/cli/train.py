@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -18,8 +19,10 @@ from typing import Any, cast
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
 from seq2seq.cli.validate import generation_settings, length_limits, validate_config
@@ -38,6 +41,7 @@ from seq2seq.training.checkpoint import (
     strip_prefixes,
 )
 from seq2seq.training.config_diff import check_same_model
+from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.evaluator import Evaluator
 from seq2seq.training.logger import RunLogger, write_json_atomic
 from seq2seq.training.optim import build_optimizer
@@ -51,13 +55,16 @@ log = logging.getLogger("seq2seq.train")
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 RESUME_LATEST = ("auto", "true", "True")
 RESUME_NEVER = ("false", "False", "")
+FINISHED = ("max_steps", "max_epochs", "early_stopping")
 
 register_configs()
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, distributed: Distributed) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", distributed.local_rank)
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError as error:
@@ -117,15 +124,46 @@ def _tokenizer_files(data: PreparedData, run_dir: Path) -> dict[str, Any]:
     return files
 
 
+def finished_objective(run_dir: Path, cfg: TrainConfig) -> float | None:
+    """The saved objective of a run in `run_dir` that already finished, if it did."""
+    path = run_dir / "metrics.json"
+    if cfg.trainer.resume not in RESUME_LATEST or not path.is_file():
+        return None
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    if metrics.get("stopped") not in FINISHED:
+        return None
+    best = metrics.get("best", {}).get(cfg.trainer.monitor)
+    return float("nan") if best is None else float(best)
+
+
 def train(cfg_node: DictConfig, run_dir: Path) -> float:
-    """Run one training job into `run_dir`; returns the best value of `trainer.monitor`."""
+    """Run one training job into `run_dir`; returns the best value of `trainer.monitor`.
+
+    Under `torchrun` every rank calls this; they share rank 0's run dir.
+    """
     cfg: TrainConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
     validate_config(cfg)
-    config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_text, run_dir / "config.yaml")
+    distributed = init_distributed()
+    try:
+        run_dir = Path(distributed.broadcast(str(run_dir)))
+        done = finished_objective(run_dir, cfg)
+        if done is not None:
+            log.info("%s already finished (metrics.json); not training it again", run_dir)
+            return done
+        return _train(cfg, cfg_node, run_dir, distributed)
+    finally:
+        shutdown_distributed(distributed)
 
-    device = resolve_device(cfg.trainer.device)
+
+def _train(
+    cfg: TrainConfig, cfg_node: DictConfig, run_dir: Path, distributed: Distributed
+) -> float:
+    config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
+    if distributed.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_text, run_dir / "config.yaml")
+
+    device = resolve_device(cfg.trainer.device, distributed)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)
     start_from = resume_path(cfg.trainer.resume, checkpoints)
     checkpoint = None
@@ -134,9 +172,14 @@ def train(cfg_node: DictConfig, run_dir: Path) -> float:
         check_same_model(checkpoint["config"], config_text, source=start_from)
 
     seed_everything(cfg.seed)
+    # Rank 0 trains (or finds) the tokenizers first; the others then read its cache.
+    if not distributed.is_main:
+        distributed.barrier()
     data = prepare_data(
         cfg.data, cfg.tokenizer, length_limits=length_limits(cfg), seed=cfg.seed, run_dir=run_dir
     )
+    if distributed.is_main:
+        distributed.barrier()
     if "validation" not in data.splits:
         raise ValueError(
             "training needs a validation split: set data.splits.validation "
@@ -159,7 +202,11 @@ def train(cfg_node: DictConfig, run_dir: Path) -> float:
     )
 
     sampler = TokenBatchSampler(
-        *token_lengths(data.splits["train"]), max_tokens=cfg.data.max_tokens, seed=cfg.seed
+        *token_lengths(data.splits["train"]),
+        max_tokens=cfg.data.max_tokens,
+        seed=cfg.seed,
+        rank=distributed.rank,
+        world_size=distributed.world_size,
     )
     loader = make_dataloader(
         data.splits["train"],
@@ -188,10 +235,18 @@ def train(cfg_node: DictConfig, run_dir: Path) -> float:
             label_smoothing=cfg.trainer.label_smoothing,
         )
 
-    logger = RunLogger(run_dir)
-    logger.text("config", f"```yaml\n{config_text}\n```", 0)
+    logger = RunLogger(run_dir) if distributed.is_main else None
+    if logger is not None:
+        logger.text("config", f"```yaml\n{config_text}\n```", 0)
     # torch.compile wraps the module in an OptimizedModule, itself an nn.Module.
     trained = cast(nn.Module, torch.compile(model)) if cfg.trainer.compile else model
+    if distributed.enabled:
+        # FAVOR+ projections and positions are equal on every rank by construction.
+        trained = DistributedDataParallel(
+            trained,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
     uses_linear = any(
         choice in ("linear", "causal_linear")
         for choice in (
@@ -214,6 +269,7 @@ def train(cfg_node: DictConfig, run_dir: Path) -> float:
         pad_id=PAD_ID,
         redraw_interval=linear_settings(cfg.model).redraw_interval if uses_linear else 0,
         checkpoint_extras={"config": config_text, "tokenizer": _tokenizer_files(data, run_dir)},
+        distributed=distributed,
     )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
@@ -223,10 +279,12 @@ def train(cfg_node: DictConfig, run_dir: Path) -> float:
         with graceful_stop() as stop:
             reason = trainer.fit(stop)
         log.info("training stopped: %s at step %d", reason, trainer.state.step)
-        results = _final_outputs(trainer, evaluator, data, run_dir, checkpoints, reason)
-        logger.hparams(OmegaConf.to_container(cfg_node, resolve=True), results)  # type: ignore[arg-type]
+        if logger is not None:
+            results = _final_outputs(trainer, evaluator, data, run_dir, checkpoints, reason)
+            logger.hparams(OmegaConf.to_container(cfg_node, resolve=True), results)  # type: ignore[arg-type]
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
     best = trainer.state.best_value
     return float("nan") if best is None else float(best)
 
@@ -251,7 +309,7 @@ def _final_outputs(
         "skipped_steps": state.skipped_steps,
     }
     hparam_metrics = {f"valid/{k}": v for k, v in final.items()}
-    finished = reason in ("max_steps", "max_epochs", "early_stopping")
+    finished = reason in FINISHED
     if finished and "test" in data.splits:
         best_path = checkpoints.directory / BEST_NAME
         model = trainer.evaluator.model
@@ -276,7 +334,20 @@ def write_text_atomic(text: str, path: Path) -> None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return train(cfg, run_dir)
+    # In a sweep, one failing run is recorded and the sweep goes on (NaN: a failed trial).
+    try:
+        return train(cfg, run_dir)
+    except Exception as error:
+        log.exception("run %s failed", run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            {"stopped": "failed", "error": f"{type(error).__name__}: {error}"},
+            run_dir / "failure.json",
+        )
+        return float("nan")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def _attention_fields(cfg: ModelConfig) -> dict[str, str]:
 def linear_settings(cfg: ModelConfig) -> LinearSettings:
     head_dim = cfg.d_model // cfg.heads
     linear = cfg.linear
+
     def given(value: Any, default: Any) -> Any:
         return default if value is None else value
 

@@ -111,8 +111,11 @@ class CheckpointManager:
         self.directory = directory
         self.keep_last = keep_last
 
+    def path(self, step: int) -> Path:
+        return self.directory / f"step_{step:08d}.pt"
+
     def save(self, state: dict[str, Any], *, step: int, is_best: bool) -> Path:
-        path = self.directory / f"step_{step:08d}.pt"
+        path = self.path(step)
         atomic_save(state, path)
         if is_best:
             atomic_save(state, self.directory / BEST_NAME)

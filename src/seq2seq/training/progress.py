@@ -10,11 +10,13 @@ from tqdm import tqdm
 log = logging.getLogger("seq2seq.train")
 
 PROGRESS_MODES = ("auto", "bar", "log")
+"""What `trainer.progress` accepts; the trainer also uses `off` on ranks other than 0."""
 
 
 class Progress:
     def __init__(self, *, mode: str, total: int, initial: int) -> None:
-        if mode not in PROGRESS_MODES:
+        self.enabled = mode != "off"
+        if self.enabled and mode not in PROGRESS_MODES:
             raise ValueError(
                 f"trainer.progress={mode!r} is unknown; choose one of {PROGRESS_MODES}"
             )
@@ -30,13 +32,13 @@ class Progress:
         if self.bar is not None:
             self.bar.n = step
             self.bar.set_postfix(text, refresh=True)
-        elif log_line:
+        elif log_line and self.enabled:
             log.info("step %d | %s", step, " | ".join(f"{k} {v}" for k, v in text.items()))
 
     def write(self, message: str) -> None:
         if self.bar is not None:
             self.bar.write(message)
-        else:
+        elif self.enabled:
             log.info(message)
 
     def close(self) -> None:

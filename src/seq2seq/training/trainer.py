@@ -26,6 +26,7 @@ from seq2seq.config.training import TrainerConfig
 from seq2seq.data.batching import Batch
 from seq2seq.model.attention.feature_maps import redraw_feature_maps
 from seq2seq.training.checkpoint import CheckpointManager, unwrapped_state_dict
+from seq2seq.training.distributed import Distributed
 from seq2seq.training.evaluator import EvaluationResult, Evaluator
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.loss import label_smoothed_cross_entropy
@@ -117,9 +118,11 @@ class Trainer:
         pad_id: int,
         redraw_interval: int,
         checkpoint_extras: dict[str, Any],
+        distributed: Distributed,
     ) -> None:
         """`batches(epoch, start)` yields the batches of `epoch` from index `start` on;
-        `checkpoint_extras` (config text, tokenizers) go into every checkpoint."""
+        `checkpoint_extras` (config text, tokenizers) go into every checkpoint. Under DDP,
+        `model` is the wrapped module; rank 0 alone evaluates, logs and saves."""
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -133,6 +136,7 @@ class Trainer:
         self.pad_id = pad_id
         self.redraw_interval = redraw_interval
         self.checkpoint_extras = checkpoint_extras
+        self.distributed = distributed
         self.state = TrainState()
         dtype = PRECISIONS[cfg.precision]
         if cfg.precision == "fp16" and device.type != "cuda":
@@ -149,7 +153,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": capture_rng(),
+            # Every rank's generators (dropout differs by rank), restored rank by rank.
+            "rng": self.distributed.gather(capture_rng()),
             "trainer": asdict(self.state),
             "monitor": self.monitor.name,
             **self.checkpoint_extras,
@@ -162,11 +167,22 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState(**checkpoint["trainer"])
-        restore_rng(checkpoint["rng"])
+        saved = checkpoint["rng"]
+        if len(saved) != self.distributed.world_size:
+            raise ValueError(
+                f"the checkpoint was written by {len(saved)} processes but this run has "
+                f"{self.distributed.world_size}; resume with the same number of processes"
+            )
+        restore_rng(saved[self.distributed.rank])
 
     def save(self) -> Path:
-        is_best = self.state.best_step == self.state.step
-        return self.checkpoints.save(self.state_dict(), step=self.state.step, is_best=is_best)
+        """Every rank takes part (RNG states are gathered); rank 0 writes."""
+        state = self.state_dict()
+        path = self.checkpoints.path(self.state.step)
+        if self.distributed.is_main:
+            is_best = self.state.best_step == self.state.step
+            self.checkpoints.save(state, step=self.state.step, is_best=is_best)
+        return path
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -197,26 +213,34 @@ class Trainer:
             yield group
 
     def train_step(self, group: list[Batch]) -> dict[str, float]:
-        """One optimizer step over `group`; the loss is normalised by the group's total
-        target tokens, so accumulation equals one large batch."""
+        """One optimizer step over `group`; the loss is normalised by the target tokens of
+        the whole step, all ranks' micro-batches together, so accumulation and data
+        parallelism both equal one large batch."""
         self.model.train()
-        tokens = sum(batch.num_target_tokens for batch in group)
+        distributed = self.distributed
+        (tokens,) = distributed.sum([float(sum(batch.num_target_tokens for batch in group))])
+        # DDP averages gradients over ranks; scaling by the world size makes that a sum.
+        scale = distributed.world_size / tokens
         loss_total, nll_total = 0.0, 0.0
-        for batch in group:
-            logits = self._forward(batch)
-            sums = label_smoothed_cross_entropy(
-                logits, batch.tgt_output, pad_id=self.pad_id, smoothing=self.cfg.label_smoothing
-            )
-            self.scaler.scale(sums.loss / tokens).backward()
+        for index, batch in enumerate(group):
+            last = index == len(group) - 1
+            sync = nullcontext() if last or not distributed.enabled else self.model.no_sync()  # type: ignore[operator]
+            with sync:
+                logits = self._forward(batch)
+                sums = label_smoothed_cross_entropy(
+                    logits, batch.tgt_output, pad_id=self.pad_id, smoothing=self.cfg.label_smoothing
+                )
+                self.scaler.scale(sums.loss * scale).backward()
             loss_total += float(sums.loss.detach())
             nll_total += float(sums.nll.detach())
+        loss_total, nll_total = distributed.sum([loss_total, nll_total])
 
         self.scaler.unscale_(self.optimizer)
         # Without clipping, an infinite max_norm only measures the norm.
         max_norm = self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
 
-        finite = math.isfinite(loss_total) and math.isfinite(grad_norm)
+        finite = not distributed.any(not (math.isfinite(loss_total) and math.isfinite(grad_norm)))
         if finite or self.scaler.is_enabled():
             # fp16's scaler skips overflowing steps by itself and lowers its scale.
             self.scaler.step(self.optimizer)
@@ -237,11 +261,15 @@ class Trainer:
         }
 
     def _handle_nonfinite(self, batch: Batch, loss: float, grad_norm: float) -> None:
-        culprit = first_nonfinite_module(self.model, lambda: self._forward(batch))
+        model = self.evaluator.model
+        culprit = first_nonfinite_module(
+            model,
+            lambda: model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask),
+        )
         where = (
             f"first non-finite output: {culprit}"
             if culprit
-            else f"outputs finite; first non-finite gradient: {first_nonfinite_gradient(self.model)}"
+            else f"outputs finite; first non-finite gradient: {first_nonfinite_gradient(model)}"
         )
         message = (
             f"non-finite loss or gradient at step {self.state.step + 1} "
@@ -262,7 +290,13 @@ class Trainer:
         log.warning("%s; skipping the step (trainer.nonfinite=skip)", message)
 
     def evaluate(self) -> EvaluationResult:
-        result = self.evaluator.evaluate(step=self.state.step)
+        """Rank 0 evaluates; the figures reach every rank so best/patience stay in step."""
+        result = self.evaluator.evaluate(step=self.state.step) if self.distributed.is_main else None
+        figures: dict[str, float] = self.distributed.broadcast(
+            {} if result is None else result.figures
+        )
+        if result is None:
+            result = EvaluationResult(figures=figures, predictions=[])
         self.last_evaluation = result
         value = result.figures[self.monitor.name]
         if self.monitor.improved(value, self.state.best_value):
@@ -283,7 +317,11 @@ class Trainer:
         Returns why it stopped: `max_steps`, `max_epochs`, `early_stopping` or the signal name.
         """
         cfg = self.cfg
-        progress = Progress(mode=cfg.progress, total=cfg.max_steps, initial=self.state.step)
+        progress = Progress(
+            mode=cfg.progress if self.distributed.is_main else "off",
+            total=cfg.max_steps,
+            initial=self.state.step,
+        )
         reason = "max_epochs"
         window_tokens, window_start = 0.0, time.perf_counter()
         try:
@@ -328,9 +366,8 @@ class Trainer:
                 if done:
                     reason = "max_steps"
                     break
-                if stop.requested:
-                    assert stop.signal_name is not None
-                    reason = stop.signal_name
+                if self.distributed.any(stop.requested):
+                    reason = stop.signal_name or "stopped by another rank"
                     path = self.save()
                     progress.write(
                         f"{reason}: stopped after step {step}; checkpoint {path}; "

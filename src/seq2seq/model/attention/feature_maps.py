@@ -100,7 +100,7 @@ class FavorFeatureMap(FeatureMap):
 
     def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
         x = x.float() * self.head_dim**-0.25
-        logits = x @ self.projection.T - 0.5 * (x * x).sum(-1, keepdim=True)
+        logits = x @ self.projection.float().T - 0.5 * (x * x).sum(-1, keepdim=True)
         if is_query:
             logits = logits - logits.amax(-1, keepdim=True).detach()
         return torch.exp(logits) * self.num_features**-0.5
