@@ -21,7 +21,7 @@ setup() {
     if ! "$python" -c "import torch" 2>/dev/null; then
         "$python" -m pip install --quiet "torch==2.13.0"
     fi
-    "$python" -m pip install --quiet -e ".[dev]"
+    "$python" -m pip install --quiet -e ".[dev,sweep]"
     touch "$stamp"
 }
 

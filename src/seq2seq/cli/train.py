@@ -337,17 +337,22 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         return train(cfg, run_dir)
-    # In a sweep, one failing run is recorded and the sweep goes on (NaN: a failed trial).
+    # In a sweep, a failing run leaves failure.json for scripts/summarize_sweep.py and
+    # re-raises: Hydra's launchers run the other jobs first, Optuna marks the trial failed.
     try:
-        return train(cfg, run_dir)
+        objective = train(cfg, run_dir)
+        if math.isnan(objective):
+            raise RuntimeError(
+                f"run {run_dir} stopped before its first validation: no {cfg.trainer.monitor}"
+            )
+        return objective
     except Exception as error:
-        log.exception("run %s failed", run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
             {"stopped": "failed", "error": f"{type(error).__name__}: {error}"},
             run_dir / "failure.json",
         )
-        return float("nan")
+        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Real `seq2seq-train -m` sweeps of tiny models in a subprocess, summarized."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+Sweep = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_grid_sweep_gives_one_run_dir_per_combination(
+    run_sweep: Sweep, summarize_sweep: ModuleType, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    done = run_sweep(
+        sweep,
+        "experiment=toy_reverse",
+        "norm=layernorm,rezero",
+        "model.decoder.self_attention=softmax,causal_linear",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = sorted(path.name for path in sweep.iterdir() if path.is_dir())
+    assert runs == ["0", "1", "2", "3"]
+    combinations = set()
+    for name in runs:
+        run = sweep / name
+        assert (run / "config.yaml").is_file() and (run / "tensorboard").is_dir()
+        assert list((run / "tensorboard").iterdir())
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["stopped"] == "max_steps" and metrics["step"] == 3
+        assert metrics["monitor"] == "exact_match" and "exact_match" in metrics["test"]
+        config = (run / "config.yaml").read_text(encoding="utf-8")
+        norm = "rezero" if "norm: rezero" in config else "layernorm"
+        attention = "causal_linear" if "self_attention: causal_linear" in config else "softmax"
+        combinations.add((norm, attention))
+    assert len(combinations) == 4
+
+    summarize_sweep.summarize(sweep)
+    rows = read_csv(sweep / "summary.csv")
+    assert len(rows) == 4 and {row["status"] for row in rows} == {"finished"}
+    assert {(row["norm"], row["model.decoder.self_attention"]) for row in rows} == combinations
+    values = [float(row["best/exact_match"]) for row in rows]
+    assert values == sorted(values, reverse=True)
+    assert {"valid/loss", "test/exact_match", "test/cer"} <= set(rows[0])
+
+
+def test_a_failing_run_does_not_stop_the_sweep(
+    run_sweep: Sweep, summarize_sweep: ModuleType, tmp_path: Path
+) -> None:
+    """model.d_model=32 with heads=3 fails validation; the heads=4 run still trains, and
+    the summary reports the failure (from the failure.json seq2seq-train writes)."""
+    sweep = tmp_path / "sweep"
+    # The failing combination first, so a launcher that stopped at it would skip the other.
+    # Whether the sweep then exits 0 or 1 (Hydra re-raising the first failure once every
+    # job has run) is up to seq2seq-train; the other run and the summary are what count.
+    run_sweep(sweep, "experiment=toy_reverse", "model.heads=3,4")
+    assert not (sweep / "0" / "metrics.json").exists()
+    failure = json.loads((sweep / "0" / "failure.json").read_text(encoding="utf-8"))
+    assert failure["stopped"] == "failed" and "heads" in failure["error"]
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["stopped"] == "max_steps"
+
+    text = summarize_sweep.summarize(sweep)
+    rows = read_csv(sweep / "summary.csv")
+    assert [(row["run"], row["status"], row["model.heads"]) for row in rows] == [
+        ("1", "finished", "4"),
+        ("0", "failed", "3"),
+    ]
+    assert "heads" in rows[1]["error"]
+    assert "1 finished, 1 failed" in text
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_a_sweep_in_parallel(
+    run_sweep: Sweep, summarize_sweep: ModuleType, tmp_path: Path
+) -> None:
+    """Slow (about 40 s on 2 shared cores): each loky worker imports torch afresh."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the sweep extra")
+    sweep = tmp_path / "sweep"
+    done = run_sweep(
+        sweep, "hydra/launcher=joblib_local", "experiment=toy_reverse", "norm=layernorm,rezero"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
+    summarize_sweep.summarize(sweep)
+    rows = read_csv(sweep / "summary.csv")
+    assert sorted(row["norm"] for row in rows) == ["layernorm", "rezero"]
+    assert {row["status"] for row in rows} == {"finished"}
