@@ -210,9 +210,11 @@ def test_chunked_causal_linear_matches_recurrence_and_reference(
     torch.testing.assert_close(
         chunked.double(), reference(kernel, q, k, v, None, causal=True), atol=2e-5, rtol=1e-4
     )
-    assert set(state) == {"S", "z"}  # type: ignore[arg-type]
+    # One constant-size float32 state: sum phi(k) v^T with the normalizer as a last column.
+    assert set(state) == {"S"}  # type: ignore[arg-type]
     m = kernel.feature_map.num_features  # type: ignore[union-attr]
-    assert state["S"].shape == (B, H, m, DH)  # type: ignore[index]
+    assert state["S"].shape == (B, H, m, DH + 1)  # type: ignore[index]
+    assert state["S"].dtype == torch.float32  # type: ignore[index]
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal-self", "cross"])

@@ -74,7 +74,8 @@ def test_favor_query_stabiliser_is_a_per_query_scale() -> None:
     torch.testing.assert_close(
         stabilised / stabilised.sum(-1, keepdim=True), plain / plain.sum(-1, keepdim=True)
     )
-    assert stabilised.amax(-1).le(24**-0.5 * (1 + 1e-6)).all()
+    # The largest feature of each query is exp(0): nothing can overflow.
+    torch.testing.assert_close(stabilised.amax(-1), torch.ones(2, 3, 5))
 
 
 @pytest.mark.parametrize("num_features", [8, 20, 3])

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention.base import EPSILON, Attention, AttentionState, float32_region
+from seq2seq.model.attention.base import Attention, AttentionState, float32_region
 from seq2seq.model.attention.feature_maps import FeatureMap
-from seq2seq.model.attention.linear import masked_features
+from seq2seq.model.attention.linear import masked_features, normalized, with_ones
 
 
 def _exclusive_cumsum(x: Tensor, dim: int) -> Tensor:
@@ -44,7 +44,7 @@ class CausalLinearAttention(Attention):
         batch, heads, length, head_dim = v.shape
         with float32_region(q.device):
             q_features, k_features = masked_features(self.feature_map, q, k, key_padding_mask)
-            values = v.float()
+            values = with_ones(v)  # the last column accumulates the normalizer
             chunk = min(self.chunk_size, length)
             pad = -length % chunk
             if pad:
@@ -55,35 +55,23 @@ class CausalLinearAttention(Attention):
             m = q_features.shape[-1]
             qc = q_features.view(batch, heads, chunks, chunk, m)
             kc = k_features.view(batch, heads, chunks, chunk, m)
-            vc = values.view(batch, heads, chunks, chunk, head_dim)
+            vc = values.view(batch, heads, chunks, chunk, head_dim + 1)
 
-            # Contribution of all earlier chunks, through their summed states.
-            states = _exclusive_cumsum(kc.transpose(-1, -2) @ vc, dim=2)  # (B, H, n, m, Dh)
-            normalizers = _exclusive_cumsum(kc.sum(dim=3), dim=2)  # (B, H, n, m)
-            numerator = qc @ states
-            denominator = qc @ normalizers.unsqueeze(-1)  # (B, H, n, C, 1)
-
-            # Contribution of the chunk itself: a masked quadratic product.
+            # Earlier chunks act through their summed states (B, H, n, m, Dh + 1).
+            states = _exclusive_cumsum(kc.transpose(-1, -2) @ vc, dim=2)
+            # The chunk itself: a causally masked C x C product.
             causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-            scores = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0.0)  # (B, H, n, C, C)
-            numerator = numerator + scores @ vc
-            denominator = denominator + scores.sum(-1, keepdim=True) + EPSILON
-
-            out = (numerator / denominator).reshape(batch, heads, chunks * chunk, head_dim)
-            return out[:, :, :length].to(v.dtype)
+            scores = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0.0)
+            out = normalized(qc @ states + scores @ vc)
+            return out.reshape(batch, heads, chunks * chunk, head_dim)[:, :, :length].to(v.dtype)
 
     def step(
         self, q: Tensor, k: Tensor, v: Tensor, state: AttentionState | None
     ) -> tuple[Tensor, AttentionState]:
+        """The recurrence `S += phi(k) [v, 1]^T`: S holds sum phi(k) v^T and, in its last
+        column, the normalizer sum phi(k); constant time and memory per token."""
         with float32_region(q.device):
             q_features, k_features = masked_features(self.feature_map, q, k, None)
-            if state is None:
-                batch, heads, _, m = k_features.shape
-                state = {
-                    "S": k_features.new_zeros(batch, heads, m, v.shape[-1]),
-                    "z": k_features.new_zeros(batch, heads, m, 1),
-                }
-            s = state["S"] + k_features.transpose(-1, -2) @ v.float()  # (B, H, m, Dh)
-            z = state["z"] + k_features.transpose(-1, -2)  # (B, H, m, 1)
-            out = (q_features @ s) / (q_features @ z + EPSILON)
-            return out.to(v.dtype), {"S": s, "z": z}
+            update = k_features.transpose(-1, -2) @ with_ones(v)  # (B, H, m, Dh + 1)
+            s = update if state is None else state["S"] + update
+            return normalized(q_features @ s).to(v.dtype), {"S": s}

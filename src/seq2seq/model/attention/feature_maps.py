@@ -7,6 +7,7 @@ always returned in float32: the linear attentions keep their sums in float32 too
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -15,12 +16,17 @@ from torch import Tensor, nn
 
 
 class FeatureMap(nn.Module):
-    """Base class: `forward(x, is_query)` maps `(B, H, L, Dh)` to float32 `(B, H, L, m)`."""
+    """Base class: `forward(x, is_query, mask)` maps `(B, H, L, Dh)` to float32
+    `(B, H, L, m)`; rows where `mask: (B, L)` is False (padded keys) are all zero."""
 
     num_features: int
 
-    def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
+    def forward(self, x: Tensor, *, is_query: bool, mask: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+
+def _zero_masked(features: Tensor, mask: Tensor | None) -> Tensor:
+    return features if mask is None else features * mask[:, None, :, None]
 
 
 class EluFeatureMap(FeatureMap):
@@ -30,8 +36,8 @@ class EluFeatureMap(FeatureMap):
         super().__init__()
         self.num_features = head_dim
 
-    def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
-        return F.elu(x.float()) + 1.0
+    def forward(self, x: Tensor, *, is_query: bool, mask: Tensor | None = None) -> Tensor:
+        return _zero_masked(F.elu(x.float()) + 1.0, mask)
 
 
 class ReluFeatureMap(FeatureMap):
@@ -41,8 +47,8 @@ class ReluFeatureMap(FeatureMap):
         super().__init__()
         self.num_features = head_dim
 
-    def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
-        return F.relu(x.float())
+    def forward(self, x: Tensor, *, is_query: bool, mask: Tensor | None = None) -> Tensor:
+        return _zero_masked(F.relu(x.float()), mask)
 
 
 def orthogonal_gaussian(num_rows: int, num_cols: int, generator: torch.Generator) -> Tensor:
@@ -98,12 +104,20 @@ class FavorFeatureMap(FeatureMap):
     def redraw(self, draw: int) -> None:
         self.projection.copy_(self._draw(draw))
 
-    def forward(self, x: Tensor, *, is_query: bool) -> Tensor:
-        x = x.float() * self.head_dim**-0.25
-        logits = x @ self.projection.float().T - 0.5 * (x * x).sum(-1, keepdim=True)
+    def forward(self, x: Tensor, *, is_query: bool, mask: Tensor | None = None) -> Tensor:
+        # Every per-row term (|x'|^2 / 2, log sqrt(m), +inf for padded keys) is folded into
+        # one (B, H, L, 1) offset, so the (B, H, L, m) tensor sees a single subtraction
+        # and the exp; the Dh^-1/4 scale is folded into the small projection.
+        x = x.float()
+        scale = self.head_dim**-0.25
+        offset = (0.5 * scale * scale) * (x * x).sum(-1, keepdim=True)
+        offset = offset + 0.5 * math.log(self.num_features)
+        if mask is not None:
+            offset = offset.masked_fill(~mask[:, None, :, None], math.inf)
+        logits = x @ (self.projection.float() * scale).T - offset
         if is_query:
             logits = logits - logits.amax(-1, keepdim=True).detach()
-        return torch.exp(logits) * self.num_features**-0.5
+        return torch.exp(logits)
 
 
 FeatureMapFactory = Callable[[int, int], FeatureMap]

@@ -6,6 +6,7 @@ no L x L matrix. Padded keys get zero features, so they add nothing to either su
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from seq2seq.model.attention.base import EPSILON, Attention, float32_region
@@ -16,11 +17,23 @@ def masked_features(
     feature_map: FeatureMap, q: Tensor, k: Tensor, key_padding_mask: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """float32 `phi(q): (B, H, Lq, m)` and `phi(k): (B, H, Lk, m)`, padded keys zeroed."""
-    q_features = feature_map(q, is_query=True)
-    k_features = feature_map(k, is_query=False)
-    if key_padding_mask is not None:
-        k_features = k_features * key_padding_mask[:, None, :, None]
-    return q_features, k_features
+    return feature_map(q, is_query=True), feature_map(k, is_query=False, mask=key_padding_mask)
+
+
+def with_ones(v: Tensor) -> Tensor:
+    """`(B, H, L, Dh) -> (B, H, L, Dh + 1)` float32 with a last column of ones.
+
+    Products with it carry the normalizer `sum phi(k)` as their last column, so one
+    matmul gives numerator and denominator together."""
+    return F.pad(v.float(), (0, 1), value=1.0)
+
+
+def normalized(numerator_and_denominator: Tensor) -> Tensor:
+    """Split the last column off as the denominator and divide."""
+    numerator, denominator = numerator_and_denominator.split(
+        [numerator_and_denominator.shape[-1] - 1, 1], dim=-1
+    )
+    return numerator / (denominator + EPSILON)
 
 
 class LinearAttention(Attention):
@@ -34,8 +47,5 @@ class LinearAttention(Attention):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         with float32_region(q.device):
             q_features, k_features = masked_features(self.feature_map, q, k, key_padding_mask)
-            state = k_features.transpose(-1, -2) @ v.float()  # (B, H, m, Dh)
-            normalizer = k_features.sum(dim=2)  # (B, H, m)
-            numerator = q_features @ state
-            denominator = (q_features @ normalizer.unsqueeze(-1)) + EPSILON
-            return (numerator / denominator).to(v.dtype)
+            state = k_features.transpose(-1, -2) @ with_ones(v)  # (B, H, m, Dh + 1)
+            return normalized(q_features @ state).to(v.dtype)
