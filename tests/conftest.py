@@ -23,6 +23,7 @@ TINY = (
     "trainer.log_every=1",
     "trainer.num_samples=2",
     "trainer.progress=log",
+    "schedule.warmup_steps=0",
     "data.train_size=200",
     "data.validation_size=16",
     "data.test_size=16",

@@ -20,6 +20,7 @@ SCRIPT = ROOT / "scripts" / "summarize_sweep.py"
 TINY_RUN = (
     "model=tiny",
     "trainer.max_steps=3",
+    "schedule.warmup_steps=0",
     "trainer.eval_every=3",
     "trainer.progress=log",
     "data.train_size=100",

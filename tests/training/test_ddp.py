@@ -19,6 +19,7 @@ COMMON = (
     "trainer.eval_every=4",
     "trainer.log_every=1",
     "trainer.progress=log",
+    "schedule.warmup_steps=0",
     "data.train_size=200",
     "data.validation_size=8",
     "data.test_size=8",

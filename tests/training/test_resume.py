@@ -96,6 +96,7 @@ def test_resume_from_a_different_model_names_the_keys(
 ) -> None:
     run = tmp_path / "run"
     train(compose_config("experiment=toy_reverse"), run)
+    saved = (run / "config.yaml").read_text()
     changed = compose_config(
         "experiment=toy_reverse", "model.d_ff=48", "activation=swiglu", "trainer.resume=auto"
     )
@@ -103,6 +104,11 @@ def test_resume_from_a_different_model_names_the_keys(
         ValueError, match=r"model\.activation.*model\.d_ff|model\.d_ff.*model\.activation"
     ):
         train(changed, run)
+    assert (run / "config.yaml").read_text() == saved
+    (run / "metrics.json").unlink()  # an unfinished run: refused by its checkpoint's config
+    with pytest.raises(ValueError, match=r"model\.d_ff: checkpoint 64 vs now 48"):
+        train(changed, run)
+    assert (run / "config.yaml").read_text() == saved
 
 
 def test_failed_write_leaves_the_previous_checkpoint(

@@ -124,14 +124,20 @@ def _tokenizer_files(data: PreparedData, run_dir: Path) -> dict[str, Any]:
     return files
 
 
-def finished_objective(run_dir: Path, cfg: TrainConfig) -> float | None:
-    """The saved objective of a run in `run_dir` that already finished, if it did."""
+def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> float | None:
+    """The saved objective of a run in `run_dir` that already finished, if it did.
+
+    A finished run asked to resume with a different model config is an error, as for an
+    unfinished one."""
     path = run_dir / "metrics.json"
     if cfg.trainer.resume not in RESUME_LATEST or not path.is_file():
         return None
     metrics = json.loads(path.read_text(encoding="utf-8"))
     if metrics.get("stopped") not in FINISHED:
         return None
+    saved_config = run_dir / "config.yaml"
+    if saved_config.is_file():
+        check_same_model(saved_config.read_text(encoding="utf-8"), config_text, source=run_dir)
     best = metrics.get("best", {}).get(cfg.trainer.monitor)
     return float("nan") if best is None else float(best)
 
@@ -146,7 +152,7 @@ def train(cfg_node: DictConfig, run_dir: Path) -> float:
     distributed = init_distributed()
     try:
         run_dir = Path(distributed.broadcast(str(run_dir)))
-        done = finished_objective(run_dir, cfg)
+        done = finished_objective(run_dir, cfg, OmegaConf.to_yaml(cfg_node, resolve=True))
         if done is not None:
             log.info("%s already finished (metrics.json); not training it again", run_dir)
             return done
@@ -159,10 +165,6 @@ def _train(
     cfg: TrainConfig, cfg_node: DictConfig, run_dir: Path, distributed: Distributed
 ) -> float:
     config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
-    if distributed.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_text, run_dir / "config.yaml")
-
     device = resolve_device(cfg.trainer.device, distributed)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)
     start_from = resume_path(cfg.trainer.resume, checkpoints)
@@ -170,6 +172,10 @@ def _train(
     if start_from is not None:
         checkpoint = load_checkpoint(start_from)
         check_same_model(checkpoint["config"], config_text, source=start_from)
+    # Written only now: a refused resume leaves the run's saved config as it was.
+    if distributed.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_text, run_dir / "config.yaml")
 
     seed_everything(cfg.seed)
     # Rank 0 trains (or finds) the tokenizers first; the others then read its cache.
