@@ -11,7 +11,9 @@ from seq2seq.model.embedding import Positions, TokenEmbedding
 from seq2seq.model.layer import LayerState, PerformerLayer
 
 
-class PerformerEncoder(nn.Module):
+class LayerStack(nn.Module):
+    """What both stacks share: embeddings plus positions, the layers, a final norm."""
+
     def __init__(
         self,
         *,
@@ -28,9 +30,15 @@ class PerformerEncoder(nn.Module):
         self.final_norm = final_norm
         self.dropout = nn.Dropout(dropout)
 
+    def embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
+        """`tokens: (B, L)` at positions offset.. -> `(B, L, D)`."""
+        return self.dropout(self.embedding(tokens) + self.positions(tokens.shape[1], offset))
+
+
+class PerformerEncoder(LayerStack):
     def forward(self, tokens: Tensor, mask: Tensor | None) -> Tensor:
         """`tokens: (B, S)`, `mask: (B, S)` True where real -> `(B, S, D)`."""
-        x = self.dropout(self.embedding(tokens) + self.positions(tokens.shape[1]))
+        x = self.embed(tokens)
         for layer in self.layers:
             x = layer(x, mask)
         return self.final_norm(x)
@@ -63,7 +71,7 @@ class DecoderState:
         return replace(self, layers=layers, context_mask=_reorder(self.context_mask, index))
 
 
-class PerformerDecoder(nn.Module):
+class PerformerDecoder(LayerStack):
     """Causal decoder stack ending in the output projection to vocabulary logits.
 
     With cross-attention layers it is a seq2seq decoder; without, a language model.
@@ -79,13 +87,14 @@ class PerformerDecoder(nn.Module):
         output: nn.Linear,
         dropout: float,
     ) -> None:
-        super().__init__()
-        self.embedding = embedding
-        self.positions = positions
-        self.layers = nn.ModuleList(layers)
-        self.final_norm = final_norm
+        super().__init__(
+            embedding=embedding,
+            positions=positions,
+            layers=layers,
+            final_norm=final_norm,
+            dropout=dropout,
+        )
         self.output = output
-        self.dropout = nn.Dropout(dropout)
 
     def forward(
         self,
@@ -96,7 +105,7 @@ class PerformerDecoder(nn.Module):
     ) -> Tensor:
         """`tokens: (B, T)`, `mask: (B, T)`, `context: (B, S, D)`, `context_mask: (B, S)`
         -> logits `(B, T, V)`."""
-        x = self.dropout(self.embedding(tokens) + self.positions(tokens.shape[1]))
+        x = self.embed(tokens)
         for layer in self.layers:
             x = layer(x, mask, context, context_mask)
         return self.output(self.final_norm(x))
@@ -110,7 +119,7 @@ class PerformerDecoder(nn.Module):
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """Feed `tokens: (B,)` at position `state.position` -> next-token logits `(B, V)`."""
-        x = self.embedding(tokens[:, None]) + self.positions(1, offset=state.position)
+        x = self.embed(tokens[:, None], offset=state.position)
         layers = []
         for layer, layer_state in zip(self.layers, state.layers, strict=True):
             assert isinstance(layer, PerformerLayer)
