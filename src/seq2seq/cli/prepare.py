@@ -10,6 +10,7 @@ import datasets
 
 from seq2seq.config.data import DataConfig, TokenizerConfig
 from seq2seq.data.cleaning import CleanReport, clean_split
+from seq2seq.data.datasets_registry import BUILTIN_DATASETS
 from seq2seq.data.loading import load_splits
 from seq2seq.data.tasks import generate_splits
 from seq2seq.tokenizer import Tokenizer, build_tokenizers, tokenize_splits
@@ -29,6 +30,10 @@ class PreparedData:
 
 
 def load_raw_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
+    if cfg.task in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[cfg.task](
+            train_size=cfg.train_size, validation_size=cfg.validation_size, test_size=cfg.test_size
+        )
     if cfg.task is not None:
         return generate_splits(
             cfg.task,
@@ -51,6 +56,26 @@ def load_raw_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
     )
 
 
+def _require_usable_examples(train: datasets.Dataset, data: DataConfig) -> None:
+    """The tokenizer is trained on the train split before cleaning: refuse one whose
+    examples all have an empty source or target, naming the columns."""
+    for batch in train.select_columns(["source", "target"]).iter(batch_size=1024):
+        if any(
+            (source or "").strip() and (target or "").strip()
+            for source, target in zip(batch["source"], batch["target"], strict=True)
+        ):
+            return
+    where = (
+        f"data.task={data.task!r}"
+        if data.task
+        else f"data.data_files.train={data.data_files.train!r}"
+    )
+    raise ValueError(
+        f"the train split ({where}) has no example with both a non-empty "
+        f"source (data.source={data.source!r}) and target (data.target={data.target!r})"
+    )
+
+
 def prepare_data(
     data: DataConfig,
     tokenizer: TokenizerConfig,
@@ -61,6 +86,7 @@ def prepare_data(
 ) -> PreparedData:
     """`length_limits`: the longest source and target, in tokens, that are kept whole."""
     raw = load_raw_splits(data, seed=seed)
+    _require_usable_examples(raw["train"], data)
     source_tokenizer, target_tokenizer = build_tokenizers(
         raw["train"],
         shared=tokenizer.shared,

@@ -135,6 +135,8 @@ def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> flo
     metrics = json.loads(path.read_text(encoding="utf-8"))
     if metrics.get("stopped") not in FINISHED:
         return None
+    if metrics.get("stopped") == "max_steps" and metrics.get("step") != cfg.trainer.max_steps:
+        return None  # trainer.max_steps changed: train on to the new limit
     saved_config = run_dir / "config.yaml"
     if saved_config.is_file():
         check_same_model(saved_config.read_text(encoding="utf-8"), config_text, source=run_dir)
@@ -166,6 +168,11 @@ def _train(
 ) -> float:
     config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
     device = resolve_device(cfg.trainer.device, distributed)
+    if cfg.trainer.precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"trainer.precision='fp16' needs a CUDA device, but trainer.device="
+            f"{cfg.trainer.device!r} is {device}; use 'bf16' or 'fp32' on the CPU"
+        )
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)
     start_from = resume_path(cfg.trainer.resume, checkpoints)
     checkpoint = None
@@ -282,12 +289,14 @@ def _train(
         log.info("resumed from %s at step %d", start_from, trainer.state.step)
 
     try:
+        # The handlers stay installed over the final outputs: a signal during the test
+        # decoding waits for metrics.json instead of losing it.
         with graceful_stop() as stop:
             reason = trainer.fit(stop)
-        log.info("training stopped: %s at step %d", reason, trainer.state.step)
-        if logger is not None:
-            results = _final_outputs(trainer, evaluator, data, run_dir, checkpoints, reason)
-            logger.hparams(OmegaConf.to_container(cfg_node, resolve=True), results)  # type: ignore[arg-type]
+            log.info("training stopped: %s at step %d", reason, trainer.state.step)
+            if logger is not None:
+                results = _final_outputs(trainer, evaluator, data, run_dir, checkpoints, reason)
+                logger.hparams(OmegaConf.to_container(cfg_node, resolve=True), results)  # type: ignore[arg-type]
     finally:
         if logger is not None:
             logger.close()

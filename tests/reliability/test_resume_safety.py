@@ -1,0 +1,149 @@
+"""Resuming through `train()`: broken or missing checkpoints fail clearly before any data is
+loaded, and a finished run re-launched with `trainer.resume=auto` (a sweep re-run) is not
+trained again."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from seq2seq.cli.train import train
+from seq2seq.training.trainer import Trainer
+
+Compose = Callable[..., DictConfig]
+
+
+def _truncated_checkpoint(path: Path) -> Path:
+    """A checkpoint-shaped file cut in half, as a full disk or a killed copy leaves it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {"w": torch.randn(4096)}, "config": "model: {}\n"}, path)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    return path
+
+
+def test_resume_from_a_truncated_file_is_a_clear_error(
+    compose_config: Compose, tmp_path: Path, block_data: list[Any]
+) -> None:
+    broken = _truncated_checkpoint(tmp_path / "saved" / "step_00000004.pt")
+    cfg = compose_config("experiment=toy_reverse", f"trainer.resume={broken}")
+    with pytest.raises(
+        ValueError, match=rf"checkpoint {re.escape(str(broken))} is truncated or corrupt"
+    ):
+        train(cfg, tmp_path / "run")
+    assert not block_data
+
+
+def test_resume_auto_onto_a_truncated_latest_checkpoint_names_it(
+    compose_config: Compose, tmp_path: Path, block_data: list[Any]
+) -> None:
+    run = tmp_path / "run"
+    broken = _truncated_checkpoint(run / "checkpoints" / "step_00000004.pt")
+    cfg = compose_config("experiment=toy_reverse", "trainer.resume=auto")
+    with pytest.raises(
+        ValueError, match=rf"checkpoint {re.escape(str(broken))} is truncated or corrupt"
+    ):
+        train(cfg, run)
+    assert not block_data
+
+
+def test_resume_from_a_missing_path_names_trainer_resume(
+    compose_config: Compose, tmp_path: Path, block_data: list[Any]
+) -> None:
+    missing = tmp_path / "saved" / "step_00000004.pt"
+    cfg = compose_config("experiment=toy_reverse", f"trainer.resume={missing}")
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"trainer\.resume='{re.escape(str(missing))}': no such checkpoint file; use auto",
+    ):
+        train(cfg, tmp_path / "run")
+    assert not block_data
+
+
+def test_resume_from_a_directory_names_trainer_resume(
+    compose_config: Compose, tmp_path: Path, block_data: list[Any]
+) -> None:
+    cfg = compose_config("experiment=toy_reverse", f"trainer.resume={tmp_path}")
+    with pytest.raises(FileNotFoundError, match=r"trainer\.resume=.*no such checkpoint file"):
+        train(cfg, tmp_path / "run")
+    assert not block_data
+
+
+# --- a finished run in a sweep ------------------------------------------------------------
+
+FINISHED_RUN = (
+    "experiment=toy_reverse",
+    "trainer.max_steps=2",
+    "trainer.eval_every=2",
+    "data.validation_size=4",
+    "data.test_size=4",
+)
+
+
+def _count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    steps: list[int] = []
+    original = Trainer.train_step
+
+    def train_step(self: Trainer, group: Any) -> dict[str, float]:
+        figures = original(self, group)
+        steps.append(self.state.step)
+        return figures
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    return steps
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.name != "config.yaml"
+    }
+
+
+def test_a_finished_run_is_not_trained_again(
+    compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    objective = train(compose_config(*FINISHED_RUN), run)
+    before = _snapshot(run)
+    assert json.loads((run / "metrics.json").read_text())["stopped"] == "max_steps"
+
+    steps = _count_steps(monkeypatch)
+    again = train(compose_config(*FINISHED_RUN, "trainer.resume=auto"), run)
+    assert steps == []
+    assert again == pytest.approx(objective, nan_ok=True)
+    # No new event file, checkpoint, prediction or metrics: the run dir is as it was.
+    assert _snapshot(run) == before
+
+
+def test_a_finished_run_resumed_with_more_steps_trains_on(
+    compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    train(compose_config(*FINISHED_RUN), run)
+    steps = _count_steps(monkeypatch)
+    train(compose_config(*FINISHED_RUN, "trainer.max_steps=4", "trainer.resume=auto"), run)
+    assert steps == [3, 4]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["stopped"], metrics["step"]) == ("max_steps", 4)
+
+
+def test_resuming_a_run_killed_before_metrics_json_restores_the_final_figures(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(compose_config(*FINISHED_RUN), run)
+    before = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").unlink()
+    train(compose_config(*FINISHED_RUN, "trainer.resume=auto"), run)
+    after = json.loads((run / "metrics.json").read_text())
+    assert (after["stopped"], after["step"]) == ("max_steps", 2)
+    assert after["final_validation"] == pytest.approx(before["final_validation"])

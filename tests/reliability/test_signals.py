@@ -1,0 +1,147 @@
+"""SIGTERM and SIGINT to a real `python -m seq2seq.cli.train` process: it finishes the step,
+writes a checkpoint, says how to continue and exits 0; `trainer.resume=auto` in the same
+run dir then finishes the run, with every step logged exactly once.
+
+Both signals' runs go side by side (one thread each), so the pair costs the time of one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+# Enough steps (over a second) that the signal lands long before the end, even under load.
+MAX_STEPS = 120
+EVAL_EVERY = 60
+TIMEOUT = 240.0
+SIGNALS = ("SIGTERM", "SIGINT")
+STEP_LINE = re.compile(r"\bstep (\d+) \|")
+
+
+@dataclass
+class Launch:
+    returncode: int
+    output: str
+    signalled_after: int | None
+    """The last step the log showed when the signal went out (None: no signal sent)."""
+
+
+def _launch(command: list[str], *, cwd: Path, env: dict[str, str], send: str | None) -> Launch:
+    """Run `command`; with `send`, deliver that signal once the log shows a training step."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    lines: list[str] = []
+    signalled_after: int | None = None
+    timer = threading.Timer(TIMEOUT, process.kill)
+    timer.start()
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            match = STEP_LINE.search(line)
+            if send is not None and signalled_after is None and match:
+                signalled_after = int(match.group(1))
+                process.send_signal(getattr(signal, send))
+        returncode = process.wait()
+    finally:
+        timer.cancel()
+    return Launch(returncode, "".join(lines), signalled_after)
+
+
+@dataclass
+class SignalledRun:
+    run: Path
+    stopped: Launch
+    stopped_metrics: dict
+    stopped_checkpoints: list[str]
+    resumed: Launch
+
+
+@pytest.fixture(scope="module")
+def signalled_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> dict[str, SignalledRun]:
+    """For each signal: a run stopped by it, then the same run dir resumed to the end."""
+    overrides = (f"trainer.max_steps={MAX_STEPS}", f"trainer.eval_every={EVAL_EVERY}")
+    tmps = {name: tmp_path_factory.mktemp(name.lower()) for name in SIGNALS}
+
+    def interrupt_then_resume(name: str) -> SignalledRun:
+        tmp, run = tmps[name], tmps[name] / "run"
+        env = make_subprocess_env(tmp)
+        stopped = _launch(train_command(tmp, *overrides), cwd=tmp, env=env, send=name)
+        metrics_file = run / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
+        resumed = _launch(
+            train_command(tmp, *overrides, "trainer.resume=auto"), cwd=tmp, env=env, send=None
+        )
+        return SignalledRun(run, stopped, metrics, checkpoints, resumed)
+
+    with ThreadPoolExecutor(max_workers=len(SIGNALS)) as pool:
+        futures = {name: pool.submit(interrupt_then_resume, name) for name in SIGNALS}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _train_losses(run: Path) -> list[tuple[int, float]]:
+    """Every `train/loss` point of every event file of `run` (one file per launch)."""
+    points = []
+    for events in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        for event in LegacyEventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.tag == "train/loss":
+                    points.append((event.step, value.simple_value))
+    return points
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_signal_checkpoints_and_exits_cleanly(
+    name: str, signalled_runs: dict[str, SignalledRun]
+) -> None:
+    result = signalled_runs[name]
+    launch = result.stopped
+    assert launch.returncode == 0, launch.output[-3000:]
+    assert launch.signalled_after is not None, "no training step was logged"
+    step = result.stopped_metrics.get("step")
+    assert result.stopped_metrics.get("stopped") == name, result.stopped_metrics
+    assert isinstance(step, int) and launch.signalled_after <= step < MAX_STEPS
+    checkpoint = result.run / "checkpoints" / f"step_{step:08d}.pt"
+    assert checkpoint.name in result.stopped_checkpoints
+    message = re.search(rf"{name}: stopped after step {step}; checkpoint (\S+);(.*)", launch.output)
+    assert message is not None, launch.output[-3000:]
+    assert Path(message.group(1)) == checkpoint
+    assert "trainer.resume=auto" in message.group(2) and "hydra.run.dir" in message.group(2)
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_resume_auto_finishes_the_run(name: str, signalled_runs: dict[str, SignalledRun]) -> None:
+    result = signalled_runs[name]
+    launch = result.resumed
+    assert launch.returncode == 0, launch.output[-3000:]
+    step = result.stopped_metrics["step"]
+    checkpoint = result.run / "checkpoints" / f"step_{step:08d}.pt"
+    assert f"resumed from {checkpoint} at step {step}" in launch.output
+    metrics = json.loads((result.run / "metrics.json").read_text())
+    assert (metrics["stopped"], metrics["step"]) == ("max_steps", MAX_STEPS)
+    assert (result.run / "checkpoints" / f"step_{MAX_STEPS:08d}.pt").is_file()
+    # Every step logged once across both launches' event files (log_every=1).
+    steps = [s for s, _ in _train_losses(result.run)]
+    assert sorted(steps) == list(range(1, MAX_STEPS + 1)), steps
