@@ -43,7 +43,9 @@ class CausalLinearAttention(Attention):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         batch, heads, length, head_dim = v.shape
         with float32_region(q.device):
-            q_features, k_features = masked_features(self.feature_map, q, k, key_padding_mask)
+            q_features, k_features = masked_features(
+                self.feature_map, q, k, key_padding_mask, all_keys=False
+            )
             values = with_ones(v)  # the last column accumulates the normalizer
             chunk = min(self.chunk_size, length)
             pad = -length % chunk
@@ -71,7 +73,7 @@ class CausalLinearAttention(Attention):
         """The recurrence `S += phi(k) [v, 1]^T`: S holds sum phi(k) v^T and, in its last
         column, the normalizer sum phi(k); constant time and memory per token."""
         with float32_region(q.device):
-            q_features, k_features = masked_features(self.feature_map, q, k, None)
+            q_features, k_features = masked_features(self.feature_map, q, k, None, all_keys=False)
             update = k_features.transpose(-1, -2) @ with_ones(v)  # (B, H, m, Dh + 1)
             s = update if state is None else state["S"] + update
             return normalized(q_features @ s).to(v.dtype), {"S": s}

@@ -16,12 +16,16 @@ from torch import Tensor, nn
 
 
 class FeatureMap(nn.Module):
-    """Base class: `forward(x, is_query, mask)` maps `(B, H, L, Dh)` to float32
-    `(B, H, L, m)`; rows where `mask: (B, L)` is False (padded keys) are all zero."""
+    """Base class: `forward(x, is_query, mask, all_keys)` maps `(B, H, L, Dh)` to float32
+    `(B, H, L, m)`; rows where `mask: (B, L)` is False (padded keys) are all zero.
+    `all_keys`: every key is visible to every query (non-causal), so a scale shared by
+    all keys of a head may depend on all of them."""
 
     num_features: int
 
-    def forward(self, x: Tensor, *, is_query: bool, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
+    ) -> Tensor:
         raise NotImplementedError
 
 
@@ -36,7 +40,9 @@ class EluFeatureMap(FeatureMap):
         super().__init__()
         self.num_features = head_dim
 
-    def forward(self, x: Tensor, *, is_query: bool, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
+    ) -> Tensor:
         return _zero_masked(F.elu(x.float()) + 1.0, mask)
 
 
@@ -47,7 +53,9 @@ class ReluFeatureMap(FeatureMap):
         super().__init__()
         self.num_features = head_dim
 
-    def forward(self, x: Tensor, *, is_query: bool, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
+    ) -> Tensor:
         return _zero_masked(F.relu(x.float()), mask)
 
 
@@ -104,7 +112,9 @@ class FavorFeatureMap(FeatureMap):
     def redraw(self, draw: int) -> None:
         self.projection.copy_(self._draw(draw))
 
-    def forward(self, x: Tensor, *, is_query: bool, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
+    ) -> Tensor:
         # Every per-row term (|x'|^2 / 2, log sqrt(m), +inf for padded keys) is folded into
         # one (B, H, L, 1) offset, so the (B, H, L, m) tensor sees a single subtraction
         # and the exp; the Dh^-1/4 scale is folded into the small projection.
@@ -117,6 +127,12 @@ class FavorFeatureMap(FeatureMap):
         logits = x @ (self.projection.float() * scale).T - offset
         if is_query:
             logits = logits - logits.amax(-1, keepdim=True).detach()
+        elif all_keys:
+            # One shift for all keys of a head cancels in the attention weights and keeps
+            # large-norm keys from underflowing to zero. Causal attention cannot use it:
+            # the max would look at future keys.
+            shift = logits.detach().amax(dim=(-2, -1), keepdim=True)
+            logits = logits - torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
         return torch.exp(logits)
 
 

@@ -14,10 +14,18 @@ from seq2seq.model.attention.feature_maps import FeatureMap
 
 
 def masked_features(
-    feature_map: FeatureMap, q: Tensor, k: Tensor, key_padding_mask: Tensor | None
+    feature_map: FeatureMap,
+    q: Tensor,
+    k: Tensor,
+    key_padding_mask: Tensor | None,
+    *,
+    all_keys: bool,
 ) -> tuple[Tensor, Tensor]:
-    """float32 `phi(q): (B, H, Lq, m)` and `phi(k): (B, H, Lk, m)`, padded keys zeroed."""
-    return feature_map(q, is_query=True), feature_map(k, is_query=False, mask=key_padding_mask)
+    """float32 `phi(q): (B, H, Lq, m)` and `phi(k): (B, H, Lk, m)`, padded keys zeroed;
+    `all_keys` (non-causal) lets the keys share a stabilizing scale."""
+    q_features = feature_map(q, is_query=True)
+    k_features = feature_map(k, is_query=False, mask=key_padding_mask, all_keys=all_keys)
+    return q_features, k_features
 
 
 def with_ones(v: Tensor) -> Tensor:
@@ -46,6 +54,8 @@ class LinearAttention(Attention):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         with float32_region(q.device):
-            q_features, k_features = masked_features(self.feature_map, q, k, key_padding_mask)
+            q_features, k_features = masked_features(
+                self.feature_map, q, k, key_padding_mask, all_keys=True
+            )
             state = k_features.transpose(-1, -2) @ with_ones(v)  # (B, H, m, Dh + 1)
             return normalized(q_features @ state).to(v.dtype)
