@@ -99,3 +99,30 @@ def test_no_data_chosen_is_a_clear_error(compose_config: Compose, tmp_path: Path
     cfg = compose_config(tiny=False)
     with pytest.raises(ValueError, match=r"set exactly one of data\.task .* and data\.path"):
         train(cfg, tmp_path / "run")
+
+
+def test_early_stopping_stops_after_patience(compose_config: Compose, tmp_path: Path) -> None:
+    # Validation loss rises once the learning rate is absurd: patience 1 stops at the
+    # first validation that does not improve.
+    cfg = compose_config(
+        "experiment=toy_reverse",
+        "trainer.max_steps=40",
+        "trainer.eval_every=2",
+        "trainer.monitor=loss",
+        "trainer.patience=1",
+        "optim.lr=5.0",
+        "schedule=constant",
+    )
+    run = tmp_path / "run"
+    train(cfg, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped"] == "early_stopping"
+    assert metrics["step"] < 40 and metrics["step"] == metrics["best"]["step"] + 2
+
+
+def test_bf16_autocast_trains_on_cpu(compose_config: Compose, tmp_path: Path) -> None:
+    cfg = compose_config("experiment=toy_reverse", "attention=performer", "trainer.precision=bf16")
+    run = tmp_path / "run"
+    train(cfg, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped"] == "max_steps" and metrics["skipped_steps"] == 0
