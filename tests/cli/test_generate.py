@@ -1,0 +1,238 @@
+"""seq2seq-generate on a tiny trained run: from a file, stdin and the run's test split,
+n-best output, the entry point as a subprocess, and the usage errors.
+
+One run is trained per module (about 10 s); every generation call composes the real
+`configs/generate.yaml` in-process, except one subprocess that proves the entry point.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from seq2seq.cli.generate import generate_from_config
+from seq2seq.cli.train import CONFIG_DIR, train
+
+# Enough steps on the reverse task for the outputs to differ from source to source, so
+# that order and batching mistakes show.
+TRAIN_OVERRIDES = (
+    "experiment=toy_reverse",
+    "model=tiny",
+    "trainer.max_steps=100",
+    "trainer.eval_every=100",
+    "trainer.log_every=100",
+    "trainer.progress=log",
+    "schedule.warmup_steps=5",
+    "optim.lr=3e-3",
+    "data.train_size=200",
+    "data.validation_size=16",
+    "data.test_size=16",
+    "data.min_len=3",
+    "data.max_len=8",
+    "data.max_tokens=256",
+)
+# Sources of several lengths, with an empty line and a whitespace-only one inside.
+SOURCES = ["abc", "jihgfedc", "", "bead", "cafe", "   ", "ggghhhiii", "d"]
+
+Generate = Callable[..., list[str]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread() -> Iterator[None]:
+    """Tiny models on a loaded two-core machine: a second intra-op thread only waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("generate")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # the tokenizer cache goes under the working directory
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=list(TRAIN_OVERRIDES))
+        train(cfg, root / "run")
+    return root / "run"
+
+
+def compose_generate(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("generate", overrides=list(overrides))
+
+
+@pytest.fixture
+def run_generate(run_dir: Path) -> Generate:
+    """`run_generate(*overrides)` with `checkpoint=<the run>` and the CPU preset."""
+
+    def generate(*overrides: str) -> list[str]:
+        return generate_from_config(
+            compose_generate(f"checkpoint={run_dir}", "device=cpu", *overrides)
+        )
+
+    return generate
+
+
+@pytest.fixture
+def sources_file(tmp_path: Path) -> Path:
+    path = tmp_path / "sources.txt"
+    path.write_text("".join(f"{line}\n" for line in SOURCES), encoding="utf-8")
+    return path
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").removesuffix("\n").split("\n")
+
+
+def test_file_in_batches_matches_one_source_at_a_time(
+    run_generate: Generate, sources_file: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out" / "hyps.txt"
+    batched = run_generate(f"input={sources_file}", f"output={output}")
+    alone = run_generate(f"input={sources_file}", "max_tokens=1", f"output={tmp_path / 'b'}")
+    assert read_lines(output) == batched == alone
+    assert len(batched) == len(SOURCES)
+    assert batched[2] == batched[5] == ""
+    assert all(batched[i] for i in (0, 1, 3, 4, 6, 7))
+    assert len(set(batched)) > 3, batched  # the run is trained enough to tell sources apart
+    assert sorted(p.name for p in output.parent.iterdir()) == ["hyps.txt"]  # no temp file left
+
+
+def test_stdin_to_stdout(
+    run_generate: Generate,
+    sources_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    expected = run_generate(f"input={sources_file}", "output=-")
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(sources_file.read_text(encoding="utf-8")))
+    assert run_generate("input=-", "output=-", "precision=bf16") is not None
+    out = capsys.readouterr().out
+    assert out.count("\n") == len(SOURCES)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(sources_file.read_text(encoding="utf-8")))
+    assert run_generate("input=-") == expected
+    assert capsys.readouterr().out == "".join(f"{line}\n" for line in expected)
+
+
+def test_test_split_reproduces_the_runs_predictions(
+    run_generate: Generate, run_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "test.hyp"
+    predictions = run_generate("split=test", f"output={output}")
+    assert read_lines(run_dir / "predictions.txt") == predictions == read_lines(output)
+
+
+def test_nbest_output_with_beam(run_generate: Generate, sources_file: Path, tmp_path: Path) -> None:
+    nbest = tmp_path / "nbest.tsv"
+    best = run_generate(
+        f"input={sources_file}",
+        f"output={tmp_path / 'hyps'}",
+        f"nbest_output={nbest}",
+        "generation=beam",
+        "generation.beam_size=4",
+        "generation.nbest=3",
+    )
+    rows = [line.split("\t") for line in read_lines(nbest)]
+    assert all(len(row) == 4 for row in rows)
+    non_empty = [i for i, line in enumerate(SOURCES) if line.strip()]
+    assert [(int(i), int(r)) for i, r, _, _ in rows] == [
+        (i, r) for i in non_empty for r in range(3)
+    ]
+    for index in non_empty:
+        entries = [row for row in rows if int(row[0]) == index]
+        scores = [float(score) for _, _, score, _ in entries]
+        assert scores == sorted(scores, reverse=True)
+        assert entries[0][3] == best[index]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        (("input=SOURCES", "split=test"), ValueError, r"set exactly one of input .* and split"),
+        ((), ValueError, r"set exactly one of input .* and split"),
+        (("split=train",), ValueError, r"split='train' is unknown; choose one of \['validation'"),
+        (("input=SOURCES", "precision=fp8"), ValueError, r"precision='fp8' is unknown"),
+        (("input=missing.txt",), FileNotFoundError, r"input='missing.txt' is not a file"),
+        (
+            ("input=SOURCES", "generation.nbest=2"),
+            ValueError,
+            r"generation\.nbest=2 is invalid; .* use strategy='beam'",
+        ),
+    ],
+)
+def test_usage_errors(
+    run_generate: Generate,
+    sources_file: Path,
+    overrides: tuple[str, ...],
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        run_generate(*(o.replace("SOURCES", str(sources_file)) for o in overrides))
+
+
+def test_overlong_line_names_its_number_and_the_limit(
+    run_generate: Generate, tmp_path: Path
+) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text("abc\n" + "a" * 129 + "\nabc\n" + "b" * 200 + "\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError,
+        match=r"input line 2 has 13\d source tokens, more than model\.max_len=128 \(1 more",
+    ):
+        run_generate(f"input={path}")
+
+
+def test_checkpoint_errors(sources_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="checkpoint is required"):
+        generate_from_config(compose_generate(f"input={sources_file}"))
+    with pytest.raises(FileNotFoundError, match=r"checkpoint='.*nowhere' does not exist"):
+        generate_from_config(
+            compose_generate(f"checkpoint={tmp_path / 'nowhere'}", f"input={sources_file}")
+        )
+    with pytest.raises(FileNotFoundError, match=r"is a directory without checkpoints/best\.pt"):
+        generate_from_config(compose_generate(f"checkpoint={tmp_path}", f"input={sources_file}"))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        generate_from_config(compose_generate(f"checkpoint={corrupt}", f"input={sources_file}"))
+
+
+def test_module_entry_point(run_dir: Path, sources_file: Path, tmp_path: Path) -> None:
+    """`python -m seq2seq.cli.generate` with stdin/stdout writes hypotheses only and leaves
+    no Hydra output behind; a usage error exits 2 with one line."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    command = [sys.executable, "-m", "seq2seq.cli.generate", f"checkpoint={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*command, "input=-", "device=cpu"],
+        input=sources_file.read_text(encoding="utf-8"),
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == len(SOURCES)
+    assert "decoded 8 sources" in done.stderr
+    assert list(workdir.iterdir()) == []
+    failed = subprocess.run(
+        [*command, "split=train"], capture_output=True, text=True, cwd=workdir, env=env
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.strip().endswith(
+        "seq2seq-generate: error: split='train' is unknown; choose one of ['validation', 'test']"
+    )
