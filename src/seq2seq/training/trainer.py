@@ -336,6 +336,7 @@ class Trainer:
                 # validate so the final figures exist.
                 if self.last_evaluation is None:
                     self.evaluate()
+                    self.save()
                 return "max_steps"
             for group in self._micro_batches():
                 figures = self.train_step(group)
