@@ -35,7 +35,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -107,38 +107,18 @@ def build_decoder(
     return model.to(device).eval()
 
 
-def kv_cache_at(model: DecoderLanguageModel, tokens: Tensor, length: int) -> DecoderState:
-    """A softmax decoder's state at position `length`, built without `length` steps.
-
-    One real step makes the cache; its keys and values (every tensor of a layer's
-    self-attention state, `(B, H, 1, Dh)`) are repeated to `length` positions. A step's
-    cost does not depend on the cached values, and stepping 4,096 times through a cache
-    grown by concatenation would take minutes on a CPU.
-    """
-    _, state = model.step(tokens[:, 0], model.init_state())
-    layers = []
-    for layer in state.layers:
-        cache = layer.self_attention
-        if cache is None or any(t.dim() != 4 or t.shape[2] != 1 for t in cache.values()):
-            raise RuntimeError(
-                "the softmax decoding state is no longer a (B, H, L, Dh) key/value cache; "
-                "update kv_cache_at in scripts/bench_decode.py"
-            )
-        grown = {name: t.repeat(1, 1, length, 1) for name, t in cache.items()}
-        layers.append(replace(layer, self_attention=grown))
-    return replace(state, layers=layers, position=length)
-
-
 def stepped_to(
     model: DecoderLanguageModel, tokens: Tensor, lengths: list[int]
 ) -> list[DecoderState]:
     """The states at each of `lengths` (increasing), by stepping one state through them."""
     state = model.init_state()
     states = []
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
     for length in lengths:
         while state.position < length:
             _, state = model.step(tokens[:, state.position], state)
-        states.append(state)
+        # A state is consumed by its step (the KV cache is written in place): keep a copy.
+        states.append(state.reorder(rows))
     return states
 
 
@@ -148,16 +128,13 @@ def stepped(
     """Per-step times at each of `args.lengths` through `model.step`.
 
     tokens: (B, max_len) long, fed one column per step. Every length gets its own state
-    (`kv_cache_at`, or stepped there for the constant-size causal-linear state); then
+    (stepped there from the start); then
     `--warmup` and `--repeats` rounds each step every length once, so a change in the
     machine's load over the run hits all lengths alike instead of skewing the ratios.
     """
     device = tokens.device
     lengths = sorted(args.lengths)
-    if kind == KV_CACHE:
-        states = [kv_cache_at(model, tokens, length) for length in lengths]
-    else:
-        states = stepped_to(model, tokens, lengths)
+    states = stepped_to(model, tokens, lengths)
     times: list[list[float]] = [[] for _ in lengths]
 
     def step(i: int) -> None:

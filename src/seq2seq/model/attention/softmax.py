@@ -57,12 +57,29 @@ class SoftmaxAttention(Attention):
     def step(
         self, q: Tensor, k: Tensor, v: Tensor, state: AttentionState | None
     ) -> tuple[Tensor, AttentionState]:
-        if state is not None:
-            k = torch.cat([state["k"], k], dim=2)
-            v = torch.cat([state["v"], v], dim=2)
+        """The KV cache is preallocated and doubled when full, so a step writes one
+        position in place instead of copying the whole cache; `length: (B,)` holds the
+        filled size (a tensor, so beam reordering selects it like everything else).
+        A state is consumed by `step`: step it once, or `reorder` (which copies) first."""
+        if state is None:
+            capacity = 64
+            state = {
+                "k": k.new_empty(*k.shape[:2], capacity, k.shape[-1]),
+                "v": v.new_empty(*v.shape[:2], capacity, v.shape[-1]),
+                "length": torch.zeros(k.shape[0], dtype=torch.long, device=k.device),
+            }
+        keys, values, lengths = state["k"], state["v"], state["length"]
+        filled = int(lengths[0]) if lengths.numel() else 0
+        if filled == keys.shape[2]:
+            keys = torch.cat([keys, torch.empty_like(keys)], dim=2)
+            values = torch.cat([values, torch.empty_like(values)], dim=2)
+        keys[:, :, filled] = k[:, :, 0]
+        values[:, :, filled] = v[:, :, 0]
         # One query at the newest position sees every cached key: no mask, no is_causal.
-        out = F.scaled_dot_product_attention(q, k, v)
-        return out, {"k": k, "v": v}
+        out = F.scaled_dot_product_attention(
+            q, keys[:, :, : filled + 1], values[:, :, : filled + 1]
+        )
+        return out, {"k": keys, "v": values, "length": lengths + 1}
 
     def weights(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         """Attention probabilities `(B, H, Lq, Lk)`, for inspecting attention maps."""
