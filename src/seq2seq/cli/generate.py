@@ -31,8 +31,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
+from seq2seq.atomic import write_text_atomic
 from seq2seq.cli.prepare import evaluation_set, load_raw_splits
-from seq2seq.cli.train import CONFIG_DIR, write_text_atomic
+from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.cli.validate import generation_settings, length_limits
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from seq2seq.atomic import write_json_atomic, write_text_atomic
 from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
 from seq2seq.cli.validate import generation_settings, length_limits, validate_config
 from seq2seq.config.schema import TrainConfig
@@ -31,7 +32,7 @@ from seq2seq.config.store import register_configs
 from seq2seq.data.batching import Batch, TokenBatchSampler, make_dataloader
 from seq2seq.data.lengths import token_lengths
 from seq2seq.evaluation import get_metric
-from seq2seq.model import build_model, linear_settings
+from seq2seq.model import build_model, linear_settings, uses_linear_attention
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
 from seq2seq.training.checkpoint import (
@@ -43,12 +44,12 @@ from seq2seq.training.checkpoint import (
 from seq2seq.training.config_diff import check_same_model
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.evaluator import Evaluator
-from seq2seq.training.logger import RunLogger, write_json_atomic
+from seq2seq.training.logger import RunLogger
 from seq2seq.training.optim import build_optimizer
 from seq2seq.training.rng import seed_everything
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import graceful_stop
-from seq2seq.training.trainer import PRECISIONS, Monitor, Trainer
+from seq2seq.training.trainer import PRECISIONS, Monitor, Trainer, check_precision
 
 log = logging.getLogger("seq2seq.train")
 
@@ -115,13 +116,15 @@ def _monitor(cfg: TrainConfig) -> Monitor:
     return Monitor(name, higher_is_better=get_metric(name).higher_is_better)
 
 
-def _tokenizer_files(data: PreparedData, run_dir: Path) -> dict[str, Any]:
+def _tokenizer_files(data: PreparedData) -> dict[str, Any]:
     """The tokenizer models as byte tensors, so a checkpoint alone can decode."""
-    files = {}
-    for side in ("source", "target"):
-        blob = (run_dir / "tokenizer" / f"{side}.model").read_bytes()
-        files[side] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-    return files
+    return {
+        side: torch.frombuffer(bytearray(tokenizer.model_proto), dtype=torch.uint8)
+        for side, tokenizer in (
+            ("source", data.source_tokenizer),
+            ("target", data.target_tokenizer),
+        )
+    }
 
 
 def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> float | None:
@@ -168,11 +171,7 @@ def _train(
 ) -> float:
     config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
     device = resolve_device(cfg.trainer.device, distributed)
-    if cfg.trainer.precision == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"trainer.precision='fp16' needs a CUDA device, but trainer.device="
-            f"{cfg.trainer.device!r} is {device}; use 'bf16' or 'fp32' on the CPU"
-        )
+    check_precision(cfg.trainer.precision, device)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)
     start_from = resume_path(cfg.trainer.resume, checkpoints)
     checkpoint = None
@@ -260,14 +259,6 @@ def _train(
             device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False,
         )
-    uses_linear = any(
-        choice in ("linear", "causal_linear")
-        for choice in (
-            cfg.model.encoder.self_attention,
-            cfg.model.decoder.self_attention,
-            cfg.model.decoder.cross_attention,
-        )
-    )
     trainer = Trainer(
         model=trained,
         optimizer=optimizer,
@@ -280,8 +271,10 @@ def _train(
         cfg=cfg.trainer,
         device=device,
         pad_id=PAD_ID,
-        redraw_interval=linear_settings(cfg.model).redraw_interval if uses_linear else 0,
-        checkpoint_extras={"config": config_text, "tokenizer": _tokenizer_files(data, run_dir)},
+        redraw_interval=linear_settings(cfg.model).redraw_interval
+        if uses_linear_attention(cfg.model)
+        else 0,
+        checkpoint_extras={"config": config_text, "tokenizer": _tokenizer_files(data)},
         distributed=distributed,
     )
     if checkpoint is not None:
@@ -339,12 +332,6 @@ def _final_outputs(
         log.info("test | %s", result.summary())
     write_json_atomic(summary, run_dir / "metrics.json")
     return {k: float(v) for k, v in hparam_metrics.items() if not math.isnan(float(v))}
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

@@ -1,6 +1,11 @@
 """The universal Performer layer stack and the models built from it."""
 
-from seq2seq.model.build import build_model, linear_settings, validate_model_config
+from seq2seq.model.build import (
+    build_model,
+    linear_settings,
+    uses_linear_attention,
+    validate_model_config,
+)
 from seq2seq.model.layer import LayerState, PerformerLayer
 from seq2seq.model.seq2seq import DecoderLanguageModel, EncoderClassifier, EncoderDecoderTransformer
 from seq2seq.model.stack import DecoderState, PerformerDecoder, PerformerEncoder
@@ -16,5 +21,6 @@ __all__ = [
     "PerformerLayer",
     "build_model",
     "linear_settings",
+    "uses_linear_attention",
     "validate_model_config",
 ]

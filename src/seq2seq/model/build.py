@@ -60,6 +60,12 @@ def _attention_fields(cfg: ModelConfig) -> dict[str, str]:
     return fields
 
 
+def uses_linear_attention(cfg: ModelConfig) -> bool:
+    """Whether a stack this model kind builds uses a feature-map (linear) attention.
+    Call after `validate_model_config`: the names must be registered."""
+    return any(ATTENTIONS[choice].uses_feature_map for choice in _attention_fields(cfg).values())
+
+
 def linear_settings(cfg: ModelConfig) -> LinearSettings:
     head_dim = cfg.d_model // cfg.heads
     linear = cfg.linear
@@ -110,7 +116,6 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if cfg.kind == "encoder_classifier" and cfg.pooling not in POOLINGS:
         raise ValueError(f"model.pooling={cfg.pooling!r} is unknown; choose one of {POOLINGS}")
 
-    uses_feature_map = False
     for field_name, choice in _attention_fields(cfg).items():
         kind = attention_class(choice, field=field_name)
         causal = field_name == "model.decoder.self_attention"
@@ -126,13 +131,13 @@ def validate_model_config(cfg: ModelConfig) -> None:
                 f"{field_name}={choice!r} is causal-only and cannot attend in both directions; "
                 f"choose one of {valid}"
             )
-        uses_feature_map |= kind.uses_feature_map
 
     explicit = {
         f"model.linear.{name}": value
         for name, value in vars(cfg.linear).items()
         if value is not None
     }
+    uses_feature_map = uses_linear_attention(cfg)
     if explicit and not uses_feature_map:
         setting, value = next(iter(explicit.items()))
         raise ValueError(

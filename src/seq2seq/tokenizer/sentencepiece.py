@@ -18,6 +18,8 @@ from typing import Literal, get_args
 
 import sentencepiece as spm
 
+from seq2seq.atomic import write_bytes_atomic
+
 PAD_ID = 0
 UNK_ID = 1
 BOS_ID = 2
@@ -69,17 +71,22 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         model = directory / f"{prefix}.model"
-        _write_atomically(model, self._proto)
+        write_bytes_atomic(self._proto, model)
         vocab = "".join(
             f"{self._sp.id_to_piece(i)}\t{self._sp.get_score(i)}\n" for i in range(self.vocab_size)
         )
-        _write_atomically(directory / f"{prefix}.vocab", vocab.encode())
+        write_bytes_atomic(vocab.encode(), directory / f"{prefix}.vocab")
         return model
 
     @property
     def vocab_size(self) -> int:
         """Number of ids, specials included; may be below the requested size on small data."""
         return int(self._sp.get_piece_size())
+
+    @property
+    def model_proto(self) -> bytes:
+        """The serialized SentencePiece model (what `save` writes)."""
+        return self._proto
 
     @property
     def fingerprint(self) -> str:
@@ -111,12 +118,6 @@ class Tokenizer:
 
     def __setstate__(self, state: dict[str, bytes]) -> None:
         self._setup(state["model_proto"])
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 class _Sentences:

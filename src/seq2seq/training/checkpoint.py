@@ -8,7 +8,6 @@ runs arbitrary pickled code.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -18,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from seq2seq.atomic import write_atomic
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
@@ -26,25 +27,8 @@ WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file beside `path`, flush and fsync it, then rename over `path`.
-
-    A crash at any point leaves either the old file or the complete new one, never half.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """`torch.save` through `write_atomic`: a crash leaves the old checkpoint or the new one."""
+    write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

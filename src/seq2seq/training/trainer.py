@@ -105,6 +105,14 @@ def validate_trainer_config(cfg: TrainerConfig) -> None:
         )
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"trainer.precision='fp16' needs a CUDA device, but the device is {device}; "
+            "use 'bf16' or 'fp32' on the CPU"
+        )
+
+
 class Trainer:
     def __init__(
         self,
@@ -143,8 +151,7 @@ class Trainer:
         self.distributed = distributed
         self.state = TrainState()
         dtype = PRECISIONS[cfg.precision]
-        if cfg.precision == "fp16" and device.type != "cuda":
-            raise ValueError("trainer.precision='fp16' needs a CUDA device; use 'bf16' on CPU")
+        check_precision(cfg.precision, device)
         self.autocast_dtype = dtype
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.last_evaluation: EvaluationResult | None = None
