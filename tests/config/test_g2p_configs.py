@@ -28,10 +28,11 @@ def _config(compose_config: Compose, *overrides: str) -> TrainConfig:
     return cfg
 
 
-def test_all_four_recipes_exist() -> None:
+def test_all_five_recipes_exist() -> None:
     assert G2P_EXPERIMENTS == [
         "g2p_cmudict",
         "g2p_cmudict_causal_linear",
+        "g2p_cmudict_cpu",
         "g2p_cmudict_small",
         "g2p_cmudict_tiny",
     ]
@@ -50,7 +51,7 @@ def test_recipe_is_valid_g2p(experiment: str, compose_config: Compose) -> None:
     assert cfg.model.max_len >= 30
 
 
-@pytest.mark.parametrize("experiment", ["g2p_cmudict", "g2p_cmudict_small"])
+@pytest.mark.parametrize("experiment", ["g2p_cmudict", "g2p_cmudict_cpu", "g2p_cmudict_small"])
 def test_full_recipes_use_the_whole_split(experiment: str, compose_config: Compose) -> None:
     cfg = _config(compose_config, f"experiment={experiment}")
     words = Counter(split_of(word) for word in pronunciations())

@@ -185,6 +185,11 @@ INCOMPATIBLE = [
         id="monitor-not-among-metrics",
     ),
     pytest.param(
+        ("trainer.threads=0",),
+        r"trainer\.threads=0 must be >= 1 or null",
+        id="zero-threads",
+    ),
+    pytest.param(
         ("data.max_source_len=500",),
         r"data\.max_source_len=500.*exceed model\.max_len=128",
         id="source-len-over-model-max-len",

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -126,3 +127,14 @@ def test_bf16_autocast_trains_on_cpu(compose_config: Compose, tmp_path: Path) ->
     train(cfg, run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["stopped"] == "max_steps" and metrics["skipped_steps"] == 0
+
+
+def test_trainer_threads_sets_torch_intra_op_threads(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    before = torch.get_num_threads()
+    try:
+        train(compose_config("experiment=toy_reverse", "trainer.threads=1"), tmp_path / "run")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -49,6 +49,9 @@ class TrainerConfig:
     """Wrap the model in `torch.compile`."""
     device: str = "auto"
     """`auto` (cuda when available), `cpu`, `cuda`, `cuda:1`, ..."""
+    threads: int | None = None
+    """CPU threads of torch's intra-op pool (`torch.set_num_threads`); null keeps torch's
+    default (one per core). On a machine shared with other jobs, 1 per run is fastest."""
     eval_every: int = 500
     """Validate every N optimizer steps (and at the end)."""
     log_every: int = 50

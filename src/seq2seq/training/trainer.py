@@ -85,6 +85,8 @@ def validate_trainer_config(cfg: TrainerConfig) -> None:
     for name, (value, minimum) in checks.items():
         if value < minimum:
             raise ValueError(f"{name}={value} must be >= {minimum}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"trainer.threads={cfg.threads} must be >= 1 or null (torch's default)")
     if cfg.max_epochs is not None and cfg.max_epochs < 1:
         raise ValueError(f"trainer.max_epochs={cfg.max_epochs} must be >= 1 or null")
     if cfg.precision not in PRECISIONS:

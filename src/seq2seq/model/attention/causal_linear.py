@@ -47,7 +47,11 @@ class CausalLinearAttention(Attention):
                 self.feature_map, q, k, key_padding_mask, all_keys=False
             )
             values = with_ones(v)  # the last column accumulates the normalizer
-            chunk = min(self.chunk_size, length)
+            if length <= self.chunk_size:  # one chunk: no earlier-chunk states to carry
+                causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+                scores = (q_features @ k_features.transpose(-1, -2)).masked_fill(~causal, 0.0)
+                return normalized(scores @ values).to(v.dtype)
+            chunk = self.chunk_size
             pad = -length % chunk
             if pad:
                 q_features = F.pad(q_features, (0, 0, 0, pad))
