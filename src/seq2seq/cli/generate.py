@@ -37,13 +37,13 @@ from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.cli.validate import generation_settings, length_limits
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig
+from seq2seq.data.batching import length_sorted_chunks
 from seq2seq.data.cleaning import clean_split
 from seq2seq.generation import GenerationSettings, Hypothesis, generate
 from seq2seq.model import build_model
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, tokenize_splits
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
-from seq2seq.training.evaluator import length_sorted_chunks
 
 log = logging.getLogger("seq2seq.generate")
 

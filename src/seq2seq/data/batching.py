@@ -25,6 +25,27 @@ Remainder = Literal["pad", "drop"]
 REMAINDER_CHOICES: tuple[str, ...] = get_args(Remainder)
 
 
+def pack_sorted(indices: Sequence[int], costs: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Greedy batches over `indices`, given in ascending order of `costs`: a batch grows
+    while its size times its largest (that is, last) cost stays within `max_tokens`."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for index, cost in zip(indices, costs, strict=True):
+        if batch and (len(batch) + 1) * cost > max_tokens:
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def length_sorted_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices sorted by length, cut into chunks whose padded size fits `max_tokens`."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return pack_sorted(order, [lengths[i] for i in order], max_tokens)
+
+
 class TokenBatchSampler(Sampler[list[int]]):
     """Yields lists of example indices whose padded size fits in `max_tokens`.
 
@@ -115,18 +136,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         return self._position
 
     def _pack(self, order: np.ndarray) -> list[list[int]]:
-        """Greedy batches over `order`, already sorted by cost."""
-        batches: list[list[int]] = []
-        batch: list[int] = []
-        for index, cost in zip(order.tolist(), self._cost[order].tolist(), strict=True):
-            # Sorted ascending, so this example's cost is the batch's largest.
-            if batch and (len(batch) + 1) * cost > self.max_tokens:
-                batches.append(batch)
-                batch = []
-            batch.append(index)
-        if batch:
-            batches.append(batch)
-        return batches
+        return pack_sorted(order.tolist(), self._cost[order].tolist(), self.max_tokens)
 
     def _global_batches(self, epoch: int) -> list[list[int]]:
         if not self.shuffle:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from seq2seq.data.batching import Batch, collate
+from seq2seq.data.batching import Batch, collate, length_sorted_chunks
 from seq2seq.evaluation import score
 from seq2seq.generation import GenerationSettings, generate
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
@@ -53,21 +53,6 @@ class EvaluationResult:
         rows = ["| source | reference | prediction |", "|---|---|---|"]
         rows += [f"| {s} | {r} | {p} |" for s, r, p in self.samples]
         return "\n".join(rows)
-
-
-def length_sorted_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Indices sorted by length, cut into chunks whose padded size fits `max_tokens`."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        if current and (len(current) + 1) * lengths[index] > max_tokens:
-            chunks.append(current)
-            current = []
-        current.append(index)
-    if current:
-        chunks.append(current)
-    return chunks
 
 
 class Evaluator:

@@ -33,30 +33,37 @@ def _zero_masked(features: Tensor, mask: Tensor | None) -> Tensor:
     return features if mask is None else features * mask[:, None, :, None]
 
 
-class EluFeatureMap(FeatureMap):
+class _ElementwiseFeatureMap(FeatureMap):
+    """phi(x) = f(x) applied elementwise, in float32; m = Dh."""
+
+    def __init__(self, head_dim: int) -> None:
+        super().__init__()
+        self.num_features = head_dim
+
+    @staticmethod
+    def function(x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
+    ) -> Tensor:
+        return _zero_masked(self.function(x.float()), mask)
+
+
+class EluFeatureMap(_ElementwiseFeatureMap):
     """elu(x) + 1 (Katharopoulos et al., 2020); m = Dh."""
 
-    def __init__(self, head_dim: int) -> None:
-        super().__init__()
-        self.num_features = head_dim
-
-    def forward(
-        self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
-    ) -> Tensor:
-        return _zero_masked(F.elu(x.float()) + 1.0, mask)
+    @staticmethod
+    def function(x: Tensor) -> Tensor:
+        return F.elu(x) + 1.0
 
 
-class ReluFeatureMap(FeatureMap):
+class ReluFeatureMap(_ElementwiseFeatureMap):
     """relu(x); m = Dh. Rows can be all zero: the attentions' epsilon keeps them finite."""
 
-    def __init__(self, head_dim: int) -> None:
-        super().__init__()
-        self.num_features = head_dim
-
-    def forward(
-        self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
-    ) -> Tensor:
-        return _zero_masked(F.relu(x.float()), mask)
+    @staticmethod
+    def function(x: Tensor) -> Tensor:
+        return F.relu(x)
 
 
 def orthogonal_gaussian(num_rows: int, num_cols: int, generator: torch.Generator) -> Tensor:
