@@ -69,7 +69,8 @@ class TorchTransformer(nn.Module):
             positions = self.positions.weight[: tokens.shape[1]]
             return self.embedding(tokens) * self.scale + positions
 
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device)
+        length = tgt.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=tgt.device).triu(1)
         hidden = self.transformer(
             embed(src),
             embed(tgt),
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--no-tf32", dest="tf32", action="store_false", help="keep CUDA float32 matmuls exact"
+    )
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--d-model", type=int, default=512)
     parser.add_argument("--heads", type=int, default=8)
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--peak-tflops", type=float, default=None)
-    parser.add_argument("--json", type=Path, default=Path("bench_train.json"))
+    parser.add_argument("--json", type=Path, default=Path("outputs/bench_train.json"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -198,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args.batch_tokens = args.batch_tokens or (65536 if gpu else 2048)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if gpu:  # as the trainer does with trainer.tf32 (the linear kinds' float32 regions)
+        torch.set_float32_matmul_precision("high" if args.tf32 else "highest")
     peak = args.peak_tflops
     if gpu and peak is None:
         name = torch.cuda.get_device_name(device)
@@ -228,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]["tokens_per_s"]
     print(
         f"device {device} precision {args.precision} compile {args.compile} "
-        f"seq_len {args.seq_len} batch_tokens {args.batch_tokens} torch {torch.__version__}"
+        f"seq_len {args.seq_len} batch_tokens {args.batch_tokens} torch {torch.__version__} "
+        f"tf32 {gpu and args.tf32}"
     )
     print(
         f"{'model':24} {'params':>10} {'step ms':>9} {'tokens/s':>10} {'x nn.Tr':>8} {'TFLOP/s':>8} {'MFU':>6}"
@@ -246,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target softmax tokens/s >= 1.0x nn.Transformer: {'MET' if met else 'NOT MET'}")
     if gpu and softmax is not None and peak:
         print(f"target softmax MFU >= 35%: {'MET' if softmax['mfu'] >= 0.35 else 'NOT MET'}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
     )

@@ -172,6 +172,8 @@ def _train(
     config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
     device = resolve_device(cfg.trainer.device, distributed)
     check_precision(cfg.trainer.precision, device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
     if cfg.trainer.threads is not None:
         torch.set_num_threads(cfg.trainer.threads)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)

@@ -49,6 +49,10 @@ class TrainerConfig:
     """Wrap the model in `torch.compile`."""
     device: str = "auto"
     """`auto` (cuda when available), `cpu`, `cuda`, `cuda:1`, ..."""
+    tf32: bool = True
+    """On CUDA, let float32 matmuls use TF32 tensor cores
+    (`torch.set_float32_matmul_precision("high")`): the float32 regions of the linear
+    attentions under bf16 autocast need it to be fast. false keeps them exact (IEEE)."""
     threads: int | None = None
     """CPU threads of torch's intra-op pool (`torch.set_num_threads`); null keeps torch's
     default (one per core). On a machine shared with other jobs, 1 per run is fastest."""

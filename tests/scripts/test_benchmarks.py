@@ -1,0 +1,74 @@
+"""The benchmark scripts run end to end at toy sizes and report their targets (the figures
+themselves are measured by hand, never asserted in tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_attention_reports_every_kind_and_the_cpu_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "attention.json"
+    _script("bench_attention").main(
+        shlex.split(
+            "--lengths 32 --heads 2 --head-dim 8 --repeats 1 --warmup 0 --chunk-size 8 "
+            f"--json {out}"
+        )
+    )
+    printed = capsys.readouterr().out
+    assert "target causal_linear/favor >= 10x faster than quadratic at L=4096 on cpu: not run" in (
+        printed
+    )
+    payload = json.loads(out.read_text())
+    kinds = {row["kind"] for row in payload["results"]}
+    assert kinds == {
+        "quadratic",
+        "sdpa_causal",
+        "linear/favor",
+        "causal_linear/favor",
+        "linear/elu",
+        "causal_linear/elu",
+    }
+    assert all(row["ms"] > 0 and row["memory_vs_sdpa"] > 0 for row in payload["results"])
+
+
+def test_bench_train_compares_with_nn_transformer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "train.json"
+    _script("bench_train").main(
+        shlex.split(
+            "--d-model 16 --heads 2 --d-ff 32 --layers 1 --vocab 50 --nb-features 8 "
+            f"--seq-len 16 --batch-tokens 64 --repeats 1 --json {out}"
+        )
+    )
+    printed = capsys.readouterr().out
+    assert "target softmax tokens/s >= 1.0x nn.Transformer:" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["model"] for row in rows] == [
+        "nn.Transformer",
+        "softmax",
+        "causal_linear_decoder",
+        "performer",
+    ]
+    assert rows[0]["ratio_vs_nn_transformer"] == 1.0
+    assert all(row["tokens_per_s"] > 0 for row in rows)
