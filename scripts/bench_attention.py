@@ -49,6 +49,7 @@ from seq2seq.model.attention import (
     FeatureMap,
     LinearAttention,
 )
+from seq2seq.training.trainer import use_tf32
 
 AttentionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 REFERENCE = "quadratic"
@@ -312,8 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high" if args.tf32 else "highest")
+    use_tf32(device, args.tf32)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"device={name} torch={torch.__version__} dtype={args.dtype} compile={args.compile} "

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from seq2seq.config.model import DecoderConfig, EncoderConfig, LinearAttentionConfig, ModelConfig
 from seq2seq.model import build_model
 from seq2seq.training.loss import label_smoothed_cross_entropy
+from seq2seq.training.trainer import use_tf32
 
 PAD = 0
 KINDS: dict[str, tuple[str, str, str]] = {
@@ -202,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args.batch_tokens = args.batch_tokens or (65536 if gpu else 2048)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if gpu:  # as the trainer does with trainer.tf32 (the linear kinds' float32 regions)
-        torch.set_float32_matmul_precision("high" if args.tf32 else "highest")
+    use_tf32(device, args.tf32)  # as the trainer does (the linear kinds' float32 regions)
     peak = args.peak_tflops
     if gpu and peak is None:
         name = torch.cuda.get_device_name(device)

@@ -49,7 +49,7 @@ from seq2seq.training.optim import build_optimizer
 from seq2seq.training.rng import seed_everything
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import graceful_stop
-from seq2seq.training.trainer import PRECISIONS, Monitor, Trainer, check_precision
+from seq2seq.training.trainer import PRECISIONS, Monitor, Trainer, check_precision, use_tf32
 
 log = logging.getLogger("seq2seq.train")
 
@@ -172,8 +172,7 @@ def _train(
     config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
     device = resolve_device(cfg.trainer.device, distributed)
     check_precision(cfg.trainer.precision, device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
+    use_tf32(device, cfg.trainer.tf32)
     if cfg.trainer.threads is not None:
         torch.set_num_threads(cfg.trainer.threads)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)

@@ -107,6 +107,13 @@ def validate_trainer_config(cfg: TrainerConfig) -> None:
         )
 
 
+def use_tf32(device: torch.device, enabled: bool) -> None:
+    """On CUDA, let float32 matmuls use TF32 tensor cores (`trainer.tf32`), or keep them
+    IEEE; elsewhere nothing changes."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if enabled else "highest")
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(

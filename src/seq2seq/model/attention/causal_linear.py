@@ -47,11 +47,7 @@ class CausalLinearAttention(Attention):
                 self.feature_map, q, k, key_padding_mask, all_keys=False
             )
             values = with_ones(v)  # the last column accumulates the normalizer
-            if length <= self.chunk_size:  # one chunk: no earlier-chunk states to carry
-                causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
-                scores = (q_features @ k_features.transpose(-1, -2)).masked_fill(~causal, 0.0)
-                return normalized(scores @ values).to(v.dtype)
-            chunk = self.chunk_size
+            chunk = min(self.chunk_size, length)
             pad = -length % chunk
             if pad:
                 q_features = F.pad(q_features, (0, 0, 0, pad))
@@ -63,12 +59,14 @@ class CausalLinearAttention(Attention):
             kc = k_features.view(batch, heads, chunks, chunk, m)
             vc = values.view(batch, heads, chunks, chunk, head_dim + 1)
 
-            # Earlier chunks act through their summed states (B, H, n, m, Dh + 1).
-            states = _exclusive_cumsum(kc.transpose(-1, -2) @ vc, dim=2)
             # The chunk itself: a causally masked C x C product.
             causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
             scores = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0.0)
-            out = normalized(qc @ states + scores @ vc)
+            out = scores @ vc
+            if chunks > 1:
+                # Earlier chunks act through their summed states (B, H, n, m, Dh + 1).
+                out = out + qc @ _exclusive_cumsum(kc.transpose(-1, -2) @ vc, dim=2)
+            out = normalized(out)
             return out.reshape(batch, heads, chunks * chunk, head_dim)[:, :, :length].to(v.dtype)
 
     def step(
