@@ -8,6 +8,7 @@ One run is trained per module (about 10 s); every generation call composes the r
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -19,8 +20,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from seq2seq.cli.generate import generate_from_config
+from seq2seq.cli import evaluate as evaluate_cli
+from seq2seq.cli.generate import generate_from_config, references_rows
 from seq2seq.cli.train import CONFIG_DIR, train
+from seq2seq.evaluation.scoring import score
 
 # Enough steps on the reverse task for the outputs to differ from source to source, so
 # that order and batching mistakes show.
@@ -40,6 +43,8 @@ TRAIN_OVERRIDES = (
     "data.max_len=8",
     "data.max_tokens=256",
 )
+# The figures toy_reverse records (its trainer.metrics).
+METRICS = ["exact_match", "cer"]
 # Sources of several lengths, with an empty line and a whitespace-only one inside.
 SOURCES = ["abc", "jihgfedc", "", "bead", "cafe", "   ", "ggghhhiii", "d"]
 
@@ -133,6 +138,25 @@ def test_test_split_reproduces_the_runs_predictions(
     assert read_lines(run_dir / "predictions.txt") == predictions == read_lines(output)
 
 
+def test_split_references_let_seq2seq_evaluate_reproduce_the_runs_test_figures(
+    run_generate: Generate, run_dir: Path, tmp_path: Path
+) -> None:
+    hyp, ref = tmp_path / "test.hyp", tmp_path / "test.ref"
+    run_generate("split=test", f"output={hyp}", f"references_output={ref}")
+    assert len(read_lines(ref)) == len(read_lines(hyp)) == 16
+    figures = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["test"]
+    hypotheses = evaluate_cli.read_lines(hyp)
+    scores = score(hypotheses, evaluate_cli.read_references(hyp, len(hypotheses), [ref]), METRICS)
+    for name in METRICS:
+        assert scores[name] == pytest.approx(figures[name])
+
+
+def test_references_rows_put_alternatives_on_one_line_and_refuse_tabs() -> None:
+    assert references_rows([["HH AH", "HH EH"], ["K AE T"]]) == ["HH AH\tHH EH", "K AE T"]
+    with pytest.raises(ValueError, match=r"reference 'a\\tb' of source 1 holds a TAB"):
+        references_rows([["x"], ["a\tb"]])
+
+
 def test_nbest_output_with_beam(run_generate: Generate, sources_file: Path, tmp_path: Path) -> None:
     nbest = tmp_path / "nbest.tsv"
     best = run_generate(
@@ -164,6 +188,11 @@ def test_nbest_output_with_beam(run_generate: Generate, sources_file: Path, tmp_
         (("split=train",), ValueError, r"split='train' is unknown; choose one of \['validation'"),
         (("input=SOURCES", "precision=fp8"), ValueError, r"precision='fp8' is unknown"),
         (("input=missing.txt",), FileNotFoundError, r"input='missing.txt' is not a file"),
+        (
+            ("input=SOURCES", "references_output=refs.txt"),
+            ValueError,
+            r"references_output='refs.txt' needs split=validation or split=test",
+        ),
         (
             ("input=SOURCES", "generation.nbest=2"),
             ValueError,

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import datasets
 import hydra
@@ -44,6 +45,7 @@ from seq2seq.model import build_model
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, tokenize_splits
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
+from seq2seq.training.evaluator import EvaluationSet
 
 log = logging.getLogger("seq2seq.generate")
 
@@ -71,6 +73,9 @@ class GenerateConfig:
     """Optional file (or `-`) of `index<TAB>rank<TAB>score<TAB>hypothesis` rows, every n-best
     entry of every source: index is the source's 0-based position, rank 0 is the best,
     score the length-normalised log-probability. Empty sources have no row."""
+    references_output: str | None = None
+    """With `split`: a file (or `-`) of the split's references, line for line with `output`,
+    a source's several references separated by TABs: the `--ref` of seq2seq-evaluate."""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     """Decoding settings (`generation=beam`, `generation.beam_size=8`, ...)."""
     max_tokens: int | None = None
@@ -114,8 +119,15 @@ def checkpoint_file(value: str) -> Path:
 
 
 def load_run(path: Path, device: torch.device) -> Run:
-    """Rebuild the model, its training config and its tokenizers from one checkpoint."""
-    checkpoint = load_checkpoint(path)
+    """Rebuild the model, its training config and its tokenizers from one checkpoint file."""
+    run = rebuild_run(load_checkpoint(path), path)
+    run.model.to(device)
+    return run
+
+
+def rebuild_run(checkpoint: dict[str, Any], path: Path) -> Run:
+    """The model of a loaded checkpoint (weights in, on the CPU, in eval mode), its training
+    config and its tokenizers; `path` only names the file in errors."""
     try:
         config = OmegaConf.merge(
             OmegaConf.structured(TrainConfig), OmegaConf.create(checkpoint["config"])
@@ -147,7 +159,7 @@ def load_run(path: Path, device: torch.device) -> Run:
     )
     assert isinstance(model, EncoderDecoderTransformer)
     model.load_state_dict(strip_prefixes(checkpoint["model"]))
-    model.to(device).eval()
+    model.eval()
     return Run(model=model, config=train_cfg, source_tokenizer=source, target_tokenizer=target)
 
 
@@ -202,7 +214,7 @@ def encode_lines(lines: Sequence[str], tokenizer: Tokenizer, *, max_len: int) ->
     return encoded
 
 
-def split_sources(run: Run, split: str) -> list[list[int]]:
+def split_sources(run: Run, split: str) -> EvaluationSet:
     """A split of the run's data, tokenized, cleaned and de-duplicated as training did."""
     cfg = run.config
     raw = load_raw_splits(cfg.data, seed=cfg.seed)
@@ -222,7 +234,19 @@ def split_sources(run: Run, split: str) -> list[list[int]]:
         overlong=cfg.data.overlong,  # type: ignore[arg-type]
     )
     log.info("%s split: %s", split, report)
-    return evaluation_set(cleaned).source_ids
+    return evaluation_set(cleaned)
+
+
+def references_rows(references: Sequence[Sequence[str]]) -> list[str]:
+    """One line per source, its references separated by TABs (seq2seq-evaluate's format)."""
+    for index, alternatives in enumerate(references):
+        for reference in alternatives:
+            if "\t" in reference or "\n" in reference:
+                raise ValueError(
+                    f"reference {reference!r} of source {index} holds a TAB or newline, so it "
+                    "cannot be written as a line of TAB-separated references"
+                )
+    return ["\t".join(alternatives) for alternatives in references]
 
 
 def pad_sources(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,6 +350,11 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
         raise ValueError(
             f"precision={cfg.precision!r} is unknown; choose one of {list(PRECISIONS)}"
         )
+    if cfg.references_output is not None and cfg.split is None:
+        raise ValueError(
+            f"references_output={cfg.references_output!r} needs split=validation or "
+            "split=test: sources from input have no references"
+        )
     if cfg.max_tokens is not None and cfg.max_tokens < 1:
         raise ValueError(f"max_tokens={cfg.max_tokens} must be a positive integer (or null)")
     device = resolve_device(cfg.device)
@@ -335,11 +364,15 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
     # The same limits as training's decoding, so split=test reproduces predictions.txt.
     settings = generation_settings(replace(run.config, generation=cfg.generation))
     _log_generation_difference(run.config.generation, cfg.generation)
+    reference_lines = None
     if lines is not None:
         sources = encode_lines(lines, run.source_tokenizer, max_len=run.config.model.max_len)
     else:
         assert cfg.split is not None
-        sources = split_sources(run, cfg.split)
+        evaluation = split_sources(run, cfg.split)
+        sources = evaluation.source_ids
+        if cfg.references_output is not None:
+            reference_lines = references_rows(evaluation.references)
 
     nbests = decode_sources(
         run.model,
@@ -354,6 +387,9 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
     write_output(lines_text(predictions), cfg.output)
     if cfg.nbest_output is not None:
         write_output(lines_text(nbest_rows(nbests, run.target_tokenizer)), cfg.nbest_output)
+    if cfg.references_output is not None:
+        assert reference_lines is not None
+        write_output(lines_text(reference_lines), cfg.references_output)
     log.info("decoded %d sources", len(predictions))
     return predictions
 

@@ -1,0 +1,203 @@
+"""seq2seq-average on a tiny trained run: the written weights are the mean of the inputs,
+FAVOR+ projections come from the newest checkpoint, seq2seq-generate decodes with the
+result, resuming from it is refused, and every usage mistake gets one clear error.
+
+One run is trained per module (a few seconds): a causal_linear decoder with FAVOR+ redrawn
+every 2 steps, so the step checkpoints hold different projections.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from seq2seq.cli.average import main
+from seq2seq.cli.generate import generate_from_config
+from seq2seq.cli.train import CONFIG_DIR, train
+from seq2seq.training.averaging import AVERAGED_KEY
+from seq2seq.training.checkpoint import checkpoint_paths, load_checkpoint
+
+RUN_OVERRIDES = (
+    "experiment=toy_reverse",
+    "model=tiny",
+    "trainer.max_steps=6",
+    "trainer.eval_every=2",
+    "trainer.log_every=2",
+    "trainer.progress=log",
+    "schedule.warmup_steps=0",
+    "data.train_size=200",
+    "data.validation_size=16",
+    "data.test_size=16",
+    "data.min_len=3",
+    "data.max_len=8",
+    "data.max_tokens=256",
+    "trainer.keep_last=3",
+    "model.decoder.self_attention=causal_linear",
+    "model.linear.redraw_interval=2",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("average")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # the tokenizer cache goes under the working directory
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=list(RUN_OVERRIDES))
+        train(cfg, root / "run")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(workdir: Path) -> Path:
+    return workdir / "run"
+
+
+def steps(run_dir: Path) -> list[Path]:
+    return checkpoint_paths(run_dir / "checkpoints")
+
+
+def test_the_average_of_the_last_checkpoints_is_the_mean_of_their_weights(run_dir: Path) -> None:
+    assert main([str(run_dir), "--last", "3"]) == 0
+    averaged = load_checkpoint(run_dir / "checkpoints" / "average_last3.pt")
+    inputs = [load_checkpoint(path) for path in steps(run_dir)]
+    assert averaged[AVERAGED_KEY] == {
+        "files": [path.name for path in steps(run_dir)],
+        "steps": [2, 4, 6],
+    }
+    assert averaged["config"] == inputs[-1]["config"]
+    weights = averaged["model"]
+    name = next(key for key in weights if key.endswith("weight") and weights[key].dim() == 2)
+    mean = sum(checkpoint["model"][name] for checkpoint in inputs) / 3
+    torch.testing.assert_close(weights[name], mean, rtol=0, atol=1e-7)
+    assert not torch.equal(weights[name], inputs[-1]["model"][name])
+
+    projections = [key for key in weights if key.endswith("projection")]
+    assert projections, "the causal_linear decoder should hold FAVOR+ projections"
+    for key in projections:
+        assert torch.equal(weights[key], inputs[-1]["model"][key])
+        assert not torch.equal(inputs[0]["model"][key], inputs[-1]["model"][key])
+    # Nothing the trainer wrote was touched or pruned.
+    assert [path.name for path in steps(run_dir)] == [
+        "step_00000002.pt",
+        "step_00000004.pt",
+        "step_00000006.pt",
+    ]
+
+
+def test_generate_decodes_the_test_split_with_an_averaged_checkpoint(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    files = [str(path) for path in steps(run_dir)[-2:]]
+    output = tmp_path / "avg.pt"
+    assert main([*files, "--output", str(output)]) == 0
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("generate", overrides=[f"checkpoint={output}", "split=test", "device=cpu"])
+    predictions = generate_from_config(cfg)
+    assert len(predictions) == 16
+    assert all(isinstance(line, str) for line in predictions)
+
+
+def test_resuming_from_an_averaged_checkpoint_is_refused(workdir: Path, run_dir: Path) -> None:
+    output = workdir / "resume_avg.pt"
+    assert main([str(run_dir), "--last", "2", "--output", str(output)]) == 0
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*RUN_OVERRIDES, f"trainer.resume={output}"])
+    with pytest.raises(ValueError, match=r"average of checkpoints .* no optimizer state"):
+        train(cfg, workdir / "resumed")
+    assert not (workdir / "resumed" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["{run}"], r"is a run dir: say how many checkpoints with --last N"),
+        (["{run}", "--last", "5"], r"--last 5: .* holds 3 step checkpoints .*trainer.keep_last"),
+        (["{run}", "--last", "0"], r"--last 0 must be at least 1"),
+        (["{step}", "--last", "2"], r"--last N picks from a run dir"),
+        (["{step}"], r"name the result with --output FILE"),
+        (["{step}", "{step}", "--output", "x.pt"], r"listed twice"),
+        (["{step}", "--output", "{step}"], r"is one of the checkpoints being averaged"),
+        (["{step}", "--output", "best.pt"], r"the trainer owns step_\*.pt and best.pt"),
+        (["{run}", "{step}", "--last", "2"], r"one run dir .* or several checkpoint files"),
+        (["{run}/nowhere.pt", "--output", "x.pt"], r"no such checkpoint file or run dir"),
+    ],
+)
+def test_usage_mistakes_get_one_clear_error(
+    run_dir: Path,
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    step = str(steps(run_dir)[-1])
+    with pytest.raises(SystemExit) as exit_info:
+        main([arg.format(run=run_dir, step=step) for arg in argv])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "seq2seq-average: error:" in error
+    assert re.search(message, error.replace("\n", " ")), error
+
+
+def test_checkpoints_of_different_models_are_refused(
+    workdir: Path, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = workdir / "other"
+    if not other.exists():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(workdir)
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = compose(
+                    "train",
+                    overrides=[*RUN_OVERRIDES, "trainer.max_steps=2", "model.d_ff=48"],
+                )
+            train(cfg, other)
+    with pytest.raises(SystemExit):
+        main(
+            [
+                str(steps(other)[-1]),
+                str(steps(run_dir)[-1]),
+                "--output",
+                str(tmp_path / "mixed.pt"),
+            ]
+        )
+    assert "different model config (model.d_ff" in capsys.readouterr().err
+    assert not (tmp_path / "mixed.pt").exists()
+
+
+def test_an_averaged_checkpoint_is_not_averaged_again(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = tmp_path / "first.pt"
+    assert main([str(path) for path in steps(run_dir)[-2:]] + ["--output", str(first)]) == 0
+    with pytest.raises(SystemExit):
+        main([str(first), str(steps(run_dir)[-1]), "--output", str(tmp_path / "again.pt")])
+    assert "already an average of checkpoints" in capsys.readouterr().err
+
+
+def test_a_corrupt_checkpoint_is_named(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt = tmp_path / "step_00000099.pt"
+    shutil.copy(steps(run_dir)[-1], corrupt)
+    corrupt.write_bytes(corrupt.read_bytes()[:1000])
+    with pytest.raises(SystemExit):
+        main([str(steps(run_dir)[-1]), str(corrupt), "--output", str(tmp_path / "x.pt")])
+    assert f"checkpoint {corrupt} is truncated or corrupt" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
