@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 import torch
 
+from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation import GenerationSettings
 
 
 def test_defaults_are_valid() -> None:
     GenerationSettings()
+
+
+def test_the_config_schema_and_the_settings_hold_the_same_fields_and_defaults() -> None:
+    """`generation` (the Hydra schema) and GenerationSettings (the validated value, with the
+    model's `max_len` added) are two dataclasses; a field added to one only would be lost
+    or unreachable from the command line."""
+    schema = {field.name: field.default for field in dataclasses.fields(GenerationConfig)}
+    settings = {field.name: field.default for field in dataclasses.fields(GenerationSettings)}
+    settings.pop("max_len")
+    assert schema == settings
 
 
 @pytest.mark.parametrize(
