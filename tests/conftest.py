@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from seq2seq.cli.train import CONFIG_DIR
+from seq2seq.cli.train import CONFIG_DIR, train
 from seq2seq.config.store import register_configs
 
 register_configs()
@@ -47,3 +47,25 @@ def compose_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Compose:
             return compose("train", overrides=[*base, *extra, *overrides])
 
     return compose_with
+
+
+TrainRun = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def train_run(tmp_path_factory: pytest.TempPathFactory) -> TrainRun:
+    """`train_run(name, *overrides, tiny=True)` trains one run in a fresh directory and
+    returns its run dir (`<dir>/run`), for modules that share one trained run; the
+    tokenizer cache goes under that directory too."""
+
+    def run(name: str, *overrides: str, tiny: bool = True) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        extra = [*TINY] if tiny else []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(root)
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = compose("train", overrides=[*extra, *overrides])
+            train(cfg, root / "run")
+        return root / "run"
+
+    return run

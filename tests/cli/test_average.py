@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from seq2seq.cli.average import main
 from seq2seq.cli.generate import generate_from_config
@@ -23,20 +24,12 @@ from seq2seq.cli.train import CONFIG_DIR, train
 from seq2seq.training.averaging import AVERAGED_KEY
 from seq2seq.training.checkpoint import checkpoint_paths, load_checkpoint
 
+TrainRun = Callable[..., Path]
+Compose = Callable[..., DictConfig]
+# On top of the tiny preset: three step checkpoints kept (2, 4, 6).
 RUN_OVERRIDES = (
     "experiment=toy_reverse",
-    "model=tiny",
     "trainer.max_steps=6",
-    "trainer.eval_every=2",
-    "trainer.log_every=2",
-    "trainer.progress=log",
-    "schedule.warmup_steps=0",
-    "data.train_size=200",
-    "data.validation_size=16",
-    "data.test_size=16",
-    "data.min_len=3",
-    "data.max_len=8",
-    "data.max_tokens=256",
     "trainer.keep_last=3",
     "model.decoder.self_attention=causal_linear",
     "model.linear.redraw_interval=2",
@@ -52,19 +45,13 @@ def _single_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("average")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)  # the tokenizer cache goes under the working directory
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=list(RUN_OVERRIDES))
-        train(cfg, root / "run")
-    return root
+def run_dir(train_run: TrainRun) -> Path:
+    return train_run("average", *RUN_OVERRIDES)
 
 
 @pytest.fixture(scope="module")
-def run_dir(workdir: Path) -> Path:
-    return workdir / "run"
+def workdir(run_dir: Path) -> Path:
+    return run_dir.parent
 
 
 def steps(run_dir: Path) -> list[Path]:
@@ -112,11 +99,12 @@ def test_generate_decodes_the_test_split_with_an_averaged_checkpoint(
     assert all(isinstance(line, str) for line in predictions)
 
 
-def test_resuming_from_an_averaged_checkpoint_is_refused(workdir: Path, run_dir: Path) -> None:
+def test_resuming_from_an_averaged_checkpoint_is_refused(
+    workdir: Path, run_dir: Path, compose_config: Compose
+) -> None:
     output = workdir / "resume_avg.pt"
     assert main([str(run_dir), "--last", "2", "--output", str(output)]) == 0
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*RUN_OVERRIDES, f"trainer.resume={output}"])
+    cfg = compose_config(*RUN_OVERRIDES, f"trainer.resume={output}")
     with pytest.raises(ValueError, match=r"average of checkpoints .* no optimizer state"):
         train(cfg, workdir / "resumed")
     assert not (workdir / "resumed" / "checkpoints").exists()
@@ -156,18 +144,9 @@ def test_usage_mistakes_get_one_clear_error(
 
 
 def test_checkpoints_of_different_models_are_refused(
-    workdir: Path, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    train_run: TrainRun, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = workdir / "other"
-    if not other.exists():
-        with pytest.MonkeyPatch.context() as patch:
-            patch.chdir(workdir)
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                cfg = compose(
-                    "train",
-                    overrides=[*RUN_OVERRIDES, "trainer.max_steps=2", "model.d_ff=48"],
-                )
-            train(cfg, other)
+    other = train_run("other_model", *RUN_OVERRIDES, "trainer.max_steps=2", "model.d_ff=48")
     with pytest.raises(SystemExit):
         main(
             [

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from seq2seq.cli import evaluate as evaluate_cli
 from seq2seq.cli.generate import generate_from_config, references_rows
-from seq2seq.cli.train import CONFIG_DIR, train
+from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.evaluation.scoring import score
 
 # Enough steps on the reverse task for the outputs to differ from source to source, so
@@ -49,6 +49,7 @@ METRICS = ["exact_match", "cer"]
 SOURCES = ["abc", "jihgfedc", "", "bead", "cafe", "   ", "ggghhhiii", "d"]
 
 Generate = Callable[..., list[str]]
+TrainRun = Callable[..., Path]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,14 +62,8 @@ def _single_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("generate")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)  # the tokenizer cache goes under the working directory
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=list(TRAIN_OVERRIDES))
-        train(cfg, root / "run")
-    return root / "run"
+def run_dir(train_run: TrainRun) -> Path:
+    return train_run("generate", *TRAIN_OVERRIDES, tiny=False)
 
 
 def compose_generate(*overrides: str) -> DictConfig:
