@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,9 @@ from seq2seq.cli.train import CONFIG_DIR, train
 from seq2seq.training.averaging import AVERAGED_KEY
 from seq2seq.training.checkpoint import checkpoint_paths, load_checkpoint
 
+# Tiny models on a loaded two-core machine: a second intra-op thread only waits.
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TrainRun = Callable[..., Path]
 Compose = Callable[..., DictConfig]
 # On top of the tiny preset: three step checkpoints kept (2, 4, 6).
@@ -34,14 +37,6 @@ RUN_OVERRIDES = (
     "model.decoder.self_attention=causal_linear",
     "model.linear.redraw_interval=2",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -24,6 +23,9 @@ from seq2seq.cli import evaluate as evaluate_cli
 from seq2seq.cli.generate import generate_from_config, references_rows
 from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.evaluation.scoring import score
+
+# Tiny models on a loaded two-core machine: a second intra-op thread only waits.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # Enough steps on the reverse task for the outputs to differ from source to source, so
 # that order and batching mistakes show.
@@ -50,15 +52,6 @@ SOURCES = ["abc", "jihgfedc", "", "bead", "cafe", "   ", "ggghhhiii", "d"]
 
 Generate = Callable[..., list[str]]
 TrainRun = Callable[..., Path]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny models on a loaded two-core machine: a second intra-op thread only waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ so the full passes cross chunk borders while the steps use the recurrence.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -28,6 +27,9 @@ from seq2seq.generation import GenerationSettings, Hypothesis, generate
 from seq2seq.model import build_model
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
+
+# Tiny models on a loaded two-core machine: a second intra-op thread only waits.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 VOCAB = 20
 SOURCE_LENGTHS = [7, 3, 1, 5]
@@ -85,14 +87,6 @@ class FullForwardDecoding:
         mask = torch.ones_like(prefix, dtype=torch.bool)
         logits = self.model.decoder(prefix, mask, state.memory, state.memory_mask)
         return logits[:, -1], PrefixState(prefix, state.memory, state.memory_mask)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(decoder: str, cross: str) -> EncoderDecoderTransformer:
