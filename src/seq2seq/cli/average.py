@@ -21,14 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from seq2seq.cli.generate import rebuild_run
-from seq2seq.training.averaging import AVERAGED_KEY, average_checkpoints, checkpoint_step
-from seq2seq.training.checkpoint import (
-    BEST_NAME,
-    CHECKPOINT_PATTERN,
-    atomic_save,
-    checkpoint_paths,
-    load_checkpoint,
-)
+from seq2seq.training.averaging import AVERAGED_KEY, average_checkpoint_files
+from seq2seq.training.checkpoint import BEST_NAME, CHECKPOINT_PATTERN, atomic_save, checkpoint_paths
 
 log = logging.getLogger("seq2seq.average")
 
@@ -81,15 +75,9 @@ def output_file(output: Path | None, inputs: Sequence[Path], files: Sequence[Pat
     return output
 
 
-def load_in_step_order(files: Sequence[Path]) -> tuple[list[dict[str, Any]], list[Path]]:
-    loaded = []
-    for path in files:
-        checkpoint = load_checkpoint(path)
-        if AVERAGED_KEY in checkpoint:
-            raise ValueError(f"{path} is already an average of checkpoints; average the originals")
-        loaded.append((checkpoint_step(checkpoint), path, checkpoint))
-    loaded.sort(key=lambda entry: entry[0])
-    return [entry[2] for entry in loaded], [entry[1] for entry in loaded]
+def parameter_names(checkpoint: dict[str, Any], path: Path) -> set[str]:
+    """The names of the checkpoint's model parameters (its other entries are buffers)."""
+    return {name for name, _ in rebuild_run(checkpoint, path).model.named_parameters()}
 
 
 def average(inputs: Sequence[Path], *, last: int | None, output: Path | None) -> Path:
@@ -98,17 +86,13 @@ def average(inputs: Sequence[Path], *, last: int | None, output: Path | None) ->
         raise ValueError(f"--last {last} must be at least 1")
     files = input_files(inputs, last)
     destination = output_file(output, inputs, files)
-    checkpoints, ordered = load_in_step_order(files)
-    # The newest checkpoint's model tells parameters (averaged) from buffers (kept).
-    model = rebuild_run(checkpoints[-1], ordered[-1]).model
-    parameters = {name for name, _ in model.named_parameters()}
-    averaged = average_checkpoints(checkpoints, ordered, parameters)
-    # A wrong shape or a missing name fails here rather than in seq2seq-generate.
-    model.load_state_dict(averaged["model"])
+    averaged = average_checkpoint_files(files, parameter_names)
+    # Rebuilding the model from the result proves that seq2seq-generate can load it.
+    rebuild_run(averaged, destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(averaged, destination)
     steps = averaged[AVERAGED_KEY]["steps"]
-    log.info("averaged %d checkpoints (steps %s) into %s", len(ordered), steps, destination)
+    log.info("averaged %d checkpoints (steps %s) into %s", len(files), steps, destination)
     return destination
 
 

@@ -4,74 +4,133 @@ The usual last step of fairseq-style training (its `average_checkpoints.py`): av
 weights saved at the end of training smooths out the noise of the last updates, and often
 gains a fraction of a BLEU or WER point at no training cost. The result is a checkpoint for
 generation and evaluation only; it has no optimizer state to resume from.
+
+Checkpoints are read one at a time into a running sum, so memory holds one checkpoint, the
+newest one's weights and the sum, however many are averaged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from seq2seq.training.checkpoint import strip_prefixes
+from seq2seq.training.checkpoint import load_checkpoint, strip_prefixes
 from seq2seq.training.config_diff import check_same_model
 
 AVERAGED_KEY = "averaged_from"
 """Marks an averaged checkpoint: the file names and steps it was averaged from."""
 
+ParameterNames = Callable[[dict[str, Any], Path], Collection[str]]
+"""`(checkpoint, path) -> names of the model's parameters` (the rest are buffers)."""
 
-def average_weights(
-    states: Sequence[Mapping[str, Tensor]], parameters: Collection[str]
-) -> dict[str, Tensor]:
-    """Every entry of `parameters` averaged over `states` (in float64, then cast back);
-    every other entry (buffers such as FAVOR+ projections, which training redraws) taken
-    from the last state. All states must hold the same names with the same shapes."""
-    if not states:
-        raise ValueError("nothing to average: no checkpoints given")
-    last = states[-1]
-    for index, state in enumerate(states[:-1]):
-        missing, extra = sorted(last.keys() - state.keys()), sorted(state.keys() - last.keys())
+
+class RunningAverage:
+    """The mean of the parameters of states added one at a time.
+
+    Sums are kept in float32 or wider, whatever the weights' dtype. Every other entry
+    (buffers such as FAVOR+ projections, which training redraws) is not averaged: `mean`
+    takes it from the state it is given, the newest one. All states must hold the same
+    names with the same shapes."""
+
+    def __init__(self, parameters: Collection[str]) -> None:
+        self.parameters = set(parameters)
+        self.sums: dict[str, Tensor] = {}
+        self.shapes: dict[str, torch.Size] = {}
+        self.first = ""
+        self.count = 0
+
+    def add(self, state: Mapping[str, Tensor], source: str) -> None:
+        if self.count == 0:
+            self.shapes = {name: tensor.shape for name, tensor in state.items()}
+            self.first = source
+        self._check(state, source)
+        for name, tensor in state.items():
+            if name not in self.parameters or not tensor.is_floating_point():
+                continue
+            wide = tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+            if name in self.sums:
+                self.sums[name] += wide
+            else:
+                self.sums[name] = wide.clone()
+        self.count += 1
+
+    def _check(self, state: Mapping[str, Tensor], source: str) -> None:
+        missing = sorted(self.shapes.keys() - state.keys())
+        extra = sorted(state.keys() - self.shapes.keys())
         if missing or extra:
             raise ValueError(
-                f"checkpoint {index} holds other weights than the last one (missing {missing}, "
-                f"extra {extra}); only checkpoints of one model can be averaged"
+                f"{source} holds other weights than {self.first} (missing {missing}, extra "
+                f"{extra}); only checkpoints of one model can be averaged"
             )
         for name, tensor in state.items():
-            if tensor.shape != last[name].shape:
+            if tensor.shape != self.shapes[name]:
                 raise ValueError(
-                    f"weight {name!r} has shape {tuple(tensor.shape)} in checkpoint {index} "
-                    f"but {tuple(last[name].shape)} in the last one; only checkpoints of one "
+                    f"weight {name!r} has shape {tuple(tensor.shape)} in {source} but "
+                    f"{tuple(self.shapes[name])} in {self.first}; only checkpoints of one "
                     "model can be averaged"
                 )
-    averaged = {}
-    for name, tensor in last.items():
-        if name in parameters and tensor.is_floating_point():
-            total = torch.stack([state[name].to(torch.float64) for state in states]).sum(0)
-            averaged[name] = (total / len(states)).to(tensor.dtype)
-        else:
-            averaged[name] = tensor.clone()
-    return averaged
+
+    def mean(self, newest: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The averaged parameters, and `newest`'s other entries (it must be one of the
+        states added)."""
+        if self.count == 0:
+            raise ValueError("nothing to average: no checkpoints given")
+        self._check(newest, "the newest checkpoint")
+        return {
+            name: (self.sums[name] / self.count).to(tensor.dtype)
+            if name in self.sums
+            else tensor.clone()
+            for name, tensor in newest.items()
+        }
 
 
-def average_checkpoints(
-    checkpoints: Sequence[dict[str, Any]], paths: Sequence[Path], parameters: Collection[str]
+def average_checkpoint_files(
+    paths: Sequence[Path], parameter_names: ParameterNames
 ) -> dict[str, Any]:
-    """One checkpoint whose weights are the mean of `checkpoints` (loaded from `paths`, in
-    the order of their steps, newest last). The config and tokenizers are the newest one's;
-    every checkpoint must come from the same model config."""
-    newest = checkpoints[-1]
-    for checkpoint, path in zip(checkpoints[:-1], paths[:-1], strict=True):
-        check_same_model(checkpoint["config"], newest["config"], source=path)
-    weights = average_weights(
-        [strip_prefixes(checkpoint["model"]) for checkpoint in checkpoints], parameters
-    )
-    averaged = {key: value for key, value in newest.items() if key in ("config", "tokenizer")}
-    averaged["model"] = weights
+    """One checkpoint whose parameters are the mean of those of `paths`, read one at a time.
+
+    The config, tokenizers and buffers are the newest checkpoint's (the highest step). Every
+    checkpoint must come from the same model config; an averaged one is refused."""
+    average: RunningAverage | None = None
+    first_config = ""
+    newest: dict[str, Any] = {}
+    newest_step = -1
+    entries: list[tuple[int, str]] = []
+    for path in paths:
+        checkpoint = load_checkpoint(path)
+        if AVERAGED_KEY in checkpoint:
+            raise ValueError(f"{path} is already an average of checkpoints; average the originals")
+        if average is None:
+            average = RunningAverage(parameter_names(checkpoint, path))
+            first_config = checkpoint["config"]
+        else:
+            check_same_model(
+                checkpoint["config"],
+                first_config,
+                source=path,
+                advice=f"only checkpoints of one model can be averaged (compared with {paths[0]})",
+            )
+        weights = strip_prefixes(checkpoint["model"])
+        average.add(weights, str(path))
+        step = checkpoint_step(checkpoint)
+        entries.append((step, path.name))
+        if not newest or step > newest_step:
+            newest = {"model": weights, "config": checkpoint["config"]}
+            newest["tokenizer"] = checkpoint.get("tokenizer")
+            newest_step = step
+        del checkpoint, weights
+    if average is None:
+        raise ValueError("nothing to average: no checkpoints given")
+    entries.sort()
+    averaged = {key: value for key, value in newest.items() if value is not None}
+    averaged["model"] = average.mean(newest["model"])
     averaged[AVERAGED_KEY] = {
-        "files": [path.name for path in paths],
-        "steps": [checkpoint_step(checkpoint) for checkpoint in checkpoints],
+        "files": [name for _, name in entries],
+        "steps": [step for step, _ in entries],
     }
     return averaged
 

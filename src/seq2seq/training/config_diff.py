@@ -18,7 +18,12 @@ def _sections(config_text: str) -> dict[str, Any]:
     return flatten({key: tree.get(key, {}) for key in ARCHITECTURE_SECTIONS})
 
 
-def check_same_model(saved_config: str, current_config: str, *, source: Path | str) -> None:
+RESUME_ADVICE = "use the same settings to resume, or start a fresh run dir"
+
+
+def check_same_model(
+    saved_config: str, current_config: str, *, source: Path | str, advice: str = RESUME_ADVICE
+) -> None:
     saved, current = _sections(saved_config), _sections(current_config)
     differing = sorted(
         key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key)
@@ -28,6 +33,5 @@ def check_same_model(saved_config: str, current_config: str, *, source: Path | s
             f"{key}: checkpoint {saved.get(key)!r} vs now {current.get(key)!r}" for key in differing
         )
         raise ValueError(
-            f"checkpoint {source} was trained with a different model config ({details}); "
-            "use the same settings to resume, or start a fresh run dir"
+            f"checkpoint {source} was trained with a different model config ({details}); {advice}"
         )
