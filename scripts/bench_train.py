@@ -19,6 +19,7 @@ import json
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -52,17 +53,22 @@ class TorchTransformer(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocab, d_model, padding_idx=PAD)
         self.positions = nn.Embedding(max_len, d_model)
-        self.transformer = nn.Transformer(
-            d_model=d_model,
-            nhead=heads,
-            num_encoder_layers=layers,
-            num_decoder_layers=layers,
-            dim_feedforward=d_ff,
-            dropout=0.1,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
+        # nn.Transformer cannot pass enable_nested_tensor=False to its encoder and warns that
+        # pre-norm layers rule the nested-tensor (inference-only) fast path out; nothing here
+        # uses it.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
+            self.transformer = nn.Transformer(
+                d_model=d_model,
+                nhead=heads,
+                num_encoder_layers=layers,
+                num_decoder_layers=layers,
+                dim_feedforward=d_ff,
+                dropout=0.1,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
         self.scale = math.sqrt(d_model)
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt: Tensor, tgt_mask: Tensor) -> Tensor:
