@@ -30,8 +30,7 @@ log = logging.getLogger("seq2seq.average")
 def input_files(inputs: Sequence[Path], last: int | None) -> list[Path]:
     """The checkpoint files to average: the newest `last` step checkpoints of one run dir,
     or the `.pt` files given."""
-    directories = [path for path in inputs if path.is_dir()]
-    if directories:
+    if any(path.is_dir() for path in inputs):
         if len(inputs) != 1:
             raise ValueError(
                 "give one run dir (with --last N) or several checkpoint files, not both: "
@@ -76,7 +75,10 @@ def output_file(output: Path | None, inputs: Sequence[Path], files: Sequence[Pat
 
 
 def parameter_names(checkpoint: dict[str, Any], path: Path) -> set[str]:
-    """The names of the checkpoint's model parameters (its other entries are buffers)."""
+    """The names of the checkpoint's model parameters (its other entries are buffers).
+
+    Rebuilding the model also loads the checkpoint's weights strictly; every other input
+    must match their names and shapes, so the average loads wherever this one does."""
     return {name for name, _ in rebuild_run(checkpoint, path).model.named_parameters()}
 
 
@@ -87,8 +89,6 @@ def average(inputs: Sequence[Path], *, last: int | None, output: Path | None) ->
     files = input_files(inputs, last)
     destination = output_file(output, inputs, files)
     averaged = average_checkpoint_files(files, parameter_names)
-    # Rebuilding the model from the result proves that seq2seq-generate can load it.
-    rebuild_run(averaged, destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(averaged, destination)
     steps = averaged[AVERAGED_KEY]["steps"]

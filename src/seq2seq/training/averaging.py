@@ -119,15 +119,14 @@ def average_checkpoint_files(
         step = checkpoint_step(checkpoint)
         entries.append((step, path.name))
         if not newest or step > newest_step:
-            newest = {"model": weights, "config": checkpoint["config"]}
-            newest["tokenizer"] = checkpoint.get("tokenizer")
+            newest = {key: checkpoint[key] for key in ("config", "tokenizer") if key in checkpoint}
+            newest["model"] = weights
             newest_step = step
         del checkpoint, weights
     if average is None:
         raise ValueError("nothing to average: no checkpoints given")
     entries.sort()
-    averaged = {key: value for key, value in newest.items() if value is not None}
-    averaged["model"] = average.mean(newest["model"])
+    averaged = {**newest, "model": average.mean(newest["model"])}
     averaged[AVERAGED_KEY] = {
         "files": [name for _, name in entries],
         "steps": [step for step, _ in entries],
