@@ -111,6 +111,23 @@ def test_resume_from_a_different_model_names_the_keys(
     assert (run / "config.yaml").read_text() == saved
 
 
+def test_resume_from_a_weights_only_checkpoint_is_refused_before_anything_is_written(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    train(compose_config("experiment=toy_reverse"), tmp_path / "run")
+    full = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000004.pt")
+    weights_only = tmp_path / "weights.pt"
+    torch.save({key: full[key] for key in ("model", "config", "tokenizer")}, weights_only)
+    resumed = compose_config("experiment=toy_reverse", f"trainer.resume={weights_only}")
+    with pytest.raises(
+        ValueError,
+        match=r"trainer.resume: .*weights.pt is not a training checkpoint; it has no optimizer "
+        r"state to resume from \(missing \['optimizer', 'scheduler', 'scaler', 'rng', 'trainer'\]\)",
+    ):
+        train(resumed, tmp_path / "resumed")
+    assert not (tmp_path / "resumed").exists()
+
+
 def test_failed_write_leaves_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,7 +35,6 @@ from seq2seq.evaluation import get_metric
 from seq2seq.model import build_model, linear_settings, uses_linear_attention
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
-from seq2seq.training.averaging import AVERAGED_KEY
 from seq2seq.training.checkpoint import (
     BEST_NAME,
     CheckpointManager,
@@ -50,7 +49,14 @@ from seq2seq.training.optim import build_optimizer
 from seq2seq.training.rng import seed_everything
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import graceful_stop
-from seq2seq.training.trainer import PRECISIONS, Monitor, Trainer, check_precision, use_tf32
+from seq2seq.training.trainer import (
+    PRECISIONS,
+    Monitor,
+    Trainer,
+    check_precision,
+    check_resumable,
+    use_tf32,
+)
 
 log = logging.getLogger("seq2seq.train")
 
@@ -181,12 +187,7 @@ def _train(
     checkpoint = None
     if start_from is not None:
         checkpoint = load_checkpoint(start_from)
-        if AVERAGED_KEY in checkpoint:
-            raise ValueError(
-                f"trainer.resume={cfg.trainer.resume!r}: {start_from} is an average of "
-                "checkpoints (seq2seq-average), for generation only; it has no optimizer "
-                "state to resume from. Resume from a step_*.pt checkpoint"
-            )
+        check_resumable(checkpoint, start_from)
         check_same_model(checkpoint["config"], config_text, source=start_from)
     # Written only now: a refused resume leaves the run's saved config as it was.
     if distributed.is_main:

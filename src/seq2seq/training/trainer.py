@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from seq2seq.config.training import TrainerConfig
 from seq2seq.data.batching import Batch
 from seq2seq.model.attention.feature_maps import redraw_feature_maps
+from seq2seq.training.averaging import AVERAGED_KEY
 from seq2seq.training.checkpoint import CheckpointManager, unwrapped_state_dict
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.evaluator import EvaluationResult, Evaluator
@@ -112,6 +113,26 @@ def use_tf32(device: torch.device, enabled: bool) -> None:
     IEEE; elsewhere nothing changes."""
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high" if enabled else "highest")
+
+
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "trainer")
+"""What `Trainer.load_state_dict` restores besides the weights: a checkpoint without it (an
+average of checkpoints, a weights-only file) can be decoded but not resumed."""
+
+
+def check_resumable(checkpoint: Mapping[str, Any], source: Path) -> None:
+    """One clear error, before anything is built, for a checkpoint with no training state."""
+    missing = [key for key in TRAINING_STATE if key not in checkpoint]
+    if missing:
+        what = (
+            "an average of checkpoints (seq2seq-average), for generation only"
+            if AVERAGED_KEY in checkpoint
+            else "not a training checkpoint"
+        )
+        raise ValueError(
+            f"trainer.resume: {source} is {what}; it has no optimizer state to resume from (missing "
+            f"{missing}). Resume from a step_*.pt checkpoint"
+        )
 
 
 def check_precision(precision: str, device: torch.device) -> None:
