@@ -40,13 +40,15 @@ def compose_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Compose:
     """`compose_config(*overrides, tiny=True)` -> the composed train config, with the
     working directory (and so the tokenizer cache) inside the test's tmp_path."""
     monkeypatch.chdir(tmp_path)
+    return compose_train
 
-    def compose_with(*overrides: str, tiny: bool = True, base: Sequence[str] = ()) -> DictConfig:
-        extra = [*TINY] if tiny else []
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose("train", overrides=[*base, *extra, *overrides])
 
-    return compose_with
+def compose_train(*overrides: str, tiny: bool = True, base: Sequence[str] = ()) -> DictConfig:
+    """The composed train config: `base`, then the TINY preset unless `tiny=False`, then
+    `overrides`."""
+    extra = [*TINY] if tiny else []
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[*base, *extra, *overrides])
 
 
 TrainRun = Callable[..., Path]
@@ -60,12 +62,9 @@ def train_run(tmp_path_factory: pytest.TempPathFactory) -> TrainRun:
 
     def run(name: str, *overrides: str, tiny: bool = True) -> Path:
         root = tmp_path_factory.mktemp(name)
-        extra = [*TINY] if tiny else []
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(root)
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                cfg = compose("train", overrides=[*extra, *overrides])
-            train(cfg, root / "run")
+            train(compose_train(*overrides, tiny=tiny), root / "run")
         return root / "run"
 
     return run
