@@ -5,6 +5,7 @@ data is loaded or a tokenizer trained."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,34 @@ def test_a_missing_resume_checkpoint_names_trainer_resume(
     with pytest.raises(FileNotFoundError, match=rf"trainer\.resume='{missing}'.*auto"):
         train(cfg, tmp_path / "run")
     assert not block_data
+
+
+@pytest.mark.parametrize("full_error", [False, True], ids=["one-line", "HYDRA_FULL_ERROR"])
+def test_the_command_line_prints_one_error_line(
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+    tmp_path: Path,
+    full_error: bool,
+) -> None:
+    """`seq2seq-train` reports bad input as argparse does: one `error:` line, exit status
+    2; Hydra's `HYDRA_FULL_ERROR=1` brings the traceback back."""
+    env = make_subprocess_env(tmp_path)
+    env.pop("HYDRA_FULL_ERROR", None)
+    if full_error:
+        env["HYDRA_FULL_ERROR"] = "1"
+    done = subprocess.run(
+        train_command(tmp_path, "model.norm=foo"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    message = "model.norm='foo' is unknown; choose one of ['layernorm', 'prescalenorm', 'rezero']"
+    if full_error:
+        assert done.returncode == 1
+        assert "Traceback" in done.stderr and f"ValueError: {message}" in done.stderr
+    else:
+        assert done.returncode == 2
+        assert done.stderr.splitlines()[-1] == f"seq2seq-train: error: {message}"
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from seq2seq.atomic import write_text_atomic
+from seq2seq.cli.errors import usage_errors
 from seq2seq.cli.prepare import evaluation_set, load_raw_splits
 from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.cli.validate import generation_settings, length_limits
@@ -396,12 +397,8 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with usage_errors("seq2seq-generate"):
         generate_from_config(cfg)
-    except (OSError, ValueError) as error:
-        # A usage mistake gets one line, like argparse's errors, not a traceback.
-        print(f"seq2seq-generate: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from error
 
 
 if __name__ == "__main__":

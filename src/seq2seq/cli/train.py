@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.atomic import write_json_atomic, write_text_atomic
+from seq2seq.cli.errors import usage_errors
 from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
 from seq2seq.cli.validate import generation_settings, length_limits, validate_config
 from seq2seq.config.schema import TrainConfig
@@ -349,7 +350,8 @@ def _final_outputs(
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return train(cfg, run_dir)
+        with usage_errors("seq2seq-train"):
+            return train(cfg, run_dir)
     # In a sweep, a failing run leaves failure.json for scripts/summarize_sweep.py and
     # re-raises: Hydra's launchers run the other jobs first, Optuna marks the trial failed.
     try:
