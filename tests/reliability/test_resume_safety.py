@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.cli.prepare import load_raw_splits
 from seq2seq.cli.train import train
+from seq2seq.config.schema import TrainConfig
+from seq2seq.tokenizer import build_tokenizers
 from seq2seq.training.trainer import Trainer
 
 Compose = Callable[..., DictConfig]
@@ -100,11 +103,11 @@ def _count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return steps
 
 
-def _snapshot(run: Path) -> dict[str, bytes]:
+def _snapshot(run: Path, *, config: bool = False) -> dict[str, bytes]:
     return {
         str(p.relative_to(run)): p.read_bytes()
         for p in sorted(run.rglob("*"))
-        if p.is_file() and p.name != "config.yaml"
+        if p.is_file() and (config or p.name != "config.yaml")
     }
 
 
@@ -147,3 +150,67 @@ def test_resuming_a_run_killed_before_metrics_json_restores_the_final_figures(
     after = json.loads((run / "metrics.json").read_text())
     assert (after["stopped"], after["step"]) == ("max_steps", 2)
     assert after["final_validation"] == pytest.approx(before["final_validation"])
+
+
+# --- what an earlier run wrote stays as it was ---------------------------------------------
+
+
+def test_a_fresh_run_into_a_run_dir_with_checkpoints_is_refused(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    """Without `trainer.resume`, training into an earlier run's dir would overwrite its
+    best.pt and prune its step checkpoints."""
+    run = tmp_path / "run"
+    train(compose_config(*FINISHED_RUN), run)
+    before = _snapshot(run, config=True)
+    with pytest.raises(
+        ValueError,
+        match=r"already holds checkpoints of an earlier run \(step_00000002\.pt, best\.pt\); "
+        r"continue it with trainer\.resume=auto, or train into another hydra\.run\.dir",
+    ):
+        train(compose_config(*FINISHED_RUN, "trainer.max_steps=4"), run)
+    assert _snapshot(run, config=True) == before
+
+
+def test_a_resume_on_changed_data_keeps_the_checkpoints_tokenizers(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    """The weights belong to the token ids they were trained with: a resumed run on other
+    data tokenizes it with the checkpoint's tokenizers, not new ones trained on it."""
+    run = tmp_path / "run"
+    train(compose_config(*FINISHED_RUN), run)
+    tokenizers = _snapshot(run / "tokenizer")
+    changed = compose_config(
+        *FINISHED_RUN, "data.num_symbols=5", "trainer.max_steps=4", "trainer.resume=auto"
+    )
+    # Trained on the changed data, the tokenizers would differ.
+    changed_cfg: TrainConfig = OmegaConf.to_object(changed)  # type: ignore[assignment]
+    fresh = build_tokenizers(
+        load_raw_splits(changed_cfg.data, seed=changed_cfg.seed)["train"],
+        shared=changed_cfg.tokenizer.shared,
+        model_type=changed_cfg.tokenizer.model_type,  # type: ignore[arg-type]
+        vocab_size=changed_cfg.tokenizer.vocab_size,
+        character_coverage=changed_cfg.tokenizer.character_coverage,
+        cache_dir=tmp_path / "fresh-cache",
+    )
+    assert fresh[0].model_proto != tokenizers["source.model"]
+
+    train(changed, run)
+    assert json.loads((run / "metrics.json").read_text())["step"] == 4
+    assert _snapshot(run / "tokenizer") == tokenizers
+    stored = torch.load(run / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert stored["tokenizer"]["source"].numpy().tobytes() == tokenizers["source.model"]
+
+
+def test_a_resume_whose_data_fails_leaves_the_run_as_it_was(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(compose_config(*FINISHED_RUN), run)
+    before = _snapshot(run, config=True)
+    broken = compose_config(
+        *FINISHED_RUN, "data.max_source_len=2", "trainer.max_steps=4", "trainer.resume=auto"
+    )
+    with pytest.raises(ValueError, match=r"the train split has no usable example left"):
+        train(broken, run)
+    assert _snapshot(run, config=True) == before

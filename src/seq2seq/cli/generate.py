@@ -45,6 +45,7 @@ from seq2seq.generation import GenerationSettings, Hypothesis, generate
 from seq2seq.model import build_model
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, tokenize_splits
+from seq2seq.tokenizer.stored import stored_tokenizers
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
 from seq2seq.training.evaluator import EvaluationSet
 
@@ -54,7 +55,6 @@ SCHEMA_NAME = "generate_schema"
 STDIO = "-"
 SPLITS = ("validation", "test")
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
-TOKENIZER_SIDES = ("source", "target")
 
 
 @dataclass
@@ -144,13 +144,7 @@ def rebuild_run(checkpoint: dict[str, Any], path: Path) -> Run:
             f"checkpoint {path} holds a model.kind={train_cfg.model.kind!r} model; "
             "seq2seq-generate decodes 'encoder_decoder' models"
         )
-    blobs = checkpoint.get("tokenizer")
-    if not isinstance(blobs, dict) or any(side not in blobs for side in TOKENIZER_SIDES):
-        raise ValueError(
-            f"checkpoint {path} has no source and target tokenizer models; it was written "
-            "by an older seq2seq-train, retrain or resume to store them"
-        )
-    source, target = (Tokenizer(blobs[side].numpy().tobytes()) for side in TOKENIZER_SIDES)
+    source, target = stored_tokenizers(checkpoint, path)
     model = build_model(
         train_cfg.model,
         src_vocab_size=source.vocab_size,

@@ -82,23 +82,23 @@ def prepare_data(
     *,
     length_limits: tuple[int, int],
     seed: int,
-    run_dir: Path,
+    tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
 ) -> PreparedData:
-    """`length_limits`: the longest source and target, in tokens, that are kept whole."""
+    """`length_limits`: the longest source and target, in tokens, that are kept whole.
+    `tokenizers`: the (source, target) pair to use, such as a resumed checkpoint's; by
+    default they are trained on the train split (or found in the tokenizer cache)."""
     raw = load_raw_splits(data, seed=seed)
     _require_usable_examples(raw["train"], data)
-    source_tokenizer, target_tokenizer = build_tokenizers(
-        raw["train"],
-        shared=tokenizer.shared,
-        model_type=tokenizer.model_type,  # type: ignore[arg-type]
-        vocab_size=tokenizer.vocab_size,
-        character_coverage=tokenizer.character_coverage,
-        cache_dir=Path(tokenizer.cache_dir),
-    )
-    tokenizer_dir = run_dir / "tokenizer"
-    source_tokenizer.save(tokenizer_dir, "source")
-    target_tokenizer.save(tokenizer_dir, "target")
-
+    if tokenizers is None:
+        tokenizers = build_tokenizers(
+            raw["train"],
+            shared=tokenizer.shared,
+            model_type=tokenizer.model_type,  # type: ignore[arg-type]
+            vocab_size=tokenizer.vocab_size,
+            character_coverage=tokenizer.character_coverage,
+            cache_dir=Path(tokenizer.cache_dir),
+        )
+    source_tokenizer, target_tokenizer = tokenizers
     tokenized = tokenize_splits(raw, source_tokenizer, target_tokenizer)
     splits, reports = {}, {}
     for role, split in tokenized.items():

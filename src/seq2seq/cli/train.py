@@ -36,6 +36,8 @@ from seq2seq.evaluation import get_metric
 from seq2seq.model import build_model, linear_settings, uses_linear_attention
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
+from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors
 from seq2seq.training.checkpoint import (
     BEST_NAME,
     CheckpointManager,
@@ -124,17 +126,6 @@ def _monitor(cfg: TrainConfig) -> Monitor:
     return Monitor(name, higher_is_better=get_metric(name).higher_is_better)
 
 
-def _tokenizer_files(data: PreparedData) -> dict[str, Any]:
-    """The tokenizer models as byte tensors, so a checkpoint alone can decode."""
-    return {
-        side: torch.frombuffer(bytearray(tokenizer.model_proto), dtype=torch.uint8)
-        for side, tokenizer in (
-            ("source", data.source_tokenizer),
-            ("target", data.target_tokenizer),
-        )
-    }
-
-
 def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> float | None:
     """The saved objective of a run in `run_dir` that already finished, if it did.
 
@@ -185,22 +176,30 @@ def _train(
         torch.set_num_threads(cfg.trainer.threads)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)
     start_from = resume_path(cfg.trainer.resume, checkpoints)
+    earlier = checkpoints.existing()
+    if start_from is None and earlier:
+        # A fresh run would overwrite best.pt and prune the earlier run's checkpoints.
+        raise ValueError(
+            f"{checkpoints.directory} already holds checkpoints of an earlier run "
+            f"({', '.join(path.name for path in earlier)}); continue it with "
+            "trainer.resume=auto, or train into another hydra.run.dir"
+        )
     checkpoint = None
+    stored = None
     if start_from is not None:
         checkpoint = load_checkpoint(start_from)
         check_resumable(checkpoint, start_from)
         check_same_model(checkpoint["config"], config_text, source=start_from)
-    # Written only now: a refused resume leaves the run's saved config as it was.
-    if distributed.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_text, run_dir / "config.yaml")
+        # The weights belong to these ids: a tokenizer retrained on changed data would
+        # silently renumber them.
+        stored = stored_tokenizers(checkpoint, start_from)
 
     seed_everything(cfg.seed)
     # Rank 0 trains (or finds) the tokenizers first; the others then read its cache.
     if not distributed.is_main:
         distributed.barrier()
     data = prepare_data(
-        cfg.data, cfg.tokenizer, length_limits=length_limits(cfg), seed=cfg.seed, run_dir=run_dir
+        cfg.data, cfg.tokenizer, length_limits=length_limits(cfg), seed=cfg.seed, tokenizers=stored
     )
     if distributed.is_main:
         distributed.barrier()
@@ -209,6 +208,12 @@ def _train(
             "training needs a validation split: set data.splits.validation "
             "(and data.data_files.validation for local files)"
         )
+    # Written only now: a refused resume or bad data leaves the run's files as they were.
+    if distributed.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_text, run_dir / "config.yaml")
+        data.source_tokenizer.save(run_dir / "tokenizer", "source")
+        data.target_tokenizer.save(run_dir / "tokenizer", "target")
     tokenizer = data.target_tokenizer
     model = build_model(
         cfg.model,
@@ -286,7 +291,10 @@ def _train(
         redraw_interval=linear_settings(cfg.model).redraw_interval
         if uses_linear_attention(cfg.model)
         else 0,
-        checkpoint_extras={"config": config_text, "tokenizer": _tokenizer_files(data)},
+        checkpoint_extras={
+            "config": config_text,
+            TOKENIZER_KEY: tokenizer_tensors(data.source_tokenizer, data.target_tokenizer),
+        },
         distributed=distributed,
     )
     if checkpoint is not None:

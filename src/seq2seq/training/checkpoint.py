@@ -111,3 +111,8 @@ class CheckpointManager:
     def latest(self) -> Path | None:
         paths = checkpoint_paths(self.directory)
         return paths[-1] if paths else None
+
+    def existing(self) -> list[Path]:
+        """The step checkpoints and `best.pt` already in the directory."""
+        best = self.directory / BEST_NAME
+        return checkpoint_paths(self.directory) + ([best] if best.is_file() else [])
