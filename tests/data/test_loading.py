@@ -5,6 +5,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import datasets
+import huggingface_hub
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -140,12 +142,84 @@ def test_a_missing_column_names_the_field_value_and_columns(tmp_path: Path) -> N
         _load("json", files, source="src")
 
 
-def test_a_missing_split_lists_the_available_ones(tmp_path: Path) -> None:
+def test_a_split_without_a_file_names_the_data_files_key(tmp_path: Path) -> None:
     files = _write(tmp_path, "json", {"train": _rows(PAIRS["train"])})
+    with pytest.raises(
+        ValueError,
+        match=r"data\.splits\.validation='validation' has no file: set "
+        r"data\.data_files\.validation \(data\.data_files sets \['train'\]\)",
+    ):
+        _load("json", files)
+
+
+def test_a_missing_split_of_a_directory_lists_the_available_ones(tmp_path: Path) -> None:
+    data = tmp_path / "corpus"
+    data.mkdir()
+    _jsonl(data / "train.jsonl", _rows(PAIRS["train"]))
     with pytest.raises(
         ValueError, match=r"data.splits.validation='validation'.*available splits: \['train'\]"
     ):
+        _load(str(data), None)
+
+
+def test_without_a_test_file_there_is_no_test_split(tmp_path: Path) -> None:
+    """The default `splits.test` asks for a test split; local files without one skip it."""
+    files = _write(tmp_path, "json", {k: _rows(v) for k, v in PAIRS.items()})
+    dsd = _load(
+        "json", files, splits={"train": "train", "validation": "validation", "test": "test"}
+    )
+    assert sorted(dsd) == ["train", "validation"]  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("files", [None, {}], ids=["none", "empty"])
+def test_a_packaged_builder_needs_data_files(files: dict[str, str] | None) -> None:
+    """Without data_files, `json` would read every file under the working directory."""
+    with pytest.raises(
+        ValueError, match=r"data.path='json' reads local files: set data.data_files"
+    ):
         _load("json", files)
+
+
+def test_a_file_in_another_format_names_data_path_and_the_formats(tmp_path: Path) -> None:
+    files = _write(tmp_path, "csv", {k: _rows(v) for k, v in PAIRS.items()})
+    with pytest.raises(
+        ValueError,
+        match=r"data.path='json' could not read data.data_files.train=.*train.csv.*"
+        r"check that data.path is the files' format \(one of \['json', 'csv', 'parquet', 'text'\]\)",
+    ):
+        _load("json", files)
+
+
+def test_files_with_different_columns_name_data_path(tmp_path: Path) -> None:
+    files = _write(tmp_path, "json", {"train": _rows(PAIRS["train"])})
+    other = tmp_path / "validation.jsonl"
+    _jsonl(other, [{"w": "ab", "s": "ba"}])
+    files["validation"] = str(other)
+    with pytest.raises(ValueError, match=r"data.path='json' could not read .*same columns"):
+        _load("json", files)
+
+
+def test_a_one_line_text_file_is_not_empty(tmp_path: Path) -> None:
+    """Only CSV has a header line; one `text` line (whatever its suffix) is one example."""
+    train = tmp_path / "train.tsv"
+    train.write_text("ab\tba\n", encoding="utf-8")
+    dsd = _load("text", {"train": str(train)}, splits={"train": "train"})
+    assert dsd["train"]["target"] == ["ba"]  # type: ignore[index]
+
+
+def test_an_unknown_path_names_data_path_and_the_builders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt builder goes to the Hub; offline here, as with no network at all."""
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=r"data.path='jsonl' is not a packaged builder \['json', 'csv', 'parquet', "
+        r"'text'\], a local directory, or a dataset on the Hugging Face Hub",
+    ):
+        _load("jsonl", None)
 
 
 def test_an_unknown_role_lists_the_roles(tmp_path: Path) -> None:

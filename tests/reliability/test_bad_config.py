@@ -201,6 +201,23 @@ INCOMPATIBLE = [
         id="shared-embeddings-separate-tokenizers",
     ),
     pytest.param(
+        ("data.data_files.train=my/train.jsonl",),
+        r"data\.data_files\.train='my/train\.jsonl' is read only with data\.path, but "
+        r"data\.task='reverse' is set; remove data\.data_files\.train",
+        id="data-files-with-a-task",
+    ),
+    pytest.param(
+        ("data.source=src",),
+        r"data\.source='src' is read only with data\.path, but data\.task='reverse' is set",
+        id="source-column-with-a-task",
+    ),
+    pytest.param(
+        ("data.splits.validation=dev",),
+        r"data\.splits\.validation='dev': data\.task='reverse' makes the splits "
+        r"\['train', 'validation', 'test'\]; a role is kept under its own name or skipped",
+        id="split-name-with-a-task",
+    ),
+    pytest.param(
         ("trainer.device=cpu", "trainer.precision=fp16"),
         r"trainer\.precision='fp16' needs a CUDA device.*'bf16'",
         id="fp16-on-cpu",

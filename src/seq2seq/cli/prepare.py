@@ -30,21 +30,12 @@ class PreparedData:
 
 
 def load_raw_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
-    if cfg.task in BUILTIN_DATASETS:
-        return BUILTIN_DATASETS[cfg.task](
-            train_size=cfg.train_size, validation_size=cfg.validation_size, test_size=cfg.test_size
-        )
+    """The splits `cfg` asks for, by role; a role whose `data.splits` entry is null is
+    left out."""
     if cfg.task is not None:
-        return generate_splits(
-            cfg.task,
-            train_size=cfg.train_size,
-            validation_size=cfg.validation_size,
-            test_size=cfg.test_size,
-            min_len=cfg.min_len,
-            max_len=cfg.max_len,
-            num_symbols=cfg.num_symbols,
-            seed=seed,
-        )
+        wanted = [role for role, split in asdict(cfg.splits).items() if split is not None]
+        splits = _task_splits(cfg, seed=seed)
+        return datasets.DatasetDict({role: splits[role] for role in wanted})
     assert cfg.path is not None
     return load_splits(
         path=cfg.path,
@@ -53,6 +44,24 @@ def load_raw_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
         splits={role: split for role, split in asdict(cfg.splits).items() if split is not None},
         source=cfg.source,
         target=cfg.target,
+    )
+
+
+def _task_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
+    assert cfg.task is not None
+    if cfg.task in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[cfg.task](
+            train_size=cfg.train_size, validation_size=cfg.validation_size, test_size=cfg.test_size
+        )
+    return generate_splits(
+        cfg.task,
+        train_size=cfg.train_size,
+        validation_size=cfg.validation_size,
+        test_size=cfg.test_size,
+        min_len=cfg.min_len,
+        max_len=cfg.max_len,
+        num_symbols=cfg.num_symbols,
+        seed=seed,
     )
 
 

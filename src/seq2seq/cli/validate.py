@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from operator import attrgetter
 
+from seq2seq.config.data import DataConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.cleaning import OVERLONG_CHOICES
 from seq2seq.data.datasets_registry import TASK_CHOICES
+from seq2seq.data.loading import ROLES
 from seq2seq.evaluation import get_metric
 from seq2seq.generation import GenerationSettings
 from seq2seq.model.build import validate_model_config
@@ -34,6 +37,29 @@ def length_limits(cfg: TrainConfig) -> tuple[int, int]:
     )
 
 
+# What only data.path reads: set beside data.task, it would be silently ignored.
+PATH_SETTINGS = ("name", "source", "target", *(f"data_files.{role}" for role in ROLES))
+
+
+def _check_task_settings(data: DataConfig) -> None:
+    """A data.task makes its own splits: the file, column and split-name settings of a
+    data.path are errors beside it."""
+    default = DataConfig()
+    for key in PATH_SETTINGS:
+        value = attrgetter(key)(data)
+        if value != attrgetter(key)(default):
+            raise ValueError(
+                f"data.{key}={value!r} is read only with data.path, but "
+                f"data.task={data.task!r} is set; remove data.{key}"
+            )
+    for role, split in asdict(data.splits).items():
+        if split not in (role, None):
+            raise ValueError(
+                f"data.splits.{role}={split!r}: data.task={data.task!r} makes the splits "
+                f"{list(ROLES)}; a role is kept under its own name or skipped with null"
+            )
+
+
 def validate_config(cfg: TrainConfig) -> None:
     """Raise one clear ValueError for the first wrong or incompatible setting."""
     if cfg.model.kind not in SEQ2SEQ_KINDS:
@@ -55,6 +81,8 @@ def validate_config(cfg: TrainConfig) -> None:
         )
     if data.task is not None and data.task not in TASK_CHOICES:
         raise ValueError(f"data.task={data.task!r} is unknown; choose one of {list(TASK_CHOICES)}")
+    if data.task is not None:
+        _check_task_settings(data)
     if data.overlong not in OVERLONG_CHOICES:
         raise ValueError(
             f"data.overlong={data.overlong!r} is unknown; choose one of {list(OVERLONG_CHOICES)}"

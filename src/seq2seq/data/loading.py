@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import glob
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,9 @@ from seq2seq.data.columns import SOURCE, TARGET
 
 ROLES = ("train", "validation", "test")
 TEXT_COLUMN = "text"
+PACKAGED_BUILDERS = ("json", "csv", "parquet", "text")
+
+log = logging.getLogger("seq2seq.data")
 
 # Files not to scan for bad UTF-8: binary formats and compressed files (which datasets
 # decompresses; their bytes would look like bad text).
@@ -61,18 +65,21 @@ def _resolve(base: Path, pattern: str) -> list[Path]:
     return [full] if full.is_file() else []
 
 
-def _has_records(file: Path, *, probe_bytes: int = 1 << 16) -> bool:
-    """Whether `file` holds at least one record: a non-blank line, or for CSV a non-blank
-    line after the header. Reads only the start of a large file."""
+def _has_records(file: Path, *, header: bool, probe_bytes: int = 1 << 16) -> bool:
+    """Whether `file` holds at least one record: a non-blank line, or with a `header` line
+    (CSV) a non-blank line after it. Reads only the start of a large file."""
     with open(file, "rb") as handle:
         head = handle.read(probe_bytes)
     lines = [line for line in head.splitlines() if line.strip()]
-    needed = 2 if file.suffix.lower() in (".csv", ".tsv") else 1
+    needed = 2 if header else 1
     return len(lines) >= needed or (len(head) == probe_bytes and bool(lines))
 
 
-def _check_files(base: Path, data_files: Mapping[str, list[str]]) -> dict[str, list[Path]]:
-    """Every local data file by data_files key; fails on a missing or empty one, naming it."""
+def _check_files(
+    base: Path, data_files: Mapping[str, list[str]], *, header: bool
+) -> dict[str, list[Path]]:
+    """Every local data file by data_files key; fails on a missing or empty one, naming it.
+    `header`: the files start with a header line (CSV)."""
     found: dict[str, list[Path]] = {}
     for key, patterns in data_files.items():
         found[key] = []
@@ -85,7 +92,7 @@ def _check_files(base: Path, data_files: Mapping[str, list[str]]) -> dict[str, l
                     f"data.data_files.{key}={pattern!r}: no such file (looked in {base})"
                 )
             for file in files:
-                if not _has_records(file):
+                if not _has_records(file, header=header):
                     raise ValueError(
                         f"data.data_files.{key}={pattern!r}: {file} is empty "
                         "(no examples: no bytes, blank lines only, or a CSV header alone)"
@@ -169,6 +176,39 @@ def _builder_kwargs(path: str, *, source: str, target: str) -> dict[str, Any]:
     return {}
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of `error`'s chain, where datasets' wrappers hide the reason."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def _unreadable(path: str, files: Mapping[str, list[str]], error: BaseException) -> ValueError:
+    cause = _root_cause(error)
+    named = ", ".join(
+        f"data.data_files.{key}={(value[0] if len(value) == 1 else value)!r}"
+        for key, value in files.items()
+    )
+    reason = " ".join(str(cause).split())  # one line: arrow's cast errors span several
+    return ValueError(
+        f"data.path={path!r} could not read {named or 'the data'}: "
+        f"{type(cause).__name__}: {reason}; check that data.path is the files' format "
+        f"(one of {list(PACKAGED_BUILDERS)}) and that every file has the same columns"
+    )
+
+
+def _not_found(path: str, error: BaseException) -> ValueError:
+    return ValueError(
+        f"data.path={path!r} is not a packaged builder {list(PACKAGED_BUILDERS)}, a local "
+        f"directory, or a dataset on the Hugging Face Hub that could be reached ({error})"
+    )
+
+
 def _load(
     path: str, name: str | None, data_files: dict[str, list[str]] | None, kwargs: dict[str, Any]
 ) -> datasets.DatasetDict:
@@ -243,6 +283,26 @@ def _source_target(
     return ds.rename_columns({"__seq2seq_source": SOURCE, "__seq2seq_target": TARGET})
 
 
+def _roles_with_files(splits: Mapping[str, str], files: Mapping[str, list[str]]) -> dict[str, str]:
+    """With local `data_files`, the roles whose split has a file: a missing test file
+    means no test split (as the default `splits.test` asks for one); any other missing
+    file is an error naming it."""
+    if not files:
+        return dict(splits)
+    kept = {}
+    for role, split in splits.items():
+        if split in files:
+            kept[role] = split
+        elif role == "test":
+            log.info("no data.data_files.%s: the run has no test split", split)
+        else:
+            raise ValueError(
+                f"data.splits.{role}={split!r} has no file: set data.data_files.{split} "
+                f"(data.data_files sets {sorted(files)})"
+            )
+    return kept
+
+
 def load_splits(
     *,
     path: str,
@@ -263,8 +323,15 @@ def load_splits(
         if role not in ROLES:
             raise ValueError(f"data.splits has key {role!r}; the split roles are {list(ROLES)}")
     files = {k: _as_list(v) for k, v in (data_files or {}).items() if v is not None}
+    if path in _PACKAGED_DATASETS_MODULES and not files:
+        # The builder would otherwise read every file under the working directory.
+        raise ValueError(
+            f"data.path={path!r} reads local files: set data.data_files.train and "
+            "data.data_files.validation (and data.data_files.test)"
+        )
+    splits = _roles_with_files(splits, files)
     base = _local_base(path)
-    local = _check_files(base, files) if base is not None else {}
+    local = _check_files(base, files, header=path == "csv") if base is not None else {}
     try:
         loaded = _load(
             path, name, files or None, _builder_kwargs(path, source=source, target=target)
@@ -272,8 +339,12 @@ def load_splits(
     except (DatasetGenerationError, UnicodeDecodeError) as error:
         decode_error = _decode_error(error)
         if decode_error is None:
-            raise
+            raise _unreadable(path, files, error) from error
         raise _not_utf8(path, local, decode_error) from error
+    except (ConnectionError, FileNotFoundError) as error:
+        if base is not None:
+            raise
+        raise _not_found(path, error) from error
     except StopIteration as error:
         # The json builder ends this way on a file that holds no records.
         raise ValueError(f"data.path={path!r}: a data file holds no records") from error
