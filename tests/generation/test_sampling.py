@@ -34,6 +34,22 @@ def test_same_seed_same_output_other_seed_other_output(
     assert sample_tokens(model, batch, special, seed=12) != first
 
 
+def test_a_sample_depends_on_its_source_index_not_on_the_batch(
+    hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
+) -> None:
+    """A corpus decoded in other batches samples the same; the same source at another
+    index gets its own draws (a fresh stream per batch would repeat the first draws)."""
+    model = hash_model(seed=9, sharpness=0.5)
+    settings = GenerationSettings(strategy="sample", seed=3, **COMMON)
+    whole = generate(model, *padded_batch(SOURCES), settings, **special)
+    for index, source in enumerate(SOURCES):
+        alone = generate(model, *padded_batch([source]), settings, source_ids=[index], **special)
+        assert alone[0][0].tokens == whole[index][0].tokens
+    repeated = [SOURCES[2]] * 4
+    samples = generate(model, *padded_batch(repeated), settings, **special)
+    assert len({tuple(hyps[0].tokens) for hyps in samples}) > 1
+
+
 @pytest.mark.parametrize(
     "fields",
     [{"top_k": 1}, {"top_p": 1e-6}, {"temperature": 1e-4}],

@@ -289,6 +289,7 @@ def decode_sources(
                 bos_id=BOS_ID,
                 eos_id=EOS_ID,
                 pad_id=PAD_ID,
+                source_ids=indices,
             )
             for index, nbest in zip(indices, hypotheses, strict=True):
                 results[index] = nbest

@@ -11,6 +11,8 @@ every live beam finishes. The decoder state follows the surviving beams through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -30,6 +32,7 @@ def beam_search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    source_ids: Sequence[int] | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search of width ``settings.beam_size`` for every source.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -28,6 +29,7 @@ class Strategy(Protocol):
         bos_id: int,
         eos_id: int,
         pad_id: int,
+        source_ids: Sequence[int] | None = None,
     ) -> list[list[Hypothesis]]: ...
 
 
@@ -57,6 +59,7 @@ def generate(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    source_ids: Sequence[int] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode a padded batch of sources with ``settings.strategy``, without autograd.
 
@@ -64,6 +67,8 @@ def generate(
     Returns B lists of hypotheses, best first: up to ``settings.nbest`` for beam search,
     one for greedy search and sampling. Each source's max output length comes from its
     own unpadded length, so a batch decodes exactly like its sources one at a time.
+    `source_ids`: each row's index in the whole input (default 0..B-1); sampling seeds
+    each row's draws from it, so a corpus samples the same however it is batched.
     Put the model in eval mode first (dropout would make decoding random).
     """
     if src_tokens.dim() != 2 or src_tokens.dtype != torch.long:
@@ -79,5 +84,12 @@ def generate(
     strategy = get_strategy(settings.strategy)
     with torch.inference_mode():
         return strategy(
-            model, src_tokens, src_mask, settings, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id
+            model,
+            src_tokens,
+            src_mask,
+            settings,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            source_ids=source_ids,
         )

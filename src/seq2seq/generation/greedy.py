@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor
 
 from seq2seq.generation.hypothesis import Hypothesis
@@ -19,6 +21,7 @@ def greedy_search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    source_ids: Sequence[int] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode each source by always taking the argmax token.
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -20,23 +23,31 @@ def sample_sequences(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    source_ids: Sequence[int] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode each source by sampling every token from the filtered distribution.
 
     src_tokens: (B, S) long; src_mask: (B, S) bool, True where a token is real.
-    Returns B lists holding one Hypothesis each. The draws come from a generator seeded
-    with ``settings.seed``, so the same seed, inputs and device give the same outputs.
-    The reported log_prob is under the model itself (temperature 1, unfiltered).
+    Returns B lists holding one Hypothesis each. Row i draws from its own generator,
+    seeded by ``settings.seed`` and ``source_ids[i]`` (default i): the same seed, source
+    index and device give the same sample, whatever else is in the batch, and repeated
+    sources at different indices get independent samples. The reported log_prob is under
+    the model itself (temperature 1, unfiltered).
     """
-    generator = torch.Generator(device=src_tokens.device)
-    generator.manual_seed(settings.seed)
+    rows = range(src_tokens.size(0)) if source_ids is None else source_ids
+    generators = [row_generator(settings.seed, row, src_tokens.device) for row in rows]
 
     def choose(logits: Tensor) -> Tensor:
         logits = logits / settings.temperature
         logits = top_k_filter(logits, settings.top_k)
         logits = top_p_filter(logits, settings.top_p)
         probs = torch.softmax(logits, dim=-1)
-        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        return torch.cat(
+            [
+                torch.multinomial(row, num_samples=1, generator=generator)
+                for row, generator in zip(probs, generators, strict=True)
+            ]
+        )
 
     return decode_single_path(
         model,
@@ -48,6 +59,14 @@ def sample_sequences(
         eos_id=eos_id,
         pad_id=pad_id,
     )
+
+
+def row_generator(seed: int, source_id: int, device: torch.device) -> torch.Generator:
+    """The generator of one source's draws: a distinct stream per (seed, source_id)."""
+    generator = torch.Generator(device=device)
+    digest = hashlib.sha256(f"{seed}:{source_id}".encode()).digest()
+    generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return generator
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:

@@ -132,6 +132,7 @@ class Evaluator:
                         bos_id=BOS_ID,
                         eos_id=EOS_ID,
                         pad_id=PAD_ID,
+                        source_ids=indices,
                     )
                     for index, nbest in zip(indices, hypotheses, strict=True):
                         predictions[index] = self.tokenizer.decode(nbest[0].tokens)
