@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -101,6 +102,10 @@ def test_file_in_batches_matches_one_source_at_a_time(
     assert sorted(p.name for p in output.parent.iterdir()) == ["hyps.txt"]  # no temp file left
 
 
+def _stdin(data: bytes) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+
+
 def test_stdin_to_stdout(
     run_generate: Generate,
     sources_file: Path,
@@ -109,11 +114,11 @@ def test_stdin_to_stdout(
 ) -> None:
     expected = run_generate(f"input={sources_file}", "output=-")
     capsys.readouterr()
-    monkeypatch.setattr(sys, "stdin", io.StringIO(sources_file.read_text(encoding="utf-8")))
+    monkeypatch.setattr(sys, "stdin", _stdin(sources_file.read_bytes()))
     assert run_generate("input=-", "output=-", "precision=bf16") is not None
     out = capsys.readouterr().out
     assert out.count("\n") == len(SOURCES)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(sources_file.read_text(encoding="utf-8")))
+    monkeypatch.setattr(sys, "stdin", _stdin(sources_file.read_bytes()))
     assert run_generate("input=-") == expected
     assert capsys.readouterr().out == "".join(f"{line}\n" for line in expected)
 
@@ -197,6 +202,85 @@ def test_usage_errors(
 ) -> None:
     with pytest.raises(error, match=message):
         run_generate(*(o.replace("SOURCES", str(sources_file)) for o in overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message", "kept"),
+    [
+        (("output=SOURCES",), r"output='SOURCES' would overwrite input='SOURCES'", "SOURCES"),
+        (
+            ("output=CHECKPOINT",),
+            r"output='CHECKPOINT' would overwrite checkpoint='RUN'",
+            "CHECKPOINT",
+        ),
+        (
+            ("output=TMP/out.txt", "nbest_output=TMP/out.txt"),
+            r"nbest_output='TMP/out.txt' is also output='TMP/out.txt'; give each output its own",
+            "TMP/out.txt",
+        ),
+        (("output=TMP",), r"output='TMP' is a directory; give a file path or '-'", None),
+        (
+            ("output=-", "nbest_output=-"),
+            r"nbest_output='-' is also output='-'",
+            None,
+        ),
+    ],
+    ids=["input", "checkpoint", "two-outputs", "directory", "two-stdout"],
+)
+def test_an_output_never_overwrites_what_is_there(
+    run_generate: Generate,
+    run_dir: Path,
+    sources_file: Path,
+    tmp_path: Path,
+    overrides: tuple[str, ...],
+    message: str,
+    kept: str | None,
+) -> None:
+    """Refused before decoding, so nothing is written: not the input, not the checkpoint,
+    not an earlier output that a second option names again."""
+    names = {
+        "CHECKPOINT": str(run_dir / "checkpoints" / "best.pt"),
+        "SOURCES": str(sources_file),
+        "TMP": str(tmp_path),
+        "RUN": str(run_dir),
+    }
+
+    def fill(text: str) -> str:
+        for key, value in names.items():
+            text = text.replace(key, value)
+        return text
+
+    (tmp_path / "out.txt").write_text("earlier output\n", encoding="utf-8")
+    before = Path(fill(kept)).read_bytes() if kept else None
+    with pytest.raises(ValueError, match=re.escape(fill(message)).replace(r"\'", "'")):
+        run_generate(f"input={sources_file}", *(fill(o) for o in overrides))
+    if kept:
+        assert Path(fill(kept)).read_bytes() == before
+
+
+def test_input_that_is_not_utf8_or_has_nothing_to_decode(
+    run_generate: Generate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", _stdin(b"abc\n\xe9t\xe9\n"))
+    with pytest.raises(
+        ValueError, match=r"input='-' is not valid UTF-8 \(first bad byte at offset 4\)"
+    ):
+        run_generate("input=-")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"input='.*blank\.txt' has no line to decode"):
+        run_generate(f"input={blank}")
+
+
+def test_a_setting_of_another_strategy_is_refused(
+    run_generate: Generate, sources_file: Path
+) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"generation\.top_k=5 is invalid; only strategy='sample' reads it, but "
+        r"generation\.strategy='beam'",
+    ):
+        run_generate(f"input={sources_file}", "generation=beam", "generation.top_k=5")
 
 
 def test_overlong_line_names_its_number_and_the_limit(

@@ -173,18 +173,25 @@ def resolve_device(name: str) -> torch.device:
 
 
 def read_lines(source: str) -> list[str]:
-    """The lines of a UTF-8 file, or of stdin for `-`; only `\\n` ends a line."""
+    """The lines of a UTF-8 file, or of stdin for `-`; only `\\n` ends a line. Input with
+    no line that holds more than whitespace is an error: there is nothing to decode."""
     if source == STDIO:
-        text = sys.stdin.read()
+        data = sys.stdin.buffer.read()
     else:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"input={source!r} is not a file; give a text file or '-'")
-        # newline="" keeps a lone "\r" inside a line instead of splitting there.
-        with path.open(encoding="utf-8", newline="") as handle:
-            text = handle.read()
-    if text == "":
-        return []
+        data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"input={source!r} is not valid UTF-8 (first bad byte at offset {error.start}); "
+            "re-encode it, e.g. `iconv -f latin1 -t utf-8 in > out`"
+        ) from error
+    if not text.strip():
+        raise ValueError(f"input={source!r} has no line to decode (it is empty or blank)")
+    # Split on "\n" alone: a lone "\r" stays inside its line.
     return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
 
 
@@ -297,6 +304,31 @@ def decode_sources(
     return results
 
 
+OUTPUT_OPTIONS = ("output", "nbest_output", "references_output")
+
+
+def check_destinations(cfg: GenerateConfig, checkpoint: Path) -> None:
+    """Refuse, before decoding, an output that would overwrite the input, the checkpoint,
+    a directory or another output: a mistake must not cost a file."""
+    protected = {checkpoint.resolve(): f"checkpoint={cfg.checkpoint!r}"}
+    if cfg.input not in (None, STDIO):
+        protected[Path(cfg.input).resolve()] = f"input={cfg.input!r}"
+    taken: dict[str | Path, str] = {}
+    for option in OUTPUT_OPTIONS:
+        destination = getattr(cfg, option)
+        if destination is None:
+            continue
+        named = f"{option}={destination!r}"
+        key: str | Path = STDIO if destination == STDIO else Path(destination).resolve()
+        if key in taken:
+            raise ValueError(f"{named} is also {taken[key]}; give each output its own file")
+        if key in protected:
+            raise ValueError(f"{named} would overwrite {protected[key]}; choose another file")
+        if isinstance(key, Path) and key.is_dir():
+            raise ValueError(f"{named} is a directory; give a file path or '-'")
+        taken[key] = named
+
+
 def write_output(text: str, destination: str) -> None:
     """To stdout for `-`; else atomically, so a failed run leaves no partial file."""
     if destination == STDIO:
@@ -354,9 +386,11 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
     if cfg.max_tokens is not None and cfg.max_tokens < 1:
         raise ValueError(f"max_tokens={cfg.max_tokens} must be a positive integer (or null)")
     device = resolve_device(cfg.device)
+    checkpoint = checkpoint_file(cfg.checkpoint)
+    check_destinations(cfg, checkpoint)
     lines = None if cfg.input is None else read_lines(cfg.input)
 
-    run = load_run(checkpoint_file(cfg.checkpoint), device)
+    run = load_run(checkpoint, device)
     # The same limits as training's decoding, so split=test reproduces predictions.txt.
     settings = generation_settings(replace(run.config, generation=cfg.generation))
     _log_generation_difference(run.config.generation, cfg.generation)

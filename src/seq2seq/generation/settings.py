@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import NoReturn
 
 import torch
@@ -114,6 +114,21 @@ class GenerationSettings:
             _fail("top_p", self.top_p, "it must be in (0, 1] (1 disables nucleus filtering)")
         if self.seed < 0:
             _fail("seed", self.seed, "it must be >= 0")
+        self._check_strategy_fields()
+
+    def _check_strategy_fields(self) -> None:
+        """A field only another strategy reads, set away from its default, would be
+        silently ignored: it is an error instead."""
+        for name, strategy in STRATEGY_FIELDS.items():
+            value = getattr(self, name)
+            default = _DEFAULTS[name]
+            if self.strategy != strategy and value != default:
+                _fail(
+                    name,
+                    value,
+                    f"only strategy={strategy!r} reads it, but generation.strategy="
+                    f"{self.strategy!r}; remove it or set it back to {default!r}",
+                )
 
     def max_lengths(self, source_lengths: Tensor) -> Tensor:
         """Per-example output length limits, eos not counted.
@@ -140,3 +155,14 @@ def _is_finite_number(value: object) -> bool:
 
 def _fail(field: str, value: object, valid: str) -> NoReturn:
     raise ValueError(f"generation.{field}={value!r} is invalid; {valid}")
+
+
+# The fields that one strategy alone reads (nbest has its own check above).
+STRATEGY_FIELDS = {
+    "beam_size": "beam",
+    "temperature": "sample",
+    "top_k": "sample",
+    "top_p": "sample",
+    "seed": "sample",
+}
+_DEFAULTS = {field.name: field.default for field in fields(GenerationSettings)}
