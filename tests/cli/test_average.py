@@ -177,3 +177,32 @@ def test_a_corrupt_checkpoint_is_named(
         main([str(steps(run_dir)[-1]), str(corrupt), "--output", str(tmp_path / "x.pt")])
     assert f"checkpoint {corrupt} is truncated or corrupt" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_one_step_given_twice_is_refused(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """best.pt, or any copy, holds the weights of a step checkpoint: averaging both would
+    count that step twice."""
+    copy = tmp_path / "copy.pt"
+    shutil.copy(steps(run_dir)[-1], copy)
+    with pytest.raises(SystemExit):
+        main([str(steps(run_dir)[-1]), str(copy), "--output", str(tmp_path / "x.pt")])
+    error = capsys.readouterr().err.replace("\n", " ")
+    assert re.search(r"copy\.pt and step_\d+\.pt were both written at step \d+", error), error
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_an_output_replaces_only_an_earlier_average(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = [str(path) for path in steps(run_dir)[-2:]]
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main([*inputs, "--output", str(notes)])
+    assert "exists and is not an averaged checkpoint" in capsys.readouterr().err
+    assert notes.read_text(encoding="utf-8") == "my notes\n"
+    average = tmp_path / "average.pt"
+    assert main([*inputs, "--output", str(average)]) == 0
+    assert main([*inputs, "--output", str(average)]) == 0  # an earlier average is replaced

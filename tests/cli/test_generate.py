@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -308,6 +309,17 @@ def test_checkpoint_errors(sources_file: Path, tmp_path: Path) -> None:
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="truncated or corrupt"):
         generate_from_config(compose_generate(f"checkpoint={corrupt}", f"input={sources_file}"))
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_named(
+    run_dir: Path, sources_file: Path, tmp_path: Path
+) -> None:
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    checkpoint["model"].pop(next(iter(checkpoint["model"])))
+    edited = tmp_path / "edited.pt"
+    torch.save(checkpoint, edited)
+    with pytest.raises(ValueError, match=rf"checkpoint {edited}: its weights do not fit the model"):
+        generate_from_config(compose_generate(f"checkpoint={edited}", f"input={sources_file}"))
 
 
 def test_module_entry_point(run_dir: Path, sources_file: Path, tmp_path: Path) -> None:

@@ -22,7 +22,13 @@ from typing import Any
 
 from seq2seq.cli.generate import rebuild_run
 from seq2seq.training.averaging import AVERAGED_KEY, average_checkpoint_files
-from seq2seq.training.checkpoint import BEST_NAME, CHECKPOINT_PATTERN, atomic_save, checkpoint_paths
+from seq2seq.training.checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_PATTERN,
+    atomic_save,
+    checkpoint_paths,
+    load_checkpoint,
+)
 
 log = logging.getLogger("seq2seq.average")
 
@@ -71,7 +77,21 @@ def output_file(output: Path | None, inputs: Sequence[Path], files: Sequence[Pat
             f"--output {output}: the trainer owns step_*.pt and {BEST_NAME} names (it prunes "
             "and resumes from them); choose another name"
         )
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a directory; give a file name")
+    if output.exists() and not _is_average(output):
+        raise ValueError(
+            f"--output {output} exists and is not an averaged checkpoint; choose another name "
+            "(only an earlier average is replaced)"
+        )
     return output
+
+
+def _is_average(path: Path) -> bool:
+    try:
+        return AVERAGED_KEY in load_checkpoint(path)
+    except ValueError:  # not a checkpoint at all
+        return False
 
 
 def parameter_names(checkpoint: dict[str, Any], path: Path) -> set[str]:

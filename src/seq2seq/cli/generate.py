@@ -27,6 +27,7 @@ from typing import Any
 import datasets
 import hydra
 import torch
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -134,7 +135,7 @@ def rebuild_run(checkpoint: dict[str, Any], path: Path) -> Run:
             OmegaConf.structured(TrainConfig), OmegaConf.create(checkpoint["config"])
         )
         train_cfg: TrainConfig = OmegaConf.to_object(config)  # type: ignore[assignment]
-    except OmegaConfBaseException as error:
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
         raise ValueError(
             f"checkpoint {path}: its saved config does not fit the current TrainConfig "
             f"schema ({error})"
@@ -153,7 +154,12 @@ def rebuild_run(checkpoint: dict[str, Any], path: Path) -> Run:
         seed=train_cfg.seed,
     )
     assert isinstance(model, EncoderDecoderTransformer)
-    model.load_state_dict(strip_prefixes(checkpoint["model"]))
+    try:
+        model.load_state_dict(strip_prefixes(checkpoint["model"]))
+    except RuntimeError as error:  # missing, unexpected or misshapen weights
+        raise ValueError(
+            f"checkpoint {path}: its weights do not fit the model its config builds ({error})"
+        ) from error
     model.eval()
     return Run(model=model, config=train_cfg, source_tokenizer=source, target_tokenizer=target)
 

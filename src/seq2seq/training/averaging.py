@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seq2seq.training.checkpoint import load_checkpoint, strip_prefixes
+from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
 from seq2seq.training.config_diff import check_same_model
 
 AVERAGED_KEY = "averaged_from"
@@ -117,6 +117,12 @@ def average_checkpoint_files(
         weights = strip_prefixes(checkpoint["model"])
         average.add(weights, str(path))
         step = checkpoint_step(checkpoint)
+        twin = next((name for seen, name in entries if seen == step >= 0), None)
+        if twin is not None:
+            raise ValueError(
+                f"{path} and {twin} were both written at step {step} ({BEST_NAME} is a copy "
+                "of a step checkpoint); give each step once"
+            )
         entries.append((step, path.name))
         if not newest or step > newest_step:
             newest = {key: checkpoint[key] for key in ("config", "tokenizer") if key in checkpoint}
