@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -271,6 +272,16 @@ def test_input_that_is_not_utf8_or_has_nothing_to_decode(
     blank.write_text("\n  \n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"input='.*blank\.txt' has no line to decode"):
         run_generate(f"input={blank}")
+
+
+def test_input_of_mostly_unknown_tokens_is_warned_about(
+    run_generate: Generate, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "odd.txt"
+    path.write_text("abc\n#%&@\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="seq2seq.generate"):
+        run_generate(f"input={path}")
+    assert "1 input line(s) are half or more unknown tokens (first: line 2)" in caplog.text
 
 
 def test_a_setting_of_another_strategy_is_refused(

@@ -45,7 +45,7 @@ from seq2seq.data.cleaning import clean_split
 from seq2seq.generation import GenerationSettings, Hypothesis, generate
 from seq2seq.model import build_model
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, tokenize_splits
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokenize_splits
 from seq2seq.tokenizer.stored import stored_tokenizers
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
 from seq2seq.training.evaluator import EvaluationSet
@@ -219,6 +219,18 @@ def encode_lines(lines: Sequence[str], tokenizer: Tokenizer, *, max_len: int) ->
     empty = sum(1 for ids in encoded if not ids)
     if empty:
         log.warning("%d empty input line(s) give empty output lines", empty)
+    unknown = [
+        n for n, ids in enumerate(encoded, start=1) if ids and ids.count(UNK_ID) * 2 >= len(ids)
+    ]
+    if unknown:
+        # Such lines decode to something, but from little more than <unk>: most often the
+        # input is not in the format the model was trained on (e.g. "hello" for "h e l l o").
+        log.warning(
+            "%d input line(s) are half or more unknown tokens (first: line %d); is the input in "
+            "the format of the training data's sources?",
+            len(unknown),
+            unknown[0],
+        )
     return encoded
 
 
