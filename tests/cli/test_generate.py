@@ -140,7 +140,7 @@ def test_split_references_let_seq2seq_evaluate_reproduce_the_runs_test_figures(
     run_generate("split=test", f"output={hyp}", f"references_output={ref}")
     assert len(read_lines(ref)) == len(read_lines(hyp)) == 16
     figures = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["test"]
-    hypotheses = evaluate_cli.read_lines(hyp)
+    hypotheses = evaluate_cli.read_lines(hyp, option="--hyp")
     scores = score(hypotheses, evaluate_cli.read_references(hyp, len(hypotheses), [ref]), METRICS)
     for name in METRICS:
         assert scores[name] == pytest.approx(figures[name])

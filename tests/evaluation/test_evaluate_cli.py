@@ -99,6 +99,17 @@ def test_missing_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "nope.txt" in capsys.readouterr().err
 
 
+def test_a_file_that_is_not_utf8_is_named_with_its_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
+    ref = tmp_path / "ref.txt"
+    ref.write_bytes("\n".join(REFS_1).encode("utf-8") + b"\n\xe9\n")
+    with pytest.raises(SystemExit):
+        main(["--hyp", hyp, "--ref", str(ref)])
+    assert f"--ref {ref} is not valid UTF-8 (first bad byte at offset" in capsys.readouterr().err
+
+
 def test_console_script_is_installed(tmp_path: Path) -> None:
     executable = shutil.which("seq2seq-evaluate", path=str(Path(sys.executable).parent))
     assert executable is not None, "reinstall the package: pip install -e ."

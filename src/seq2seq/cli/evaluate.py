@@ -15,20 +15,19 @@ from pathlib import Path
 
 from seq2seq.evaluation.metrics import METRICS, get_metric
 from seq2seq.evaluation.scoring import format_table, score
+from seq2seq.utf8 import decode_utf8
 
 DEFAULT_METRICS = "bleu,chrf"
 
 
-def read_lines(path: Path) -> list[str]:
+def read_lines(path: Path, *, option: str) -> list[str]:
     """The lines of a UTF-8 text file, trailing whitespace removed as sacrebleu's CLI does.
 
     Only ``\\n`` ends a line: ``str.splitlines`` would also split on form feeds and
     Unicode separators that may occur inside a sentence. Stripping the trailing
     whitespace keeps an invisible space (or a Windows ``\\r``) from failing exact match.
     """
-    # newline="" turns off universal newlines, which would split lines at a lone "\r".
-    with path.open(encoding="utf-8", newline="") as handle:
-        text = handle.read()
+    text = decode_utf8(path.read_bytes(), what=f"{option} {path}")
     if text == "":
         return []
     text = text.removesuffix("\n")
@@ -49,7 +48,7 @@ def read_references(hyp_path: Path, hyp_count: int, ref_paths: Sequence[Path]) -
     """
     references: list[list[str]] = [[] for _ in range(hyp_count)]
     for ref_path in ref_paths:
-        lines = read_lines(ref_path)
+        lines = read_lines(ref_path, option="--ref")
         if len(lines) != hyp_count:
             raise ValueError(
                 f"--ref {ref_path} has {len(lines)} lines but --hyp {hyp_path} has "
@@ -112,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metric_names = parse_metric_names(args.metrics)
-        hypotheses = read_lines(args.hyp)
+        hypotheses = read_lines(args.hyp, option="--hyp")
         references = read_references(args.hyp, len(hypotheses), args.ref)
         scores = score(hypotheses, references, metric_names)
     except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError

@@ -49,6 +49,7 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokeniz
 from seq2seq.tokenizer.stored import stored_tokenizers
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
 from seq2seq.training.evaluator import EvaluationSet
+from seq2seq.utf8 import decode_utf8
 
 log = logging.getLogger("seq2seq.generate")
 
@@ -188,13 +189,7 @@ def read_lines(source: str) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"input={source!r} is not a file; give a text file or '-'")
         data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"input={source!r} is not valid UTF-8 (first bad byte at offset {error.start}); "
-            "re-encode it, e.g. `iconv -f latin1 -t utf-8 in > out`"
-        ) from error
+    text = decode_utf8(data, what=f"input={source!r}")
     if not text.strip():
         raise ValueError(f"input={source!r} has no line to decode (it is empty or blank)")
     # Split on "\n" alone: a lone "\r" stays inside its line.
