@@ -145,3 +145,28 @@ def test_resume_auto_finishes_the_run(name: str, signalled_runs: dict[str, Signa
     # Every step logged once across both launches' event files (log_every=1).
     steps = [s for s, _ in _train_losses(result.run)]
     assert sorted(steps) == list(range(1, MAX_STEPS + 1)), steps
+
+
+def test_a_signal_ends_a_whole_sweep(
+    tmp_path: Path,
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    """In a multirun the signal is meant for the sweep: the running job checkpoints, then
+    the process exits 128 + SIGTERM instead of starting the next job."""
+    sweep = tmp_path / "sweep"
+    run = train_command(tmp_path, f"trainer.max_steps={MAX_STEPS}")
+    module_end = run.index("seq2seq.cli.train") + 1
+    command = [
+        *run[:module_end],
+        "--multirun",
+        *run[module_end:],
+        f"hydra.sweep.dir={sweep}",
+        "norm=layernorm,rezero",
+    ]
+    launch = _launch(command, cwd=tmp_path, env=make_subprocess_env(tmp_path), send="SIGTERM")
+    assert launch.returncode == 128 + signal.SIGTERM, launch.output[-3000:]
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert metrics["stopped"] == "SIGTERM" and metrics["step"] < MAX_STEPS
+    assert not (sweep / "0" / "failure.json").exists()
+    assert not (sweep / "1").exists(), "the next job of the sweep was started"

@@ -121,6 +121,31 @@ def test_early_stopping_stops_after_patience(compose_config: Compose, tmp_path: 
     assert metrics["step"] < 40 and metrics["step"] == metrics["best"]["step"] + 2
 
 
+def test_the_end_of_the_last_epoch_is_validated_once(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    """trainer.max_epochs ends the run after a validation at its last step that is not
+    the best (the absurd learning rate makes the loss rise): no second one follows."""
+    cfg = compose_config(
+        "experiment=toy_reverse",
+        "trainer.max_steps=100000",
+        "trainer.max_epochs=1",
+        "trainer.eval_every=1",
+        "trainer.monitor=loss",
+        "optim.lr=5.0",
+        "schedule=constant",
+    )
+    run = tmp_path / "run"
+    train(cfg, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped"] == "max_epochs"
+    assert metrics["best"]["step"] < metrics["step"]
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("valid/loss")]
+    assert steps == list(range(1, metrics["step"] + 1))
+
+
 def test_bf16_autocast_trains_on_cpu(compose_config: Compose, tmp_path: Path) -> None:
     cfg = compose_config("experiment=toy_reverse", "attention=performer", "trainer.precision=bf16")
     run = tmp_path / "run"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -354,6 +355,19 @@ def _final_outputs(
     return {k: float(v) for k, v in hparam_metrics.items() if not math.isnan(float(v))}
 
 
+def _end_sweep_if_signalled(run_dir: Path) -> None:
+    """A run stopped by SIGTERM or SIGINT has checkpointed; the signal was meant for the
+    whole sweep, so end the process (status 128 + signal number) instead of letting the
+    launcher start the next job. `trainer.resume=auto` continues the sweep."""
+    path = run_dir / "metrics.json"
+    stopped = (
+        json.loads(path.read_text(encoding="utf-8")).get("stopped") if path.is_file() else None
+    )
+    if isinstance(stopped, str) and stopped in signal.Signals.__members__:
+        log.warning("%s: ending the sweep after job %s", stopped, run_dir)
+        raise SystemExit(128 + signal.Signals[stopped].value)
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -364,6 +378,7 @@ def main(cfg: DictConfig) -> float:
     # re-raises: Hydra's launchers run the other jobs first, Optuna marks the trial failed.
     try:
         objective = train(cfg, run_dir)
+        _end_sweep_if_signalled(run_dir)
         if math.isnan(objective):
             raise RuntimeError(
                 f"run {run_dir} stopped before its first validation: no {cfg.trainer.monitor}"

@@ -185,6 +185,7 @@ class Trainer:
         self.autocast_dtype = dtype
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.last_evaluation: EvaluationResult | None = None
+        self.last_evaluation_step: int | None = None
 
     # --- checkpoint state -------------------------------------------------------------
 
@@ -341,6 +342,7 @@ class Trainer:
         if result is None:
             result = EvaluationResult(figures=figures, predictions=[])
         self.last_evaluation = result
+        self.last_evaluation_step = self.state.step
         value = result.figures[self.monitor.name]
         if self.monitor.improved(value, self.state.best_value):
             self.state.best_value, self.state.best_step = value, self.state.step
@@ -408,6 +410,8 @@ class Trainer:
                     result = self.evaluate()
                     progress.write(f"step {step} | validation | {result.summary()}")
                     self.save()
+                    # tokens/s measures training alone: the window restarts after this.
+                    window_tokens, window_start = 0.0, time.perf_counter()
                     if cfg.patience and self.state.evals_without_improvement >= cfg.patience:
                         reason = "early_stopping"
                         break
@@ -424,7 +428,7 @@ class Trainer:
                     break
             else:
                 # Ran out of epochs: validate and save the final state.
-                if self.last_evaluation is None or self.state.best_step != self.state.step:
+                if self.last_evaluation_step != self.state.step:
                     self.evaluate()
                     self.save()
         finally:
