@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 
+def not_utf8(what: str, offset: int) -> ValueError:
+    """The error for `what` (an option and its file), whose first bad byte is at `offset`."""
+    return ValueError(
+        f"{what} is not valid UTF-8 (first bad byte at offset {offset}); "
+        "re-encode it, e.g. `iconv -f latin1 -t utf-8 in > out`"
+    )
+
+
 def decode_utf8(data: bytes, *, what: str) -> str:
-    """`data` as UTF-8 text; otherwise a ValueError naming `what` (the option and file)
-    and the offset of the first bad byte."""
+    """`data` as UTF-8 text; otherwise the `not_utf8` error for `what`."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{what} is not valid UTF-8 (first bad byte at offset {error.start}); "
-            "re-encode it, e.g. `iconv -f latin1 -t utf-8 in > out`"
-        ) from error
+        raise not_utf8(what, error.start) from error

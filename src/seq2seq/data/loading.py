@@ -26,6 +26,7 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
 from seq2seq.data.columns import SOURCE, TARGET
+from seq2seq.utf8 import not_utf8
 
 ROLES = ("train", "validation", "test")
 TEXT_COLUMN = "text"
@@ -119,16 +120,19 @@ def _first_undecodable(file: Path) -> int | None:
     return None
 
 
-def _decode_error(error: BaseException) -> UnicodeDecodeError | None:
-    """The `UnicodeDecodeError` in `error`'s chain; datasets wraps it in its own errors."""
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then the exceptions it was raised from or during, innermost last."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, UnicodeDecodeError):
-            return current
+        yield current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return None
+
+
+def _decode_error(error: BaseException) -> UnicodeDecodeError | None:
+    """The `UnicodeDecodeError` in `error`'s chain; datasets wraps it in its own errors."""
+    return next((e for e in _chain(error) if isinstance(e, UnicodeDecodeError)), None)
 
 
 def _candidate_files(path: str, files: Mapping[str, list[Path]]) -> Iterator[tuple[str, Path]]:
@@ -145,10 +149,7 @@ def _not_utf8(path: str, files: Mapping[str, list[Path]], error: BaseException) 
             continue
         offset = _first_undecodable(file)
         if offset is not None:
-            return ValueError(
-                f"{key}: {file} is not valid UTF-8 (first bad byte at offset {offset}); "
-                "re-encode it, e.g. `iconv -f latin1 -t utf-8 in > out`"
-            )
+            return not_utf8(f"{key}: {file}", offset)
     return ValueError(f"data.path={path!r}: a data file is not valid UTF-8 ({error})")
 
 
@@ -176,20 +177,8 @@ def _builder_kwargs(path: str, *, source: str, target: str) -> dict[str, Any]:
     return {}
 
 
-def _root_cause(error: BaseException) -> BaseException:
-    """The innermost exception of `error`'s chain, where datasets' wrappers hide the reason."""
-    seen: set[int] = set()
-    while id(error) not in seen:
-        seen.add(id(error))
-        inner = error.__cause__ or error.__context__
-        if inner is None:
-            break
-        error = inner
-    return error
-
-
 def _unreadable(path: str, files: Mapping[str, list[str]], error: BaseException) -> ValueError:
-    cause = _root_cause(error)
+    *_, cause = _chain(error)  # the innermost: datasets' wrappers hide the reason
     named = ", ".join(
         f"data.data_files.{key}={(value[0] if len(value) == 1 else value)!r}"
         for key, value in files.items()
