@@ -32,8 +32,8 @@ class PreparedData:
 def load_raw_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
     """The splits `cfg` asks for, by role; a role whose `data.splits` entry is null is
     left out."""
+    wanted = {role: split for role, split in asdict(cfg.splits).items() if split is not None}
     if cfg.task is not None:
-        wanted = [role for role, split in asdict(cfg.splits).items() if split is not None]
         splits = _task_splits(cfg, seed=seed)
         return datasets.DatasetDict({role: splits[role] for role in wanted})
     assert cfg.path is not None
@@ -41,7 +41,7 @@ def load_raw_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
         path=cfg.path,
         name=cfg.name,
         data_files=asdict(cfg.data_files),
-        splits={role: split for role, split in asdict(cfg.splits).items() if split is not None},
+        splits=wanted,
         source=cfg.source,
         target=cfg.target,
     )

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
 from seq2seq.training.config_diff import check_same_model
 
@@ -125,7 +126,9 @@ def average_checkpoint_files(
             )
         entries.append((step, path.name))
         if not newest or step > newest_step:
-            newest = {key: checkpoint[key] for key in ("config", "tokenizer") if key in checkpoint}
+            newest = {
+                key: checkpoint[key] for key in ("config", TOKENIZER_KEY) if key in checkpoint
+            }
             newest["model"] = weights
             newest_step = step
         del checkpoint, weights
