@@ -212,6 +212,12 @@ INCOMPATIBLE = [
         id="source-column-with-a-task",
     ),
     pytest.param(
+        ("data.task=null", "data.path=json", "data.data_files.train=t.jsonl"),
+        r"data\.train_size=200 is read only with data\.task, but data\.path='json' is set; "
+        r"remove data\.train_size",
+        id="task-setting-with-a-path",
+    ),
+    pytest.param(
         ("data.splits.validation=dev",),
         r"data\.splits\.validation='dev': data\.task='reverse' makes the splits "
         r"\['train', 'validation', 'test'\]; a role is kept under its own name or skipped",

@@ -39,19 +39,28 @@ def length_limits(cfg: TrainConfig) -> tuple[int, int]:
 
 # What only data.path reads: set beside data.task, it would be silently ignored.
 PATH_SETTINGS = ("name", "source", "target", *(f"data_files.{role}" for role in ROLES))
+TASK_SETTINGS = ("train_size", "validation_size", "test_size", "min_len", "max_len", "num_symbols")
+
+
+def _check_unread_settings(data: DataConfig, keys: tuple[str, ...], *, reader: str) -> None:
+    """A setting in `keys` changed from its default is an error: only `reader` (data.task
+    or data.path) reads it, and the other one is set."""
+    default = DataConfig()
+    other = "data.task" if reader == "data.path" else "data.path"
+    for key in keys:
+        value = attrgetter(key)(data)
+        if value != attrgetter(key)(default):
+            raise ValueError(
+                f"data.{key}={value!r} is read only with {reader}, but "
+                f"{other}={attrgetter(other.removeprefix('data.'))(data)!r} is set; "
+                f"remove data.{key}"
+            )
 
 
 def _check_task_settings(data: DataConfig) -> None:
     """A data.task makes its own splits: the file, column and split-name settings of a
     data.path are errors beside it."""
-    default = DataConfig()
-    for key in PATH_SETTINGS:
-        value = attrgetter(key)(data)
-        if value != attrgetter(key)(default):
-            raise ValueError(
-                f"data.{key}={value!r} is read only with data.path, but "
-                f"data.task={data.task!r} is set; remove data.{key}"
-            )
+    _check_unread_settings(data, PATH_SETTINGS, reader="data.path")
     for role, split in asdict(data.splits).items():
         if split not in (role, None):
             raise ValueError(
@@ -83,6 +92,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"data.task={data.task!r} is unknown; choose one of {list(TASK_CHOICES)}")
     if data.task is not None:
         _check_task_settings(data)
+    else:
+        _check_unread_settings(data, TASK_SETTINGS, reader="data.task")
     if data.overlong not in OVERLONG_CHOICES:
         raise ValueError(
             f"data.overlong={data.overlong!r} is unknown; choose one of {list(OVERLONG_CHOICES)}"
