@@ -167,6 +167,22 @@ INCOMPATIBLE = [
         r"optim\.lr=-1(\.0)? must be positive",
         id="negative-lr",
     ),
+    pytest.param(("optim.eps=-1",), r"optim\.eps=-1(\.0)? must be positive", id="negative-eps"),
+    pytest.param(
+        ("optim=sgd", "optim.momentum=-1"),
+        r"optim\.momentum=-1(\.0)? must be in \[0, 1\)",
+        id="negative-momentum",
+    ),
+    pytest.param(
+        ("trainer.max_skipped_steps=-1",),
+        r"trainer\.max_skipped_steps=-1 must be >= 0",
+        id="negative-max-skipped-steps",
+    ),
+    pytest.param(
+        ("attention=performer", "model.linear.chunk_size=0"),
+        r"^model\.linear\.chunk_size=0 must be >= 1$",
+        id="zero-chunk-size",
+    ),
     pytest.param(
         ("schedule=cosine", "schedule.warmup_steps=10", "trainer.max_steps=5"),
         r"schedule\.warmup_steps=10 must be below trainer\.max_steps=5 "

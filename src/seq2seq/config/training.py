@@ -12,7 +12,8 @@ class OptimConfig:
     lr: float = 5e-4
     """Peak learning rate (reached at the end of warmup)."""
     weight_decay: float = 0.01
-    """Decoupled weight decay; biases, norms and scalars are never decayed."""
+    """Weight decay: decoupled from the gradient by `adamw`, an L2 term added to the
+    gradient by `adam` and `sgd` (as in torch). Biases, norms and scalars are never decayed."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     """Adam betas."""
     eps: float = 1e-8

@@ -148,11 +148,13 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if uses_feature_map:
         settings = linear_settings(cfg)
         make_feature_map_factory(settings.feature_map, nb_features=1, seed=0)
-        if settings.nb_features < 1 or settings.chunk_size < 1 or settings.redraw_interval < 0:
-            raise ValueError(
-                f"model.linear needs nb_features >= 1, chunk_size >= 1 and redraw_interval >= 0; "
-                f"got {settings}"
-            )
+        for name, value, least in (
+            ("nb_features", settings.nb_features, 1),
+            ("chunk_size", settings.chunk_size, 1),
+            ("redraw_interval", settings.redraw_interval, 0),
+        ):
+            if value < least:
+                raise ValueError(f"model.linear.{name}={value} must be >= {least}")
     if cfg.share_embeddings and cfg.kind != "encoder_decoder":
         raise ValueError(
             f"model.share_embeddings=true needs model.kind='encoder_decoder', not {cfg.kind!r}"

@@ -33,6 +33,10 @@ def validate_optim_config(cfg: OptimConfig) -> None:
         raise ValueError(f"optim.lr={cfg.lr} must be positive")
     if cfg.weight_decay < 0:
         raise ValueError(f"optim.weight_decay={cfg.weight_decay} must be >= 0")
+    if not cfg.eps > 0:
+        raise ValueError(f"optim.eps={cfg.eps} must be positive")
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise ValueError(f"optim.momentum={cfg.momentum} must be in [0, 1)")
     if cfg.name != "sgd":
         _betas(cfg)
 

@@ -22,13 +22,20 @@ def _inverse_sqrt(step: int, warmup: int, max_steps: int, min_ratio: float) -> f
     return math.sqrt(max(warmup, 1) / step)
 
 
+def _decay_progress(step: int, warmup: int, max_steps: int) -> float:
+    """0 at the first step after warmup, `1 - 1 / (max_steps - warmup)` at the last one:
+    the decay reaches `min_lr_ratio` just after training ends, so the last step still
+    updates (with warmup 0, step 1 uses the peak)."""
+    return min(1.0, (step - warmup - 1) / max(1, max_steps - warmup))
+
+
 def _cosine(step: int, warmup: int, max_steps: int, min_ratio: float) -> float:
-    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    progress = _decay_progress(step, warmup, max_steps)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _linear(step: int, warmup: int, max_steps: int, min_ratio: float) -> float:
-    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    progress = _decay_progress(step, warmup, max_steps)
     return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
 
 

@@ -82,6 +82,7 @@ def validate_trainer_config(cfg: TrainerConfig) -> None:
         "trainer.keep_last": (cfg.keep_last, 1),
         "trainer.patience": (cfg.patience, 0),
         "trainer.num_samples": (cfg.num_samples, 0),
+        "trainer.max_skipped_steps": (cfg.max_skipped_steps, 0),
     }
     for name, (value, minimum) in checks.items():
         if value < minimum:
