@@ -40,6 +40,8 @@ log = logging.getLogger("seq2seq.train")
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NONFINITE_POLICIES = ("skip", "stop")
+MIN_LOSS_SCALE = 1e-4
+"""Below this fp16 loss scale an overflow is no longer the scaler's to absorb."""
 
 
 class NonFiniteError(RuntimeError):
@@ -255,10 +257,14 @@ class Trainer:
         if group:
             yield group
 
-    def train_step(self, group: list[Batch]) -> dict[str, float]:
+    def train_step(self, group: list[Batch]) -> dict[str, float] | None:
         """One optimizer step over `group`; the loss is normalised by the target tokens of
         the whole step, all ranks' micro-batches together, so accumulation and data
-        parallelism both equal one large batch."""
+        parallelism both equal one large batch.
+
+        Returns None when the step was not taken (a non-finite loss or gradient, or an
+        fp16 overflow): the optimizer, the schedule, the step count and the FAVOR+ redraws
+        stay where they were, and only the data moves on."""
         self.model.train()
         distributed = self.distributed
         (tokens,) = distributed.sum([float(sum(batch.num_target_tokens for batch in group))])
@@ -279,18 +285,25 @@ class Trainer:
         loss_total, nll_total = distributed.sum([loss_total, nll_total])
 
         self.scaler.unscale_(self.optimizer)
-        # Without clipping, an infinite max_norm only measures the norm.
-        max_norm = self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-
-        finite = not distributed.any(not (math.isfinite(loss_total) and math.isfinite(grad_norm)))
-        if finite or self.scaler.is_enabled():
-            # fp16's scaler skips overflowing steps by itself and lowers its scale.
+        # The norm is measured before clipping: clipping by a non-finite norm would turn
+        # every gradient into NaN and hide the parameter where the trouble began.
+        gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(gradients)
+        grad_norm = float(norm)
+        loss_finite = math.isfinite(loss_total)  # summed over ranks: the same on each
+        grads_finite = not distributed.any(not math.isfinite(grad_norm))
+        if loss_finite and grads_finite:
+            if self.cfg.clip_norm > 0:
+                torch.nn.utils.clip_grads_with_norm_(
+                    self.model.parameters(), self.cfg.clip_norm, norm
+                )
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            self._handle_nonfinite(group[0], loss_total, grad_norm)
+            self._skip_step(group, loss_total, grad_norm, loss_finite=loss_finite)
         self.optimizer.zero_grad(set_to_none=True)
+        if not (loss_finite and grads_finite):
+            return None
         lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.scheduler.step()
         self.state.step += 1
@@ -305,12 +318,35 @@ class Trainer:
             "lr": lr,
         }
 
-    def _handle_nonfinite(self, batch: Batch, loss: float, grad_norm: float) -> None:
+    def _skip_step(
+        self, group: list[Batch], loss: float, grad_norm: float, *, loss_finite: bool
+    ) -> None:
+        """Leave the weights alone. Under fp16 a finite loss with overflowing gradients is
+        the GradScaler's business: it lowers its scale and the step is retried on the next
+        batch, until the scale falls below MIN_LOSS_SCALE (fairseq's floor). Anything
+        else is a non-finite step, named, counted and handled by `trainer.nonfinite`."""
+        if self.scaler.is_enabled():
+            self.scaler.update()  # unscale_ recorded the overflow: the scale goes down
+            if loss_finite and self.scaler.get_scale() >= MIN_LOSS_SCALE:
+                log.info(
+                    "fp16 gradient overflow at step %d; loss scale lowered to %g",
+                    self.state.step + 1,
+                    self.scaler.get_scale(),
+                )
+                return
+        self._handle_nonfinite(group, loss, grad_norm)
+
+    def _handle_nonfinite(self, group: list[Batch], loss: float, grad_norm: float) -> None:
         model = self.evaluator.model
-        culprit = first_nonfinite_module(
-            model,
-            lambda: model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask),
-        )
+        culprit = None
+        for batch in group:  # the first micro-batch whose forward pass goes non-finite
+            with self._autocast():
+                culprit = first_nonfinite_module(
+                    model,
+                    lambda b=batch: model(b.src_tokens, b.src_mask, b.tgt_input, b.tgt_mask),  # type: ignore[misc]
+                )
+            if culprit:
+                break
         where = (
             f"first non-finite output: {culprit}"
             if culprit
@@ -357,6 +393,16 @@ class Trainer:
             self.logger.text("valid/samples", result.samples_markdown(), self.state.step)
         return result
 
+    def _stop(self, stop: StopRequest, progress: Progress) -> str:
+        """A stop signal: checkpoint, say how to continue, and return the reason."""
+        reason = stop.signal_name or "stopped by another rank"
+        path = self.save()
+        progress.write(
+            f"{reason}: stopped after step {self.state.step}; checkpoint {path}; "
+            "continue with trainer.resume=auto and the same hydra.run.dir"
+        )
+        return reason
+
     def fit(self, stop: StopRequest) -> str:
         """Train until max_steps, max_epochs, early stopping or a stop signal.
 
@@ -380,6 +426,11 @@ class Trainer:
                 return "max_steps"
             for group in self._micro_batches():
                 figures = self.train_step(group)
+                if figures is None:  # not taken: the step count stays
+                    if self.distributed.any(stop.requested):
+                        reason = self._stop(stop, progress)
+                        break
+                    continue
                 window_tokens += figures["tokens"]
                 step = self.state.step
                 if step % cfg.log_every == 0 or step == 1:
@@ -420,12 +471,7 @@ class Trainer:
                     reason = "max_steps"
                     break
                 if self.distributed.any(stop.requested):
-                    reason = stop.signal_name or "stopped by another rank"
-                    path = self.save()
-                    progress.write(
-                        f"{reason}: stopped after step {step}; checkpoint {path}; "
-                        "continue with trainer.resume=auto and the same hydra.run.dir"
-                    )
+                    reason = self._stop(stop, progress)
                     break
             else:
                 # Ran out of epochs: validate and save the final state.
