@@ -228,12 +228,6 @@ INCOMPATIBLE = [
         id="source-column-with-a-task",
     ),
     pytest.param(
-        ("data.task=null", "data.path=json", "data.data_files.train=t.jsonl"),
-        r"data\.train_size=200 is read only with data\.task, but data\.path='json' is set; "
-        r"remove data\.train_size",
-        id="task-setting-with-a-path",
-    ),
-    pytest.param(
         ("data.splits.validation=dev",),
         r"data\.splits\.validation='dev': data\.task='reverse' makes the splits "
         r"\['train', 'validation', 'test'\]; a role is kept under its own name or skipped",
@@ -348,3 +342,26 @@ def test_the_command_line_prints_one_error_line(
         assert done.stderr.splitlines()[-1] == f"seq2seq-train: error: {message}"
         assert "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+PATH_RUN = ("data.task=null", "data.path=json", "data.data_files.train=t.jsonl")
+
+
+def test_a_typed_task_setting_beside_a_path_is_refused(
+    compose_config: Compose, tmp_path: Path, block_data: list[Any]
+) -> None:
+    """What the user typed is refused; what the recipe set (experiment=toy_reverse's sizes)
+    is not, since the user could not remove it."""
+    typed = "data.min_len=2"
+    cfg = compose_config("experiment=toy_reverse", *PATH_RUN, typed)
+    with pytest.raises(
+        ValueError,
+        match=r"^data\.min_len=2 is read only with data\.task, but data\.path='json' is set; "
+        r"remove data\.min_len$",
+    ):
+        train(cfg, tmp_path / "run", command_line=[*PATH_RUN, typed])
+    assert not block_data
+    # The recipe's own task settings pass validation and reach the data loading.
+    with pytest.raises(Exception) as loaded:  # block_data raises its DataLoaded
+        train(cfg, tmp_path / "run", command_line=list(PATH_RUN))
+    assert type(loaded.value).__name__ == "DataLoaded" and len(block_data) == 1

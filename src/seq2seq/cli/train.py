@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -147,13 +147,14 @@ def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> flo
     return float("nan") if best is None else float(best)
 
 
-def train(cfg_node: DictConfig, run_dir: Path) -> float:
+def train(cfg_node: DictConfig, run_dir: Path, *, command_line: Sequence[str] = ()) -> float:
     """Run one training job into `run_dir`; returns the best value of `trainer.monitor`.
 
-    Under `torchrun` every rank calls this; they share rank 0's run dir.
+    Under `torchrun` every rank calls this; they share rank 0's run dir. `command_line`:
+    the overrides the user typed, for the checks that only they can fail.
     """
     cfg: TrainConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
-    validate_config(cfg)
+    validate_config(cfg, command_line=command_line)
     distributed = init_distributed()
     try:
         run_dir = Path(distributed.broadcast(str(run_dir)))
@@ -370,14 +371,16 @@ def _end_sweep_if_signalled(run_dir: Path) -> None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    command_line = list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
         with usage_errors("seq2seq-train"):
-            return train(cfg, run_dir)
+            return train(cfg, run_dir, command_line=command_line)
     # In a sweep, a failing run leaves failure.json for scripts/summarize_sweep.py and
     # re-raises: Hydra's launchers run the other jobs first, Optuna marks the trial failed.
     try:
-        objective = train(cfg, run_dir)
+        objective = train(cfg, run_dir, command_line=command_line)
         _end_sweep_if_signalled(run_dir)
         if math.isnan(objective):
             raise RuntimeError(

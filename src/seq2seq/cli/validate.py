@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from operator import attrgetter
 
@@ -23,8 +24,10 @@ LOSS_FIGURES = ("loss", "ppl")
 
 
 def generation_settings(cfg: TrainConfig) -> GenerationSettings:
-    """The decoding settings; outputs leave room for bos and eos within model.max_len."""
-    return GenerationSettings(**asdict(cfg.generation), max_len=max(1, cfg.model.max_len - 2))
+    """The decoding settings. Outputs can be as long as the longest target training keeps,
+    `model.max_len - 1` tokens: the decoder reads bos and those tokens, and eos is the
+    prediction after the last of them, never an input."""
+    return GenerationSettings(**asdict(cfg.generation), max_len=max(1, cfg.model.max_len - 1))
 
 
 def length_limits(cfg: TrainConfig) -> tuple[int, int]:
@@ -37,30 +40,23 @@ def length_limits(cfg: TrainConfig) -> tuple[int, int]:
     )
 
 
-# What only data.path reads: set beside data.task, it would be silently ignored.
+# What only data.path reads, and what only data.task reads: set beside the other one,
+# they would be silently ignored.
 PATH_SETTINGS = ("name", "source", "target", *(f"data_files.{role}" for role in ROLES))
 TASK_SETTINGS = ("train_size", "validation_size", "test_size", "min_len", "max_len", "num_symbols")
-
-
-def _check_unread_settings(data: DataConfig, keys: tuple[str, ...], *, reader: str) -> None:
-    """A setting in `keys` changed from its default is an error: only `reader` (data.task
-    or data.path) reads it, and the other one is set."""
-    default = DataConfig()
-    other = "data.task" if reader == "data.path" else "data.path"
-    for key in keys:
-        value = attrgetter(key)(data)
-        if value != attrgetter(key)(default):
-            raise ValueError(
-                f"data.{key}={value!r} is read only with {reader}, but "
-                f"{other}={attrgetter(other.removeprefix('data.'))(data)!r} is set; "
-                f"remove data.{key}"
-            )
 
 
 def _check_task_settings(data: DataConfig) -> None:
     """A data.task makes its own splits: the file, column and split-name settings of a
     data.path are errors beside it."""
-    _check_unread_settings(data, PATH_SETTINGS, reader="data.path")
+    default = DataConfig()
+    for key in PATH_SETTINGS:
+        value = attrgetter(key)(data)
+        if value != attrgetter(key)(default):
+            raise ValueError(
+                f"data.{key}={value!r} is read only with data.path, but "
+                f"data.task={data.task!r} is set; remove data.{key}"
+            )
     for role, split in asdict(data.splits).items():
         if split not in (role, None):
             raise ValueError(
@@ -69,8 +65,22 @@ def _check_task_settings(data: DataConfig) -> None:
             )
 
 
-def validate_config(cfg: TrainConfig) -> None:
-    """Raise one clear ValueError for the first wrong or incompatible setting."""
+def _check_path_settings(data: DataConfig, command_line: Sequence[str]) -> None:
+    """A task setting typed on the command line beside data.path would be ignored. Only
+    the command line is checked: a recipe (experiment=toy_reverse) sets task settings
+    that a user switching it to their own files never typed and cannot remove."""
+    typed = {override.split("=", 1)[0].lstrip("+~") for override in command_line}
+    for key in TASK_SETTINGS:
+        if f"data.{key}" in typed:
+            raise ValueError(
+                f"data.{key}={attrgetter(key)(data)!r} is read only with data.task, but "
+                f"data.path={data.path!r} is set; remove data.{key}"
+            )
+
+
+def validate_config(cfg: TrainConfig, *, command_line: Sequence[str] = ()) -> None:
+    """Raise one clear ValueError for the first wrong or incompatible setting.
+    `command_line`: the overrides the user typed (Hydra's `overrides.task`)."""
     if cfg.model.kind not in SEQ2SEQ_KINDS:
         raise ValueError(
             f"model.kind={cfg.model.kind!r}: seq2seq-train trains {SEQ2SEQ_KINDS} models"
@@ -93,7 +103,7 @@ def validate_config(cfg: TrainConfig) -> None:
     if data.task is not None:
         _check_task_settings(data)
     else:
-        _check_unread_settings(data, TASK_SETTINGS, reader="data.task")
+        _check_path_settings(data, command_line)
     if data.overlong not in OVERLONG_CHOICES:
         raise ValueError(
             f"data.overlong={data.overlong!r} is unknown; choose one of {list(OVERLONG_CHOICES)}"

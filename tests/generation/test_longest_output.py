@@ -1,0 +1,74 @@
+"""The longest output decoding allows is the longest target training keeps.
+
+Training keeps targets of up to `model.max_len - 1` tokens (the decoder reads bos plus the
+target); `generation_settings` must let decoding produce that many, and a model with
+learned positions (which fail past their table) must decode them without running out.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from seq2seq.cli.validate import generation_settings, length_limits
+from seq2seq.config.model import DecoderConfig, EncoderConfig, ModelConfig
+from seq2seq.config.schema import TrainConfig
+from seq2seq.generation import generate
+from seq2seq.model import build_model
+from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+MAX_LEN = 8
+VOCAB = 12
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_decoding_reaches_the_longest_kept_target(strategy: str) -> None:
+    cfg: TrainConfig = OmegaConf.to_object(  # type: ignore[assignment]
+        OmegaConf.merge(
+            OmegaConf.structured(TrainConfig),
+            {
+                "model": {"max_len": MAX_LEN, "position": "learned"},
+                # Far more than the model allows: the model's limit must win.
+                # min_len: eos is forbidden until the limit, so every output reaches it.
+                "generation": {
+                    "strategy": strategy,
+                    "max_len_a": 0,
+                    "max_len_b": 100,
+                    "min_len": MAX_LEN - 1,
+                },
+            },
+        )
+    )
+    _, longest_target = length_limits(cfg)
+    settings = generation_settings(cfg)
+    assert settings.max_len == longest_target == MAX_LEN - 1
+
+    model_cfg = ModelConfig(
+        d_model=16,
+        heads=2,
+        d_ff=32,
+        dropout=0.0,
+        position="learned",
+        max_len=MAX_LEN,
+        encoder=EncoderConfig(layers=1),
+        decoder=DecoderConfig(layers=1),
+    )
+    torch.manual_seed(0)
+    model = build_model(
+        model_cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, pad_id=PAD_ID, seed=0
+    )
+    model.eval()
+    src = torch.tensor([[5, 6, 7]])
+    hypotheses = generate(
+        model,  # type: ignore[arg-type]
+        src,
+        torch.ones_like(src, dtype=torch.bool),
+        settings,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        pad_id=PAD_ID,
+    )
+    assert len(hypotheses[0][0].tokens) == MAX_LEN - 1
