@@ -344,6 +344,48 @@ def test_the_command_line_prints_one_error_line(
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "trainer.max_step=5",
+            "Could not override 'trainer.max_step': Key 'max_step' not in 'TrainerConfig'; "
+            "valid keys: ['max_steps', ",
+        ),
+        (
+            "norm=rezeor",
+            "In 'train': Could not find 'norm/rezeor'; "
+            "choose one of ['layernorm', 'prescalenorm', 'rezero']",
+        ),
+        (
+            "model.d_model=wide",
+            "Error merging override model.d_model=wide: Value 'wide' of type 'str' could not "
+            "be converted to Integer",
+        ),
+    ],
+    ids=["misspelt-key", "unknown-group-option", "wrong-type"],
+)
+def test_mistakes_found_while_composing_print_one_line_too(
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+    tmp_path: Path,
+    override: str,
+    message: str,
+) -> None:
+    """Hydra finds these before our code runs; its own report is several lines, exit 1."""
+    env = make_subprocess_env(tmp_path)
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run(
+        train_command(tmp_path, override), env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        line for line in done.stderr.splitlines() if line.startswith("seq2seq-train: error: ")
+    ]
+    assert done.stderr.startswith(f"seq2seq-train: error: {message}"), done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 PATH_RUN = ("data.task=null", "data.path=json", "data.data_files.train=t.jsonl")
 
 

@@ -159,16 +159,22 @@ def test_a_fresh_run_into_a_run_dir_with_checkpoints_is_refused(
     compose_config: Compose, tmp_path: Path
 ) -> None:
     """Without `trainer.resume`, training into an earlier run's dir would overwrite its
-    best.pt and prune its step checkpoints."""
+    best.pt and prune its step checkpoints; nor may it replace the earlier run's record
+    of its launch (.hydra/, as seq2seq-train passes it)."""
     run = tmp_path / "run"
-    train(compose_config(*FINISHED_RUN), run)
+    train(compose_config(*FINISHED_RUN), run, hydra_files={"overrides.yaml": "- first\n"})
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- first\n"
     before = _snapshot(run, config=True)
     with pytest.raises(
         ValueError,
         match=r"already holds checkpoints of an earlier run \(step_00000002\.pt, best\.pt\); "
         r"continue it with trainer\.resume=auto, or train into another hydra\.run\.dir",
     ):
-        train(compose_config(*FINISHED_RUN, "trainer.max_steps=4"), run)
+        train(
+            compose_config(*FINISHED_RUN, "trainer.max_steps=4"),
+            run,
+            hydra_files={"overrides.yaml": "- refused\n"},
+        )
     assert _snapshot(run, config=True) == before
 
 

@@ -2,25 +2,88 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 # Hydra's own switch for whole tracebacks; honoured here so one setting shows them all.
 FULL_ERROR_VARIABLE = "HYDRA_FULL_ERROR"
+# Set by run_cli when the user did not ask for tracebacks (it sets Hydra's switch itself).
+ONE_LINE_VARIABLE = "SEQ2SEQ_ONE_LINE_ERRORS"
+
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    ConfigCompositionException,
+    OverrideParseException,
+    OmegaConfBaseException,
+)
+"""Bad input: our checks raise ValueError or OSError naming the field, the value and the
+valid choices; Hydra and OmegaConf raise the others while composing the config."""
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+
+
+def usage_message(error: BaseException) -> str:
+    """`error` as one line. Hydra's composition errors are several lines with the cause
+    chained; this keeps what names the field and the choices: a misspelt key gets the
+    valid keys of its node, an unknown group option the available options."""
+    if isinstance(error, MissingConfigException) and error.options:
+        return f"{_first_line(error)}; choose one of {sorted(error.options)}"
+    if isinstance(error, OverrideParseException):
+        return f"cannot parse the override {error.override!r}: {_first_line(error)}"
+    message = _first_line(error).rstrip(".")
+    cause = error.__cause__
+    if isinstance(error, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException):
+        message = f"{message}: {_first_line(cause)}"
+        error = cause
+    if isinstance(error, (ConfigKeyError, ConfigAttributeError)):
+        node = getattr(error, "object_type", None)
+        if isinstance(node, type) and dataclasses.is_dataclass(node):
+            message += f"; valid keys: {[field.name for field in dataclasses.fields(node)]}"
+    return message
 
 
 @contextmanager
 def usage_errors(program: str) -> Iterator[None]:
-    """Turn an `OSError` or `ValueError` raised inside into `program: error: ...` on
-    stderr and exit status 2, instead of a traceback. Bad input raises these two with a
-    message that names the field, the value and the valid choices; with
-    `HYDRA_FULL_ERROR=1` the exception propagates with its traceback."""
+    """Inside a task function run by `run_cli`: report bad input at once, before Hydra's
+    job runner adds its own "Error executing job" line. Elsewhere (tests, or with
+    `HYDRA_FULL_ERROR=1`) the exception propagates."""
     try:
         yield
-    except (OSError, ValueError) as error:
-        if os.environ.get(FULL_ERROR_VARIABLE) == "1":
+    except USAGE_ERRORS as error:
+        if os.environ.get(ONE_LINE_VARIABLE) != "1":
             raise
-        print(f"{program}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from error
+        print(f"{program}: error: {usage_message(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_cli(program: str, hydra_main: Callable[[], Any]) -> None:
+    """Run a `@hydra.main` function and report bad input as `program: error: ...` on
+    stderr with exit status 2, whether Hydra found it while composing the config (a
+    misspelt key, a wrong type, an unknown group option) or our checks did later.
+
+    Hydra prints its own multi-line report and exits 1 unless `HYDRA_FULL_ERROR=1`, so it
+    is set here to make Hydra raise. A user who sets it gets every traceback.
+    """
+    if os.environ.get(FULL_ERROR_VARIABLE) == "1":
+        hydra_main()
+        return
+    os.environ[FULL_ERROR_VARIABLE] = "1"
+    os.environ[ONE_LINE_VARIABLE] = "1"
+    try:
+        hydra_main()
+    except USAGE_ERRORS as error:
+        message = usage_message(error)
+        if any(flag in sys.argv[1:] for flag in ("-m", "--multirun")):
+            message += "; in a sweep, each failed job's failure.json says why"
+        print(f"{program}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None

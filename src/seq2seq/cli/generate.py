@@ -34,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from seq2seq.atomic import write_text_atomic
-from seq2seq.cli.errors import usage_errors
+from seq2seq.cli.errors import run_cli, usage_errors
 from seq2seq.cli.prepare import evaluation_set, load_raw_splits
 from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.cli.validate import generation_settings, length_limits
@@ -438,9 +438,14 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="generate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     with usage_errors("seq2seq-generate"):
         generate_from_config(cfg)
+
+
+def main() -> None:
+    """`seq2seq-generate`: bad input is one `error:` line and exit status 2."""
+    run_cli("seq2seq-generate", _hydra_main)
 
 
 if __name__ == "__main__":

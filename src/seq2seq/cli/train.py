@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.atomic import write_json_atomic, write_text_atomic
-from seq2seq.cli.errors import usage_errors
+from seq2seq.cli.errors import run_cli, usage_errors
 from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
 from seq2seq.cli.validate import generation_settings, length_limits, validate_config
 from seq2seq.config.schema import TrainConfig
@@ -147,11 +147,20 @@ def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> flo
     return float("nan") if best is None else float(best)
 
 
-def train(cfg_node: DictConfig, run_dir: Path, *, command_line: Sequence[str] = ()) -> float:
+def train(
+    cfg_node: DictConfig,
+    run_dir: Path,
+    *,
+    command_line: Sequence[str] = (),
+    hydra_files: Mapping[str, str] | None = None,
+) -> float:
     """Run one training job into `run_dir`; returns the best value of `trainer.monitor`.
 
     Under `torchrun` every rank calls this; they share rank 0's run dir. `command_line`:
-    the overrides the user typed, for the checks that only they can fail.
+    the overrides the user typed, for the checks that only they can fail. `hydra_files`:
+    Hydra's record of the launch, written to `.hydra/` with the run's own files once the
+    run is accepted (Hydra's own `output_subdir` is off: it wrote before any check and
+    replaced an earlier run's record with a refused command's).
     """
     cfg: TrainConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
     validate_config(cfg, command_line=command_line)
@@ -162,13 +171,17 @@ def train(cfg_node: DictConfig, run_dir: Path, *, command_line: Sequence[str] = 
         if done is not None:
             log.info("%s already finished (metrics.json); not training it again", run_dir)
             return done
-        return _train(cfg, cfg_node, run_dir, distributed)
+        return _train(cfg, cfg_node, run_dir, distributed, hydra_files or {})
     finally:
         shutdown_distributed(distributed)
 
 
 def _train(
-    cfg: TrainConfig, cfg_node: DictConfig, run_dir: Path, distributed: Distributed
+    cfg: TrainConfig,
+    cfg_node: DictConfig,
+    run_dir: Path,
+    distributed: Distributed,
+    hydra_files: Mapping[str, str],
 ) -> float:
     config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
     device = resolve_device(cfg.trainer.device, distributed)
@@ -214,6 +227,7 @@ def _train(
     if distributed.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(config_text, run_dir / "config.yaml")
+        write_files(run_dir / HYDRA_SUBDIR, hydra_files)
         data.source_tokenizer.save(run_dir / "tokenizer", "source")
         data.target_tokenizer.save(run_dir / "tokenizer", "target")
     tokenizer = data.target_tokenizer
@@ -369,18 +383,51 @@ def _end_sweep_if_signalled(run_dir: Path) -> None:
         raise SystemExit(128 + signal.Signals[stopped].value)
 
 
+HYDRA_SUBDIR = ".hydra"
+
+
+def write_files(directory: Path, files: Mapping[str, str]) -> None:
+    for name, text in files.items():
+        directory.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(text, directory / name)
+
+
+def _hydra_record(cfg: DictConfig) -> dict[str, str]:
+    """What Hydra's `output_subdir` would have written: the composed config, Hydra's own
+    config and the overrides (scripts/summarize_sweep.py reads the last)."""
+    hydra_node = HydraConfig.instance().cfg
+    assert hydra_node is not None
+    return {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(hydra_node),
+        "overrides.yaml": OmegaConf.to_yaml(HydraConfig.get().overrides.task),
+    }
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Hydra makes the run dir before the job; a run refused at once leaves nothing."""
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     command_line = list(hydra_cfg.overrides.task)
+    record = _hydra_record(cfg)
     if hydra_cfg.mode != RunMode.MULTIRUN:
-        with usage_errors("seq2seq-train"):
-            return train(cfg, run_dir, command_line=command_line)
-    # In a sweep, a failing run leaves failure.json for scripts/summarize_sweep.py and
-    # re-raises: Hydra's launchers run the other jobs first, Optuna marks the trial failed.
+        try:
+            with usage_errors("seq2seq-train"):
+                return train(cfg, run_dir, command_line=command_line, hydra_files=record)
+        except BaseException:
+            _remove_if_empty(run_dir)
+            raise
+    # In a sweep, a failing run leaves failure.json (and Hydra's record, overrides
+    # included) for scripts/summarize_sweep.py and re-raises: Hydra's launchers run the
+    # other jobs first, Optuna marks the trial failed.
     try:
-        objective = train(cfg, run_dir, command_line=command_line)
+        objective = train(cfg, run_dir, command_line=command_line, hydra_files=record)
         _end_sweep_if_signalled(run_dir)
         if math.isnan(objective):
             raise RuntimeError(
@@ -388,12 +435,17 @@ def main(cfg: DictConfig) -> float:
             )
         return objective
     except Exception as error:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        write_files(run_dir / HYDRA_SUBDIR, record)
         write_json_atomic(
             {"stopped": "failed", "error": f"{type(error).__name__}: {error}"},
             run_dir / "failure.json",
         )
         raise
+
+
+def main() -> None:
+    """`seq2seq-train`: bad input is one `error:` line and exit status 2."""
+    run_cli("seq2seq-train", _hydra_main)
 
 
 if __name__ == "__main__":
