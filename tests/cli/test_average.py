@@ -118,6 +118,7 @@ def test_resuming_from_an_averaged_checkpoint_is_refused(
         (["{step}", "--output", "best.pt"], r"the trainer owns step_\*.pt and best.pt"),
         (["{run}", "{step}", "--last", "2"], r"one run dir .* or several checkpoint files"),
         (["{run}/nowhere.pt", "--output", "x.pt"], r"no such checkpoint file or run dir"),
+        (["{run}/nowhere", "--last", "2"], r"no such checkpoint file or run dir: .*nowhere"),
     ],
 )
 def test_usage_mistakes_get_one_clear_error(
@@ -154,6 +155,25 @@ def test_checkpoints_of_different_models_are_refused(
     error = capsys.readouterr().err.replace("\n", " ")
     assert "different model config (model.d_ff" in error
     assert "only checkpoints of one model can be averaged" in error
+    assert not (tmp_path / "mixed.pt").exists()
+
+
+def test_checkpoints_with_other_tokenizers_are_refused(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same model config, other token ids: a run on other data. Averaging would mix
+    embeddings of different pieces."""
+    step = steps(run_dir)[-1]
+    checkpoint = torch.load(step, weights_only=True)
+    target = checkpoint["tokenizer"]["target"].clone()
+    target[-1] ^= 1
+    checkpoint["tokenizer"]["target"] = target
+    other = tmp_path / "other_data.pt"
+    torch.save(checkpoint, other)
+    with pytest.raises(SystemExit):
+        main([str(step), str(other), "--output", str(tmp_path / "mixed.pt")])
+    error = capsys.readouterr().err.replace("\n", " ")
+    assert f"{other} and {step} have different target tokenizers" in error
     assert not (tmp_path / "mixed.pt").exists()
 
 

@@ -317,9 +317,13 @@ def test_checkpoint_errors(sources_file: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"is a directory without checkpoints/best\.pt"):
         generate_from_config(compose_generate(f"checkpoint={tmp_path}", f"input={sources_file}"))
     corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"not a checkpoint")
+    corrupt.write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(ValueError, match="truncated or corrupt"):
         generate_from_config(compose_generate(f"checkpoint={corrupt}", f"input={sources_file}"))
+    config = tmp_path / "config.yaml"  # a run's other files are not checkpoints
+    config.write_text("model:\n  d_model: 8\n")
+    with pytest.raises(ValueError, match=r"config\.yaml is not a checkpoint"):
+        generate_from_config(compose_generate(f"checkpoint={config}", f"input={sources_file}"))
 
 
 def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_named(

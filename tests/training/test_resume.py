@@ -168,8 +168,12 @@ def test_missing_truncated_and_foreign_checkpoints(tmp_path: Path) -> None:
         load_checkpoint(truncated)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a checkpoint at all")
-    with pytest.raises(ValueError, match="truncated or corrupt"):
+    with pytest.raises(ValueError, match=r"garbage\.pt is not a checkpoint \(not a file written"):
         load_checkpoint(garbage)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_checkpoint(empty)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.ones(2)}, foreign)
     with pytest.raises(ValueError, match="not a seq2seq checkpoint"):

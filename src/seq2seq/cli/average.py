@@ -36,6 +36,9 @@ log = logging.getLogger("seq2seq.average")
 def input_files(inputs: Sequence[Path], last: int | None) -> list[Path]:
     """The checkpoint files to average: the newest `last` step checkpoints of one run dir,
     or the `.pt` files given."""
+    missing = [str(path) for path in inputs if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such checkpoint file or run dir: {', '.join(missing)}")
     if any(path.is_dir() for path in inputs):
         if len(inputs) != 1:
             raise ValueError(
@@ -56,9 +59,6 @@ def input_files(inputs: Sequence[Path], last: int | None) -> list[Path]:
         return found[-last:]
     if last is not None:
         raise ValueError("--last N picks from a run dir; with checkpoint files, list them all")
-    missing = [str(path) for path in inputs if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such checkpoint file or run dir: {', '.join(missing)}")
     if len(set(path.resolve() for path in inputs)) != len(inputs):
         raise ValueError(f"a checkpoint is listed twice: {[str(path) for path in inputs]}")
     return list(inputs)

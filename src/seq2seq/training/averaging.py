@@ -89,6 +89,19 @@ class RunningAverage:
         }
 
 
+def _check_same_tokenizers(tokenizers: Any, first: Any, path: Path, first_path: Path) -> None:
+    """Weights trained on other token ids (a tokenizer trained on other data, even of the
+    same size and config) mean other things: averaging them is noise."""
+    sides = (tokenizers or {}).keys() | (first or {}).keys()
+    for side in sorted(sides):
+        mine, theirs = (tokenizers or {}).get(side), (first or {}).get(side)
+        if mine is None or theirs is None or not torch.equal(mine, theirs):
+            raise ValueError(
+                f"{path} and {first_path} have different {side} tokenizers (the same ids "
+                "stand for other pieces); only checkpoints of one run can be averaged"
+            )
+
+
 def average_checkpoint_files(
     paths: Sequence[Path], parameter_names: ParameterNames
 ) -> dict[str, Any]:
@@ -108,6 +121,7 @@ def average_checkpoint_files(
         if average is None:
             average = RunningAverage(parameter_names(checkpoint, path))
             first_config = checkpoint["config"]
+            first_tokenizers = checkpoint.get(TOKENIZER_KEY)
         else:
             check_same_model(
                 checkpoint["config"],
@@ -115,6 +129,7 @@ def average_checkpoint_files(
                 source=path,
                 advice=f"only checkpoints of one model can be averaged (compared with {paths[0]})",
             )
+            _check_same_tokenizers(checkpoint.get(TOKENIZER_KEY), first_tokenizers, path, paths[0])
         weights = strip_prefixes(checkpoint["model"])
         average.add(weights, str(path))
         step = checkpoint_step(checkpoint)

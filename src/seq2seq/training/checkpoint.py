@@ -35,6 +35,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load with `weights_only=True`; a missing, truncated or corrupt file gets one clear error."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle, protocol >= 2).
+    if magic and not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise ValueError(
+            f"{path} is not a checkpoint (not a file written by torch.save); give a "
+            ".pt file from a run's checkpoints/ or the run dir"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
