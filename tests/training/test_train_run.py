@@ -21,7 +21,7 @@ def test_trains_on_local_json_lines(compose_config: Compose, tmp_path: Path) -> 
     data = tmp_path / "my"
     data.mkdir()
     for split, words in {
-        "train": ["abc", "hello", "world", "seq"] * 10,
+        "train": ["abc", "hello", "world", "seq"] * 10 + [""],
         "valid": ["tide", "cab"],
     }.items():
         with open(data / f"{split}.jsonl", "w", encoding="utf-8") as handle:
@@ -41,6 +41,13 @@ def test_trains_on_local_json_lines(compose_config: Compose, tmp_path: Path) -> 
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["stopped"] == "max_steps"
     assert "exact_match" in metrics["final_validation"]
+    # What each split's figures cover: the empty training example was dropped.
+    assert {
+        role: (r["total"], r["kept"], r["dropped_empty"]) for role, r in metrics["data"].items()
+    } == {
+        "train": (41, 40, 1),
+        "validation": (2, 2, 0),
+    }
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.pt",
         "step_00000002.pt",

@@ -14,6 +14,7 @@ import logging
 import math
 import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -351,6 +352,10 @@ def _final_outputs(
         "best": {"step": state.best_step, trainer.monitor.name: state.best_value},
         "final_validation": final,
         "skipped_steps": state.skipped_steps,
+        # The figures cover the kept examples: an over-long test example dropped is not scored.
+        "data": {
+            role: {**asdict(report), "kept": report.kept} for role, report in data.reports.items()
+        },
     }
     hparam_metrics = {f"valid/{k}": v for k, v in final.items()}
     finished = reason in FINISHED
