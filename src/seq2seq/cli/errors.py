@@ -84,6 +84,6 @@ def run_cli(program: str, hydra_main: Callable[[], Any]) -> None:
     except USAGE_ERRORS as error:
         message = usage_message(error)
         if any(flag in sys.argv[1:] for flag in ("-m", "--multirun")):
-            message += "; in a sweep, each failed job's failure.json says why"
+            message = f"{message.rstrip('.')}; in a sweep, each failed job's failure.json says why"
         print(f"{program}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
