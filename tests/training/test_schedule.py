@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from seq2seq.config.training import ScheduleConfig
-from seq2seq.training.schedule import SCHEDULES, build_scheduler, lr_multiplier
+from seq2seq.training.schedule import (
+    SCHEDULES,
+    build_scheduler,
+    lr_multiplier,
+    sync_learning_rates,
+)
 
 MAX_STEPS = 20
 
@@ -64,3 +69,29 @@ def test_inverse_sqrt_halves_at_four_times_warmup() -> None:
     cfg = ScheduleConfig(name="inverse_sqrt", warmup_steps=5)
     assert lr_multiplier(5, cfg, max_steps=MAX_STEPS) == pytest.approx(1.0)
     assert lr_multiplier(20, cfg, max_steps=MAX_STEPS) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("new_max_steps", [MAX_STEPS, 2 * MAX_STEPS])
+def test_a_resumed_schedule_takes_its_first_step_on_the_new_settings(new_max_steps: int) -> None:
+    """A run resumed with another trainer.max_steps: the optimizer's saved rate was
+    computed for the old length; the next step must use the new one (and, with the same
+    length, exactly the saved one)."""
+    cfg = ScheduleConfig(name="cosine", warmup_steps=2)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = build_scheduler(optimizer, cfg, max_steps=MAX_STEPS)
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    saved_rate = optimizer.param_groups[0]["lr"]
+    saved = (optimizer.state_dict(), scheduler.state_dict())
+
+    resumed_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = build_scheduler(resumed_optimizer, cfg, max_steps=new_max_steps)
+    resumed_optimizer.load_state_dict(saved[0])
+    resumed.load_state_dict(saved[1])
+    sync_learning_rates(resumed)
+    rate = resumed_optimizer.param_groups[0]["lr"]
+    assert rate == lr_multiplier(11, cfg, max_steps=new_max_steps)
+    if new_max_steps == MAX_STEPS:
+        assert rate == saved_rate  # bit for bit: resume equals an unbroken run

@@ -17,15 +17,13 @@ FULL_ERROR_VARIABLE = "HYDRA_FULL_ERROR"
 # Set by run_cli when the user did not ask for tracebacks (it sets Hydra's switch itself).
 ONE_LINE_VARIABLE = "SEQ2SEQ_ONE_LINE_ERRORS"
 
-USAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
+USAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError)
+"""Bad input found by our checks, which name the field, the value and the valid choices."""
+COMPOSITION_ERRORS: tuple[type[BaseException], ...] = (
     ConfigCompositionException,
     OverrideParseException,
-    OmegaConfBaseException,
 )
-"""Bad input: our checks raise ValueError or OSError naming the field, the value and the
-valid choices; Hydra and OmegaConf raise the others while composing the config."""
+"""Bad input found by Hydra while composing the config, before any job runs."""
 
 
 def _first_line(error: BaseException) -> str:
@@ -68,11 +66,14 @@ def usage_errors(program: str) -> Iterator[None]:
 
 def run_cli(program: str, hydra_main: Callable[[], Any]) -> None:
     """Run a `@hydra.main` function and report bad input as `program: error: ...` on
-    stderr with exit status 2, whether Hydra found it while composing the config (a
-    misspelt key, a wrong type, an unknown group option) or our checks did later.
+    stderr with exit status 2: what Hydra finds while composing the config (a misspelt
+    key, a wrong type, an unknown group option) here, what our checks find in a single
+    run through `usage_errors` inside the task function.
 
     Hydra prints its own multi-line report and exits 1 unless `HYDRA_FULL_ERROR=1`, so it
-    is set here to make Hydra raise. A user who sets it gets every traceback.
+    is set here to make Hydra raise. A user who sets it gets every traceback. Anything
+    else (a sweep job's failure, which Hydra re-raises after the other jobs; a bug) keeps
+    its traceback.
     """
     if os.environ.get(FULL_ERROR_VARIABLE) == "1":
         hydra_main()
@@ -81,9 +82,6 @@ def run_cli(program: str, hydra_main: Callable[[], Any]) -> None:
     os.environ[ONE_LINE_VARIABLE] = "1"
     try:
         hydra_main()
-    except USAGE_ERRORS as error:
-        message = usage_message(error)
-        if any(flag in sys.argv[1:] for flag in ("-m", "--multirun")):
-            message = f"{message.rstrip('.')}; in a sweep, each failed job's failure.json says why"
-        print(f"{program}: error: {message}", file=sys.stderr)
+    except COMPOSITION_ERRORS as error:
+        print(f"{program}: error: {usage_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None

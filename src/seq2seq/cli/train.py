@@ -428,9 +428,13 @@ def _hydra_main(cfg: DictConfig) -> float:
         except BaseException:
             _remove_if_empty(run_dir)
             raise
-    # In a sweep, a failing run leaves failure.json (and Hydra's record, overrides
-    # included) for scripts/summarize_sweep.py and re-raises: Hydra's launchers run the
-    # other jobs first, Optuna marks the trial failed.
+    # A sweep job's dir shows up in scripts/summarize_sweep.py from the start (by its
+    # .hydra/overrides.yaml), even if the job is killed while preparing data; an earlier
+    # run's record there is replaced only once this job is accepted.
+    if not (run_dir / HYDRA_SUBDIR).exists():
+        write_files(run_dir / HYDRA_SUBDIR, record)
+    # A failing job leaves failure.json and re-raises: Hydra's launchers run the other
+    # jobs first, Optuna marks the trial failed.
     try:
         objective = train(cfg, run_dir, command_line=command_line, hydra_files=record)
         _end_sweep_if_signalled(run_dir)
@@ -440,7 +444,6 @@ def _hydra_main(cfg: DictConfig) -> float:
             )
         return objective
     except Exception as error:
-        write_files(run_dir / HYDRA_SUBDIR, record)
         write_json_atomic(
             {"stopped": "failed", "error": f"{type(error).__name__}: {error}"},
             run_dir / "failure.json",

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from seq2seq.config.training import ScheduleConfig
 
@@ -72,6 +72,20 @@ def lr_multiplier(step: int, cfg: ScheduleConfig, *, max_steps: int) -> float:
     if step <= cfg.warmup_steps:
         return step / max(1, cfg.warmup_steps)
     return SCHEDULES[cfg.name](step, cfg.warmup_steps, max_steps, cfg.min_lr_ratio)
+
+
+def sync_learning_rates(scheduler: LRScheduler) -> None:
+    """After a scheduler's state is loaded: give the optimizer the rates of the schedule
+    as configured now, not the ones saved with it, so that a run resumed with another
+    `trainer.max_steps` takes even its first step on the new schedule. With the same
+    settings this recomputes the saved rates exactly (LambdaLR's own formula)."""
+    if isinstance(scheduler, LambdaLR):
+        rates = [
+            base * schedule(scheduler.last_epoch)
+            for base, schedule in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+        ]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
 
 
 def build_scheduler(optimizer: Optimizer, cfg: ScheduleConfig, *, max_steps: int) -> LambdaLR:

@@ -34,6 +34,7 @@ from seq2seq.training.loss import label_smoothed_cross_entropy
 from seq2seq.training.nonfinite import first_nonfinite_gradient, first_nonfinite_module
 from seq2seq.training.progress import PROGRESS_MODES, Progress
 from seq2seq.training.rng import capture_rng, restore_rng
+from seq2seq.training.schedule import sync_learning_rates
 from seq2seq.training.signals import StopRequest
 
 log = logging.getLogger("seq2seq.train")
@@ -210,6 +211,7 @@ class Trainer:
         is wrapped or compiled)."""
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
+        sync_learning_rates(self.scheduler)
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState(**checkpoint["trainer"])
         saved = checkpoint["rng"]
@@ -324,10 +326,13 @@ class Trainer:
         """Leave the weights alone. Under fp16 a finite loss with overflowing gradients is
         the GradScaler's business: it lowers its scale and the step is retried on the next
         batch, until the scale falls below MIN_LOSS_SCALE (fairseq's floor). Anything
-        else is a non-finite step, named, counted and handled by `trainer.nonfinite`."""
+        else (a scale the scaler did not lower included: the norm overflowed, not a
+        gradient) is a non-finite step, named, counted and handled by `trainer.nonfinite`."""
         if self.scaler.is_enabled():
-            self.scaler.update()  # unscale_ recorded the overflow: the scale goes down
-            if loss_finite and self.scaler.get_scale() >= MIN_LOSS_SCALE:
+            scale = self.scaler.get_scale()
+            self.scaler.update()  # lowers the scale if unscale_ found an inf or NaN
+            lowered = self.scaler.get_scale() < scale
+            if loss_finite and lowered and self.scaler.get_scale() >= MIN_LOSS_SCALE:
                 log.info(
                     "fp16 gradient overflow at step %d; loss scale lowered to %g",
                     self.state.step + 1,
