@@ -60,7 +60,7 @@ def usage_errors(program: str) -> Iterator[None]:
     except USAGE_ERRORS as error:
         if os.environ.get(ONE_LINE_VARIABLE) != "1":
             raise
-        print(f"{program}: error: {usage_message(error)}", file=sys.stderr)
+        print(f"{program}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -294,7 +294,8 @@ class Trainer:
         grad_norm = float(norm)
         loss_finite = math.isfinite(loss_total)  # summed over ranks: the same on each
         grads_finite = not distributed.any(not math.isfinite(grad_norm))
-        if loss_finite and grads_finite:
+        taken = loss_finite and grads_finite
+        if taken:
             if self.cfg.clip_norm > 0:
                 torch.nn.utils.clip_grads_with_norm_(
                     self.model.parameters(), self.cfg.clip_norm, norm
@@ -304,7 +305,7 @@ class Trainer:
         else:
             self._skip_step(group, loss_total, grad_norm, loss_finite=loss_finite)
         self.optimizer.zero_grad(set_to_none=True)
-        if not (loss_finite and grads_finite):
+        if not taken:
             return None
         lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.scheduler.step()
