@@ -310,6 +310,8 @@ def test_overlong_line_names_its_number_and_the_limit(
 def test_checkpoint_errors(sources_file: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checkpoint is required"):
         generate_from_config(compose_generate(f"input={sources_file}"))
+    with pytest.raises(ValueError, match=r"^beam_size is not a setting .*'generation'"):
+        generate_from_config(compose_generate("checkpoint=x", "+beam_size=4"))
     with pytest.raises(FileNotFoundError, match=r"checkpoint='.*nowhere' does not exist"):
         generate_from_config(
             compose_generate(f"checkpoint={tmp_path / 'nowhere'}", f"input={sources_file}")

@@ -240,8 +240,29 @@ INCOMPATIBLE = [
     ),
 ]
 
+# `+` opens the node before it appends, so composition lets these through.
+APPENDED_KEYS = [
+    pytest.param(
+        ("+foo=1",),
+        r"^foo is not a setting \(added with \+foo=\.\.\.\?\); valid keys: \['model', "
+        r"'data', 'tokenizer', 'optim', 'schedule', 'trainer', 'generation', 'seed'\]$",
+        id="appended-root-key",
+    ),
+    pytest.param(
+        ("+trainer.max_step=5",),
+        r"^trainer\.max_step is not a setting .*; valid keys of trainer: \['max_steps', ",
+        id="appended-misspelt-key",
+    ),
+    pytest.param(
+        ("+model.encoder.heads=2",),
+        r"^model\.encoder\.heads is not a setting .*; valid keys of model\.encoder: "
+        r"\['layers', 'self_attention'\]$",
+        id="appended-nested-key",
+    ),
+]
 
-@pytest.mark.parametrize(("overrides", "message"), UNKNOWN_CHOICES + INCOMPATIBLE)
+
+@pytest.mark.parametrize(("overrides", "message"), UNKNOWN_CHOICES + INCOMPATIBLE + APPENDED_KEYS)
 def test_fails_before_any_data_is_loaded(
     overrides: tuple[str, ...],
     message: str,

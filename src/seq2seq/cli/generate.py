@@ -39,6 +39,7 @@ from seq2seq.cli.prepare import evaluation_set, load_raw_splits
 from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.cli.validate import generation_settings, length_limits
 from seq2seq.config.generation import GenerationConfig
+from seq2seq.config.keys import check_known_keys
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import length_sorted_chunks
 from seq2seq.data.cleaning import clean_split
@@ -379,6 +380,7 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
     """Run one seq2seq-generate job; returns the best hypothesis of every source, in order."""
     if OmegaConf.is_missing(cfg_node, "checkpoint"):
         raise ValueError("checkpoint is required: checkpoint=<run dir> or checkpoint=<file.pt>")
+    check_known_keys(cfg_node)
     cfg: GenerateConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
     if (cfg.input is None) == (cfg.split is None):
         raise ValueError(

@@ -30,6 +30,7 @@ from seq2seq.atomic import write_json_atomic, write_text_atomic
 from seq2seq.cli.errors import run_cli, usage_errors
 from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
 from seq2seq.cli.validate import generation_settings, length_limits, validate_config
+from seq2seq.config.keys import check_known_keys
 from seq2seq.config.schema import TrainConfig
 from seq2seq.config.store import register_configs
 from seq2seq.data.batching import Batch, TokenBatchSampler, make_dataloader
@@ -163,6 +164,7 @@ def train(
     run is accepted (Hydra's own `output_subdir` is off: it wrote before any check and
     replaced an earlier run's record with a refused command's).
     """
+    check_known_keys(cfg_node)
     cfg: TrainConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
     validate_config(cfg, command_line=command_line)
     distributed = init_distributed()
