@@ -53,7 +53,7 @@ def run_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     work = tmp_path_factory.mktemp("sweep_cwd")
 
     def run(
-        sweep_dir: Path, *overrides: str, tiny: Sequence[str] = TINY_RUN
+        sweep_dir: Path, *overrides: str, tiny: Sequence[str] = TINY_RUN, full_error: bool = True
     ) -> subprocess.CompletedProcess[str]:
         command = [
             sys.executable,
@@ -66,7 +66,8 @@ def run_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
             f"tokenizer.cache_dir={cache}",
         ]
         # One thread per run: the runs are tiny, and the test machine is shared.
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env["HYDRA_FULL_ERROR"] = "1" if full_error else "0"
         return subprocess.run(
             command, cwd=work, env=env, capture_output=True, text=True, timeout=600
         )

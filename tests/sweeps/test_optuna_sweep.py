@@ -5,6 +5,7 @@ Optuna sweep of a tiny model runs. Skipped where the plugins are not installed."
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -150,3 +151,29 @@ def test_a_failing_trial_does_not_stop_the_optuna_sweep(
         ("1", "finished", "4"),
         ("0", "failed", "3"),
     ]
+
+
+def test_a_search_whose_every_trial_fails_ends_in_one_error_line(
+    run_sweep: Sweep, tmp_path: Path
+) -> None:
+    """Optuna's own ending (`ValueError: No trials are completed yet.` and a traceback)
+    would hide the reason: each trial's failure.json holds it."""
+    sweep = tmp_path / "sweep"
+    done = run_sweep(
+        sweep,
+        "hparams_search=toy_reverse_optuna",
+        "hydra.sweeper.params=null",
+        "model.heads=choice(3,5)",  # neither divides d_model=32: every trial is refused
+        "hydra.sweeper.n_trials=2",
+        full_error=False,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "seq2seq-train: error: every trial of the search failed; the warnings above and "
+        "each trial's failure.json (in hydra.sweep.dir) say why"
+    )
+    for trial in ("0", "1"):
+        failure = json.loads((sweep / trial / "failure.json").read_text(encoding="utf-8"))
+        assert failure["stopped"] == "failed" and "model.heads" in failure["error"]
+    assert not (sweep / "optimization_results.yaml").exists()

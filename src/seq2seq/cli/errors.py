@@ -24,6 +24,9 @@ COMPOSITION_ERRORS: tuple[type[BaseException], ...] = (
     OverrideParseException,
 )
 """Bad input found by Hydra while composing the config, before any job runs."""
+NO_TRIAL_FINISHED = "No trials are completed yet."
+"""Optuna's ValueError when the sweeper asks for the best of a study whose every trial
+failed; each trial's own error was logged as it failed and is in its failure.json."""
 
 
 def _first_line(error: BaseException) -> str:
@@ -85,3 +88,12 @@ def run_cli(program: str, hydra_main: Callable[[], Any]) -> None:
     except COMPOSITION_ERRORS as error:
         print(f"{program}: error: {usage_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ValueError as error:
+        if str(error) != NO_TRIAL_FINISHED:
+            raise
+        print(
+            f"{program}: error: every trial of the search failed; the warnings above and "
+            "each trial's failure.json (in hydra.sweep.dir) say why",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
