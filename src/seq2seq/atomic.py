@@ -4,6 +4,7 @@ renamed over it. A crash at any point leaves the old file or the whole new one."
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -44,5 +45,18 @@ def write_text_atomic(text: str, path: Path) -> None:
     write_bytes_atomic(text.encode("utf-8"), path)
 
 
+def _finite(data: Any) -> Any:
+    """`data` with NaN and infinities as None: strict JSON has no words for them."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
 def write_json_atomic(data: Any, path: Path) -> None:
-    write_text_atomic(json.dumps(data, indent=2, sort_keys=True) + "\n", path)
+    """Strict JSON (a non-finite figure is null), written atomically."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False)
+    write_text_atomic(text + "\n", path)

@@ -153,7 +153,7 @@ def test_checkpoints_of_different_models_are_refused(
             ]
         )
     error = capsys.readouterr().err.replace("\n", " ")
-    assert "different model config (model.d_ff" in error
+    assert "different config (model.d_ff" in error
     assert "only checkpoints of one model can be averaged" in error
     assert not (tmp_path / "mixed.pt").exists()
 

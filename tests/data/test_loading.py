@@ -271,3 +271,21 @@ def test_a_directory_or_a_glob_loads_like_files(tmp_path: Path) -> None:
     )  # type: ignore[index]
     with pytest.raises(FileNotFoundError, match=r"data.data_files.train=.*\*.csv"):
         _load("csv", {"train": str(data / "*.csv")}, splits={"train": "train"})
+
+
+def test_a_glob_that_also_matches_directories_reads_the_files(tmp_path: Path) -> None:
+    """`data/*` and `data/**` match the folders in `data/` too; datasets skips them."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    _jsonl(data / "train.jsonl", _rows(PAIRS["train"]))
+    _jsonl(data / "sub" / "more.jsonl", _rows(PAIRS["validation"]))
+    shallow = _load("json", {"train": str(data / "*")}, splits={"train": "train"})
+    assert sorted(shallow["train"]["source"]) == sorted(s for s, _ in PAIRS["train"])  # type: ignore[index]
+    deep = _load("json", {"train": str(data / "**")}, splits={"train": "train"})
+    assert sorted(deep["train"]["source"]) == sorted(  # type: ignore[index]
+        s for s, _ in PAIRS["train"] + PAIRS["validation"]
+    )
+    (data / "train.jsonl").unlink()
+    (data / "sub" / "more.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"data.data_files.train=.*\*': no such file"):
+        _load("json", {"train": str(data / "*")}, splits={"train": "train"})

@@ -8,6 +8,7 @@ Both signals' runs go side by side (one thread each), so the pair costs the time
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+from seq2seq.cli.train import _end_sweep_if_signalled, train
+from seq2seq.training.evaluator import EvaluationResult, Evaluator
 
 # Enough steps (over a second) that the signal lands long before the end, even under load.
 MAX_STEPS = 120
@@ -170,3 +175,29 @@ def test_a_signal_ends_a_whole_sweep(
     assert metrics["stopped"] == "SIGTERM" and metrics["step"] < MAX_STEPS
     assert not (sweep / "0" / "failure.json").exists()
     assert not (sweep / "1").exists(), "the next job of the sweep was started"
+
+
+def test_a_signal_during_the_test_decoding_still_ends_the_sweep(
+    compose_config: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training had ended, so the run finishes its outputs (stopped: max_steps), but the
+    signal is recorded: the sweep ends after this job instead of starting the next."""
+    original = Evaluator.evaluate
+    test_sets: list[int] = []
+
+    def evaluate(self: Evaluator, step: int) -> EvaluationResult:
+        if step == 4:  # the last validation, then the test split
+            test_sets.append(step)
+            if len(test_sets) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, step)
+
+    monkeypatch.setattr(Evaluator, "evaluate", evaluate)
+    run = tmp_path / "run"
+    train(compose_config("experiment=toy_reverse"), run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["stopped"], metrics["signal"]) == ("max_steps", "SIGTERM")
+    assert "test" in metrics and (run / "predictions.txt").is_file()
+    with pytest.raises(SystemExit) as ended:
+        _end_sweep_if_signalled(run)
+    assert ended.value.code == 128 + signal.SIGTERM

@@ -47,14 +47,14 @@ from seq2seq.training.checkpoint import (
     load_checkpoint,
     strip_prefixes,
 )
-from seq2seq.training.config_diff import check_same_model
+from seq2seq.training.config_diff import RESUME_SETTINGS, check_same_model
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.evaluator import Evaluator
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.optim import build_optimizer
 from seq2seq.training.rng import seed_everything
 from seq2seq.training.schedule import build_scheduler
-from seq2seq.training.signals import graceful_stop
+from seq2seq.training.signals import StopRequest, graceful_stop
 from seq2seq.training.trainer import (
     PRECISIONS,
     Monitor,
@@ -113,6 +113,48 @@ def resume_path(resume: str | None, checkpoints: CheckpointManager) -> Path | No
     return path
 
 
+def _check_nothing_after(start_from: Path, step: int, checkpoints: CheckpointManager) -> None:
+    """A run continued from `start_from` writes into `checkpoints`; refuse if that holds
+    checkpoints it did not lead to (of later steps, or of another run), which keep_last
+    would prune, best.pt would be mistaken for, or trainer.resume=auto would pick up."""
+    inside = start_from.resolve().parent == checkpoints.directory.resolve()
+    others = checkpoints.written_after(step) if inside else checkpoints.existing()
+    if others:
+        whose = "later steps of that run" if inside else "another run"
+        raise ValueError(
+            f"trainer.resume={str(start_from)!r} continues step {step}, but "
+            f"{checkpoints.directory} holds checkpoints of {whose} "
+            f"({', '.join(path.name for path in others)}); move them out of the way first, "
+            "or continue the latest with trainer.resume=auto"
+        )
+
+
+BATCH_LAYOUT_KEY = "batch_layout"
+
+
+def _restart_epoch_if_rebatched(
+    saved: Mapping[str, Any] | None, current: Mapping[str, Any], trainer: Trainer
+) -> None:
+    """The saved data position counts batches of the saved layout. Resumed with another
+    one (data.max_tokens, seed, the data, the number of processes), that count would
+    point into other batches: the epoch starts again in the new order instead, and says so."""
+    state = trainer.state
+    if saved is None or dict(saved) == dict(current) or state.epoch_batches == 0:
+        return
+    changes = ", ".join(
+        f"{key} {saved.get(key)!r} -> {value!r}"
+        for key, value in current.items()
+        if saved.get(key) != value
+    )
+    log.warning(
+        "the training batches differ from the checkpoint's (%s): epoch %d starts again from "
+        "its first batch in the new order, so some of its examples are seen twice",
+        changes,
+        state.epoch,
+    )
+    state.epoch_batches = 0
+
+
 def _batches(sampler: TokenBatchSampler, loader: Any) -> Callable[[int, int], Iterator[Batch]]:
     def batches(epoch: int, start: int) -> Iterator[Batch]:
         sampler.load_state_dict({"epoch": epoch, "position": start})
@@ -144,7 +186,12 @@ def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> flo
         return None  # trainer.max_steps changed: train on to the new limit
     saved_config = run_dir / "config.yaml"
     if saved_config.is_file():
-        check_same_model(saved_config.read_text(encoding="utf-8"), config_text, source=run_dir)
+        check_same_model(
+            saved_config.read_text(encoding="utf-8"),
+            config_text,
+            source=run_dir,
+            also=RESUME_SETTINGS,
+        )
     best = metrics.get("best", {}).get(cfg.trainer.monitor)
     return float("nan") if best is None else float(best)
 
@@ -206,8 +253,9 @@ def _train(
     stored = None
     if start_from is not None:
         checkpoint = load_checkpoint(start_from)
-        check_resumable(checkpoint, start_from)
-        check_same_model(checkpoint["config"], config_text, source=start_from)
+        check_resumable(checkpoint, start_from, world_size=distributed.world_size)
+        _check_nothing_after(start_from, checkpoint["trainer"]["step"], checkpoints)
+        check_same_model(checkpoint["config"], config_text, source=start_from, also=RESUME_SETTINGS)
         # The weights belong to these ids: a tokenizer retrained on changed data would
         # silently renumber them.
         stored = stored_tokenizers(checkpoint, start_from)
@@ -226,13 +274,6 @@ def _train(
             "training needs a validation split: set data.splits.validation "
             "(and data.data_files.validation for local files)"
         )
-    # Written only now: a refused resume or bad data leaves the run's files as they were.
-    if distributed.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_text, run_dir / "config.yaml")
-        write_files(run_dir / HYDRA_SUBDIR, hydra_files)
-        data.source_tokenizer.save(run_dir / "tokenizer", "source")
-        data.target_tokenizer.save(run_dir / "tokenizer", "target")
     tokenizer = data.target_tokenizer
     model = build_model(
         cfg.model,
@@ -283,9 +324,19 @@ def _train(
             label_smoothing=cfg.trainer.label_smoothing,
         )
 
-    logger = RunLogger(run_dir) if distributed.is_main else None
+    # Written only now: a refused resume, bad data or a batch budget too small for the
+    # data leaves the run's files as they were.
+    if distributed.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_text, run_dir / "config.yaml")
+        write_files(run_dir / HYDRA_SUBDIR, hydra_files)
+        data.source_tokenizer.save(run_dir / "tokenizer", "source")
+        data.target_tokenizer.save(run_dir / "tokenizer", "target")
+    resumed_step = 0 if checkpoint is None else int(checkpoint["trainer"]["step"])
+    logger = RunLogger(run_dir, resumed_step=resumed_step) if distributed.is_main else None
     if logger is not None:
-        logger.text("config", f"```yaml\n{config_text}\n```", 0)
+        # At the step it starts from: a resumed run's settings may differ (optim.lr, max_steps).
+        logger.text("config", f"```yaml\n{config_text}\n```", resumed_step)
     # torch.compile wraps the module in an OptimizedModule, itself an nn.Module.
     trained = cast(nn.Module, torch.compile(model)) if cfg.trainer.compile else model
     if distributed.enabled:
@@ -312,12 +363,14 @@ def _train(
         else 0,
         checkpoint_extras={
             "config": config_text,
+            BATCH_LAYOUT_KEY: sampler.layout(),
             TOKENIZER_KEY: tokenizer_tensors(data.source_tokenizer, data.target_tokenizer),
         },
         distributed=distributed,
     )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
+        _restart_epoch_if_rebatched(checkpoint.get(BATCH_LAYOUT_KEY), sampler.layout(), trainer)
         log.info("resumed from %s at step %d", start_from, trainer.state.step)
 
     try:
@@ -327,7 +380,9 @@ def _train(
             reason = trainer.fit(stop)
             log.info("training stopped: %s at step %d", reason, trainer.state.step)
             if logger is not None:
-                results = _final_outputs(trainer, evaluator, data, run_dir, checkpoints, reason)
+                results = _final_outputs(
+                    trainer, evaluator, data, run_dir, checkpoints, reason, stop=stop
+                )
                 logger.hparams(OmegaConf.to_container(cfg_node, resolve=True), results)  # type: ignore[arg-type]
     finally:
         if logger is not None:
@@ -343,8 +398,12 @@ def _final_outputs(
     run_dir: Path,
     checkpoints: CheckpointManager,
     reason: str,
+    *,
+    stop: StopRequest,
 ) -> dict[str, float]:
-    """metrics.json, and the test split decoded by the best checkpoint into predictions.txt."""
+    """metrics.json, and the test split decoded by the best checkpoint into predictions.txt.
+    A signal that arrived after training ended (during the last validation or the test
+    decoding) is recorded as `signal`: it was meant for the whole sweep."""
     state = trainer.state
     final = trainer.last_evaluation.figures if trainer.last_evaluation else {}
     summary: dict[str, Any] = {
@@ -373,6 +432,8 @@ def _final_outputs(
         if trainer.logger is not None:
             trainer.logger.scalars({f"test/{k}": v for k, v in result.figures.items()}, state.step)
         log.info("test | %s", result.summary())
+    if stop.requested and reason not in signal.Signals.__members__:
+        summary["signal"] = stop.signal_name
     write_json_atomic(summary, run_dir / "metrics.json")
     return {k: float(v) for k, v in hparam_metrics.items() if not math.isnan(float(v))}
 
@@ -382,9 +443,8 @@ def _end_sweep_if_signalled(run_dir: Path) -> None:
     whole sweep, so end the process (status 128 + signal number) instead of letting the
     launcher start the next job. `trainer.resume=auto` continues the sweep."""
     path = run_dir / "metrics.json"
-    stopped = (
-        json.loads(path.read_text(encoding="utf-8")).get("stopped") if path.is_file() else None
-    )
+    metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    stopped = metrics.get("signal", metrics.get("stopped"))
     if isinstance(stopped, str) and stopped in signal.Signals.__members__:
         log.warning("%s: ending the sweep after job %s", stopped, run_dir)
         raise SystemExit(128 + signal.Signals[stopped].value)

@@ -190,7 +190,7 @@ class TokenBatchSampler(Sampler[list[int]]):
             self._position = 0
             self._moves += 1
 
-    def _layout(self) -> dict[str, Any]:
+    def layout(self) -> dict[str, Any]:
         """What must match for a saved position to mean the same batches."""
         return {
             "seed": self.seed,
@@ -203,11 +203,11 @@ class TokenBatchSampler(Sampler[list[int]]):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self._epoch, "position": self._position, **self._layout()}
+        return {"epoch": self._epoch, "position": self._position, **self.layout()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continues at `state`'s next unseen batch; the batch layout must be the same."""
-        for key, value in self._layout().items():
+        for key, value in self.layout().items():
             if key in state and state[key] != value:
                 raise ValueError(
                     f"cannot resume the batch order: the checkpoint has {key}={state[key]!r} "

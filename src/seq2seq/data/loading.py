@@ -62,7 +62,10 @@ def _resolve(base: Path, pattern: str) -> list[Path]:
     """The local files that `pattern` (a path or a glob, relative to `base`) names."""
     full = Path(pattern) if Path(pattern).is_absolute() else base / pattern
     if glob.has_magic(str(full)):
-        return sorted(Path(p) for p in glob.glob(str(full), recursive=True))
+        # datasets reads the files a pattern matches; the directories it matches are skipped.
+        return sorted(
+            path for path in map(Path, glob.glob(str(full), recursive=True)) if path.is_file()
+        )
     return [full] if full.is_file() else []
 
 

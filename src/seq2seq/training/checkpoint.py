@@ -120,6 +120,19 @@ class CheckpointManager:
         paths = checkpoint_paths(self.directory)
         return paths[-1] if paths else None
 
+    def written_after(self, step: int) -> list[Path]:
+        """The step checkpoints of steps after `step`, and `best.pt` if it is one of them:
+        what a run continuing from `step` would prune, or be mistaken for."""
+        later = [
+            path
+            for path in checkpoint_paths(self.directory)
+            if int(CHECKPOINT_PATTERN.match(path.name).group(1)) > step  # type: ignore[union-attr]
+        ]
+        best = self.directory / BEST_NAME
+        if best.is_file() and load_checkpoint(best).get("trainer", {}).get("step", -1) > step:
+            later.append(best)
+        return later
+
     def existing(self) -> list[Path]:
         """The step checkpoints and `best.pt` already in the directory."""
         best = self.directory / BEST_NAME

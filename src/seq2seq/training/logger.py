@@ -29,9 +29,14 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class RunLogger:
     """TensorBoard writer for one run (rank 0 only), under `<run_dir>/tensorboard`."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, resumed_step: int = 0) -> None:
+        """`resumed_step`: the step a resumed run continues from. What an interrupted run
+        logged after it (after its last checkpoint) is hidden, so no step is drawn twice."""
         self.run_dir = run_dir
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.writer = SummaryWriter(
+            log_dir=str(run_dir / "tensorboard"),
+            purge_step=resumed_step + 1 if resumed_step else None,
+        )
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():

@@ -71,6 +71,8 @@ class Monitor:
     higher_is_better: bool
 
     def improved(self, value: float, best: float | None) -> bool:
+        if not math.isfinite(value):
+            return False  # a NaN would stay "best": nothing compares better than it
         if best is None:
             return True
         return value > best if self.higher_is_better else value < best
@@ -124,8 +126,9 @@ TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "trainer")
 average of checkpoints, a weights-only file) can be decoded but not resumed."""
 
 
-def check_resumable(checkpoint: Mapping[str, Any], source: Path) -> None:
-    """One clear error, before anything is built, for a checkpoint with no training state."""
+def check_resumable(checkpoint: Mapping[str, Any], source: Path, *, world_size: int) -> None:
+    """One clear error, before anything is built, for a checkpoint with no training state
+    or one written by another number of processes (each restores its own RNG states)."""
     missing = [key for key in TRAINING_STATE if key not in checkpoint]
     if missing:
         what = (
@@ -136,6 +139,12 @@ def check_resumable(checkpoint: Mapping[str, Any], source: Path) -> None:
         raise ValueError(
             f"trainer.resume: {source} is {what}; it has no optimizer state to resume from (missing "
             f"{missing}). Resume from a step_*.pt checkpoint"
+        )
+    written_by = len(checkpoint["rng"])
+    if written_by != world_size:
+        raise ValueError(
+            f"trainer.resume: {source} was written by {written_by} processes but this run has "
+            f"{world_size}; resume with the same number of processes"
         )
 
 
@@ -209,18 +218,21 @@ class Trainer:
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
         """Restore everything but the model weights (loaded by the caller before the model
         is wrapped or compiled)."""
+        # The saved moments are kept, but the settings are the ones configured now (the
+        # run's config.yaml says so): a resume with another optim.lr or weight_decay uses it.
+        configured = [
+            {key: value for key, value in group.items() if key not in ("params", "lr")}
+            for group in self.optimizer.param_groups
+        ]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, settings in zip(self.optimizer.param_groups, configured, strict=True):
+            group.update(settings)
         self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
         sync_learning_rates(self.scheduler)
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState(**checkpoint["trainer"])
-        saved = checkpoint["rng"]
-        if len(saved) != self.distributed.world_size:
-            raise ValueError(
-                f"the checkpoint was written by {len(saved)} processes but this run has "
-                f"{self.distributed.world_size}; resume with the same number of processes"
-            )
-        restore_rng(saved[self.distributed.rank])
+        restore_rng(checkpoint["rng"][self.distributed.rank])
 
     def save(self) -> Path:
         """Every rank takes part (RNG states are gathered); rank 0 writes."""
@@ -409,6 +421,14 @@ class Trainer:
         )
         return reason
 
+    def _ended(self) -> str | None:
+        """Why training is over, if it is (patience is counted at validations only)."""
+        if self.cfg.patience and self.state.evals_without_improvement >= self.cfg.patience:
+            return "early_stopping"
+        if self.state.step >= self.cfg.max_steps:
+            return "max_steps"
+        return None
+
     def fit(self, stop: StopRequest) -> str:
         """Train until max_steps, max_epochs, early stopping or a stop signal.
 
@@ -423,13 +443,14 @@ class Trainer:
         reason = "max_epochs"
         window_tokens, window_start = 0.0, time.perf_counter()
         try:
-            if self.state.step >= cfg.max_steps:
-                # Resumed after the last step (killed before its outputs were written):
-                # validate so the final figures exist.
+            # Resumed after the run ended (killed before its outputs were written):
+            # validate so the final figures exist, and do not train on.
+            ended = self._ended()
+            if ended is not None:
                 if self.last_evaluation is None:
                     self.evaluate()
                     self.save()
-                return "max_steps"
+                return ended
             for group in self._micro_batches():
                 figures = self.train_step(group)
                 if figures is None:  # not taken: the step count stays
@@ -463,18 +484,15 @@ class Trainer:
                 else:
                     progress.update(step, {"loss": figures["loss"]}, log_line=False)
 
-                done = step >= cfg.max_steps
-                if step % cfg.eval_every == 0 or done:
+                if step % cfg.eval_every == 0 or step >= cfg.max_steps:
                     result = self.evaluate()
                     progress.write(f"step {step} | validation | {result.summary()}")
                     self.save()
                     # tokens/s measures training alone: the window restarts after this.
                     window_tokens, window_start = 0.0, time.perf_counter()
-                    if cfg.patience and self.state.evals_without_improvement >= cfg.patience:
-                        reason = "early_stopping"
-                        break
-                if done:
-                    reason = "max_steps"
+                ended = self._ended()
+                if ended is not None:
+                    reason = ended
                     break
                 if self.distributed.any(stop.requested):
                     reason = self._stop(stop, progress)
