@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,11 @@ def test_resuming_an_earlier_step_beside_later_checkpoints_is_refused(
     ):
         train(compose_config(*RUN, "trainer.max_steps=8", f"trainer.resume={older}"), run)
     assert not (run / "checkpoints" / "step_00000006.pt").exists()
+    # best.pt of a later step alone is refused too: it would be tested as this run's best.
+    shutil.copyfile(run / "checkpoints" / "step_00000004.pt", run / "checkpoints" / "best.pt")
+    (run / "checkpoints" / "step_00000004.pt").unlink()
+    with pytest.raises(ValueError, match=r"checkpoints of later steps of that run \(best\.pt\)"):
+        train(compose_config(*RUN, "trainer.max_steps=8", f"trainer.resume={older}"), run)
     # Into another run's dir: its checkpoints are not this run's either.
     other = tmp_path / "other"
     train(compose_config(*RUN), other)
@@ -164,7 +170,10 @@ def test_a_resume_after_a_crash_draws_each_step_once(
     """Steps 3 and 4 were logged, then the run died before step 4's checkpoint: the
     resumed run logs them again, and TensorBoard shows the new values only."""
     run = _finished_run(compose_config, tmp_path)
-    (run / "checkpoints" / "step_00000004.pt").unlink()
+    checkpoints = run / "checkpoints"
+    if load_checkpoint(checkpoints / "best.pt")["trainer"]["step"] == 4:
+        shutil.copyfile(checkpoints / "step_00000002.pt", checkpoints / "best.pt")
+    (checkpoints / "step_00000004.pt").unlink()
     (run / "metrics.json").unlink()
     first = _logged(run, "train/loss")
     train(compose_config(*RUN, "trainer.resume=auto"), run)
