@@ -242,3 +242,19 @@ def test_a_checkpoint_of_another_number_of_processes_is_refused(
     check_resumable(checkpoint, run, world_size=1)
     with pytest.raises(ValueError, match=r"written by 1 processes but this run has 2; resume"):
         check_resumable(checkpoint, run, world_size=2)
+
+
+def test_a_run_that_ran_out_of_epochs_trains_on_with_more(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    epochs = (*RUN, "trainer.max_steps=1000", "trainer.eval_every=1000")
+    train(compose_config(*epochs, "trainer.max_epochs=1"), run)
+    first = json.loads((run / "metrics.json").read_text())
+    assert first["stopped"] == "max_epochs"
+    train(compose_config(*epochs, "trainer.max_epochs=1", "trainer.resume=auto"), run)
+    assert json.loads((run / "metrics.json").read_text()) == first  # finished: not again
+    train(compose_config(*epochs, "trainer.max_epochs=2", "trainer.resume=auto"), run)
+    second = json.loads((run / "metrics.json").read_text())
+    assert second["stopped"] == "max_epochs"
+    assert first["step"] < second["step"] <= 2 * first["step"] + 1

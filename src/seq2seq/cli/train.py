@@ -186,12 +186,11 @@ def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> flo
         return None  # trainer.max_steps changed: train on to the new limit
     saved_config = run_dir / "config.yaml"
     if saved_config.is_file():
-        check_same_model(
-            saved_config.read_text(encoding="utf-8"),
-            config_text,
-            source=run_dir,
-            also=RESUME_SETTINGS,
-        )
+        saved_text = saved_config.read_text(encoding="utf-8")
+        check_same_model(saved_text, config_text, source=run_dir, also=RESUME_SETTINGS)
+        saved_epochs = OmegaConf.create(saved_text).get("trainer", {}).get("max_epochs")
+        if metrics.get("stopped") == "max_epochs" and saved_epochs != cfg.trainer.max_epochs:
+            return None  # trainer.max_epochs changed: train on to the new limit
     best = metrics.get("best", {}).get(cfg.trainer.monitor)
     return float("nan") if best is None else float(best)
 
