@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import hydra
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -188,7 +189,7 @@ def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> flo
     if saved_config.is_file():
         saved_text = saved_config.read_text(encoding="utf-8")
         check_same_model(saved_text, config_text, source=run_dir, also=RESUME_SETTINGS)
-        saved_epochs = OmegaConf.create(saved_text).get("trainer", {}).get("max_epochs")
+        saved_epochs = (yaml.safe_load(saved_text) or {}).get("trainer", {}).get("max_epochs")
         if metrics.get("stopped") == "max_epochs" and saved_epochs != cfg.trainer.max_epochs:
             return None  # trainer.max_epochs changed: train on to the new limit
     best = metrics.get("best", {}).get(cfg.trainer.monitor)
