@@ -177,3 +177,29 @@ def test_search_stops_once_every_example_has_k_finished(
     # two finished per example, so the search ends long before max_len_b.
     assert model.steps == 2
     assert [hyps[0].tokens for hyps in results] == [[], []]
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_model_that_never_ends_still_gives_every_source_an_output(
+    beam_size: int, hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
+) -> None:
+    """eos has probability zero everywhere, so even the eos forced at the length limit
+    is -inf: the best beam ends there anyway, scored -inf, as greedy search does."""
+    model = hash_model(seed=5, eos_bias=float("-inf"))
+    src_tokens, src_mask = padded_batch([[3, 4], [5, 5, 5, 4]])
+    common = {"max_len_a": 1.0, "max_len_b": 1}
+    beam = generate(
+        model,
+        src_tokens,
+        src_mask,
+        GenerationSettings(strategy="beam", beam_size=beam_size, **common),
+        **special,
+    )
+    greedy = generate(
+        model, src_tokens, src_mask, GenerationSettings(strategy="greedy", **common), **special
+    )
+    for [from_beam], [from_greedy], length in zip(beam, greedy, [3, 5], strict=True):
+        assert len(from_beam.tokens) == len(from_greedy.tokens) == length
+        assert from_beam.log_prob == from_beam.score == float("-inf")
+        if beam_size == 1:
+            assert from_beam.tokens == from_greedy.tokens

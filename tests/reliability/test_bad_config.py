@@ -163,6 +163,12 @@ INCOMPATIBLE = [
         id="nbest-over-beam",
     ),
     pytest.param(
+        ("generation.min_len=500",),
+        r"generation\.min_len=500 is longer than any output can be: at most "
+        r"model\.max_len - 1 = \d+ tokens",
+        id="min-len-over-model-max-len",
+    ),
+    pytest.param(
         ("optim.lr=-1",),
         r"optim\.lr=-1(\.0)? must be positive",
         id="negative-lr",

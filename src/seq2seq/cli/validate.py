@@ -27,7 +27,13 @@ def generation_settings(cfg: TrainConfig) -> GenerationSettings:
     """The decoding settings. Outputs can be as long as the longest target training keeps,
     `model.max_len - 1` tokens: the decoder reads bos and those tokens, and eos is the
     prediction after the last of them, never an input."""
-    return GenerationSettings(**asdict(cfg.generation), max_len=max(1, cfg.model.max_len - 1))
+    max_len = max(1, cfg.model.max_len - 1)
+    if cfg.generation.min_len > max_len:
+        raise ValueError(
+            f"generation.min_len={cfg.generation.min_len} is longer than any output can be: "
+            f"at most model.max_len - 1 = {max_len} tokens; lower generation.min_len"
+        )
+    return GenerationSettings(**asdict(cfg.generation), max_len=max_len)
 
 
 def length_limits(cfg: TrainConfig) -> tuple[int, int]:

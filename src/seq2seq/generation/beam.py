@@ -5,7 +5,8 @@ an example's beams are ranked and the best 2K kept: since at most K of them end 
 (one per beam), at least K continue, which refill the beams. An eos candidate among the
 best K finishes a hypothesis, scored with the length penalty. An example is done when
 it has K finished hypotheses or reaches its max length, where eos is forced so that
-every live beam finishes. The decoder state follows the surviving beams through
+every live beam finishes (if even the forced eos has probability zero, the best beam
+ends there with score -inf, as in greedy search). The decoder state follows the surviving beams through
 ``state.reorder``.
 """
 
@@ -97,6 +98,17 @@ def beam_search(
             length_penalty=settings.length_penalty,
         )
         for b in range(batch):
+            if not done[b] and step >= max_lengths_list[b] and not finished[b]:
+                # Forced eos was not finite (e.g. a -inf eos logit): end the best beam
+                # anyway, as greedy search does, so every source has an output.
+                row = b * beam
+                finished[b].append(
+                    _hypothesis(
+                        prefixes[row, :step].tolist(),
+                        float(beam_scores[b, 0] + log_probs[row, eos_id]),
+                        settings.length_penalty,
+                    )
+                )
             done[b] = done[b] or len(finished[b]) >= beam or step >= max_lengths_list[b]
         if all(done):
             break
@@ -145,14 +157,16 @@ def _finish_hypotheses(
         return
     tokens = prefixes.index_select(0, rows[finishing]).tolist()
     log_probs = scores[finishing].tolist()
-    length = prefixes.size(1) + 1  # output tokens plus eos
     for (b, _), hypothesis_tokens, log_prob in zip(positions, tokens, log_probs, strict=True):
         if done[b] or len(finished[b]) >= beam:
             continue
-        finished[b].append(
-            Hypothesis(
-                tokens=hypothesis_tokens,
-                score=normalised_score(log_prob, length, length_penalty),
-                log_prob=log_prob,
-            )
-        )
+        finished[b].append(_hypothesis(hypothesis_tokens, log_prob, length_penalty))
+
+
+def _hypothesis(tokens: list[int], log_prob: float, length_penalty: float) -> Hypothesis:
+    """A finished output; its length for the penalty counts eos."""
+    return Hypothesis(
+        tokens=tokens,
+        score=normalised_score(log_prob, len(tokens) + 1, length_penalty),
+        log_prob=log_prob,
+    )
