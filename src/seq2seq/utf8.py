@@ -11,9 +11,14 @@ def not_utf8(what: str, offset: int) -> ValueError:
     )
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def decode_utf8(data: bytes, *, what: str) -> str:
-    """`data` as UTF-8 text; otherwise the `not_utf8` error for `what`."""
+    """`data` as UTF-8 text, without the byte-order mark some editors put first (it
+    would stick to the first line); otherwise the `not_utf8` error for `what`."""
+    skipped = len(_BOM) if data.startswith(_BOM) else 0
     try:
-        return data.decode("utf-8")
+        return data[skipped:].decode("utf-8")
     except UnicodeDecodeError as error:
-        raise not_utf8(what, error.start) from error
+        raise not_utf8(what, skipped + error.start) from error

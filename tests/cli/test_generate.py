@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from seq2seq.cli import evaluate as evaluate_cli
-from seq2seq.cli.generate import generate_from_config, references_rows
+from seq2seq.cli.generate import decoding_precision, generate_from_config, references_rows
 from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.evaluation.scoring import score
 
@@ -182,6 +182,11 @@ def test_nbest_output_with_beam(run_generate: Generate, sources_file: Path, tmp_
         ((), ValueError, r"set exactly one of input .* and split"),
         (("split=train",), ValueError, r"split='train' is unknown; choose one of \['validation'"),
         (("input=SOURCES", "precision=fp8"), ValueError, r"precision='fp8' is unknown"),
+        (
+            ("input=SOURCES", "precision=fp16", "device=cpu"),
+            ValueError,
+            r"precision='fp16' needs a CUDA device, but the device is cpu",
+        ),
         (("input=missing.txt",), FileNotFoundError, r"input='missing.txt' is not a file"),
         (
             ("input=SOURCES", "references_output=refs.txt"),
@@ -366,3 +371,11 @@ def test_module_entry_point(run_dir: Path, sources_file: Path, tmp_path: Path) -
     assert failed.stderr.strip().endswith(
         "seq2seq-generate: error: split='train' is unknown; choose one of ['validation', 'test']"
     )
+
+
+def test_decoding_takes_the_runs_precision_unless_told() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert decoding_precision(None, "bf16", cpu) == "bf16"
+    assert decoding_precision(None, "fp16", cuda) == "fp16"
+    assert decoding_precision(None, "fp16", cpu) == "fp32"
+    assert decoding_precision("fp32", "bf16", cpu) == "fp32"

@@ -110,6 +110,19 @@ def test_a_file_that_is_not_utf8_is_named_with_its_option(
     assert f"--ref {ref} is not valid UTF-8 (first bad byte at offset" in capsys.readouterr().err
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
+    ref = tmp_path / "ref.txt"
+    ref.write_bytes(b"\xef\xbb\xbf" + "\n".join(HYPOTHESES).encode("utf-8") + b"\n")
+    assert run_json(capsys, "--hyp", hyp, "--ref", str(ref), "--metrics", "ser")["ser"] == 0.0
+    ref.write_bytes(b"\xef\xbb\xbfab\xe9\n")
+    with pytest.raises(SystemExit):
+        main(["--hyp", hyp, "--ref", str(ref)])
+    assert "first bad byte at offset 5" in capsys.readouterr().err
+
+
 def test_console_script_is_installed(tmp_path: Path) -> None:
     executable = shutil.which("seq2seq-evaluate", path=str(Path(sys.executable).parent))
     assert executable is not None, "reinstall the package: pip install -e ."

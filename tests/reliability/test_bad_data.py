@@ -235,6 +235,35 @@ def test_overlong_examples_are_dropped_or_truncated_and_counted(
     )
 
 
+def test_overlong_held_out_examples_are_truncated_so_all_are_scored(
+    compose_config: Compose,
+    tmp_path: Path,
+    data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    stop_after_data: type[Exception],
+) -> None:
+    cfg = _files_config(
+        compose_config,
+        "json",
+        _jsonl(data_dir / "train.jsonl", WORDS),
+        _jsonl(data_dir / "valid.jsonl", WORDS[:4] + LONG_WORDS),
+        "data.max_source_len=8",
+        "data.max_target_len=8",
+        "data.overlong=drop",
+    )
+    with caplog.at_level(logging.INFO, logger=CLEAN_SPLIT_LOG), pytest.raises(stop_after_data):
+        train(cfg, tmp_path / "run")
+    assert _report(caplog, "validation") == (
+        f"validation split: kept {4 + len(LONG_WORDS)}/{4 + len(LONG_WORDS)} examples; "
+        f"dropped 0 empty; truncated {len(LONG_WORDS)} over-long (source > 8 or target > 8 tokens)"
+    )
+    assert any(
+        record.levelno == logging.WARNING
+        and record.getMessage().startswith(f"{len(LONG_WORDS)} validation example(s) are longer")
+        for record in caplog.records
+    )
+
+
 def test_truncated_examples_train(compose_config: Compose, tmp_path: Path, data_dir: Path) -> None:
     """Truncation rewrites Arrow list columns; the batches it yields must still train."""
     train_file = _jsonl(data_dir / "train.jsonl", WORDS + LONG_WORDS * 5)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,30 @@ def test_round_trip_and_special_ids(tmp_path: Path, model_type: str) -> None:
     assert tok.encode_batch(TEXTS[:3]) == [tok.encode(t) for t in TEXTS[:3]]
     assert 4 < tok.vocab_size <= 60
     assert (tmp_path / "spm.model").is_file()
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_normalize_is_what_decoding_the_encoding_gives(tmp_path: Path, model_type: str) -> None:
+    """Spaces anywhere and in runs, tabs, an ideographic space and NFKC-folded letters
+    (the ligature "\ufb01" is "fi", fullwidth "\uff41" is "a")."""
+    tok = train_tokenizer(
+        [*TEXTS, "fine day", "a b c"],
+        model_type=model_type,  # type: ignore[arg-type]
+        vocab_size=60,
+        output_dir=tmp_path,
+        prefix="spm",
+    )
+    rng = random.Random(0)
+    pieces = ["a", "b", "c", "the", "\ufb01", "\uff41", " ", "  ", "\t", "\u3000"]
+    compared = 0
+    for _ in range(500):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        ids = tok.encode(text)
+        if UNK_ID not in ids:
+            assert tok.normalize(text) == tok.decode(ids), repr(text)
+            compared += 1
+    assert compared >= 100
+    assert tok.normalize(" \ufb01ne  d\uff41y ") == "fine day"
 
 
 def test_decode_stops_at_eos_and_skips_pad_and_bos(tmp_path: Path) -> None:

@@ -35,14 +35,13 @@ from tqdm import tqdm
 
 from seq2seq.atomic import write_text_atomic
 from seq2seq.cli.errors import run_cli, usage_errors
-from seq2seq.cli.prepare import evaluation_set, load_raw_splits
+from seq2seq.cli.prepare import clean_role, evaluation_set, load_raw_splits
 from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.cli.validate import generation_settings, length_limits
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.keys import check_known_keys
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import length_sorted_chunks
-from seq2seq.data.cleaning import clean_split
 from seq2seq.generation import GenerationSettings, Hypothesis, generate
 from seq2seq.model import build_model
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
@@ -50,6 +49,7 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokeniz
 from seq2seq.tokenizer.stored import stored_tokenizers
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
 from seq2seq.training.evaluator import EvaluationSet
+from seq2seq.training.trainer import PRECISIONS
 from seq2seq.utf8 import decode_utf8
 
 log = logging.getLogger("seq2seq.generate")
@@ -57,7 +57,6 @@ log = logging.getLogger("seq2seq.generate")
 SCHEMA_NAME = "generate_schema"
 STDIO = "-"
 SPLITS = ("validation", "test")
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -86,8 +85,9 @@ class GenerateConfig:
     """Padded source tokens per batch; null takes the run's `data.max_tokens`."""
     device: str = "auto"
     """`auto` (cuda when available), `cpu`, `cuda` or `cuda:N`."""
-    precision: str = "fp32"
-    """`fp32`, or `bf16` autocast."""
+    precision: str | None = None
+    """`fp32`, or `bf16` or `fp16` (CUDA only) autocast; null takes the run's
+    `trainer.precision` (fp32 for an fp16 run decoded on the CPU), as its validation did."""
 
 
 ConfigStore.instance().store(name=SCHEMA_NAME, node=GenerateConfig)
@@ -242,15 +242,10 @@ def split_sources(run: Run, split: str) -> EvaluationSet:
     tokenized = tokenize_splits(
         datasets.DatasetDict({split: raw[split]}), run.source_tokenizer, run.target_tokenizer
     )
-    max_source, max_target = length_limits(cfg)
-    cleaned, report = clean_split(
-        tokenized[split],
-        max_source_len=max_source,
-        max_target_len=max_target,
-        overlong=cfg.data.overlong,  # type: ignore[arg-type]
+    cleaned, _ = clean_role(
+        tokenized[split], split, data=cfg.data, length_limits=length_limits(cfg)
     )
-    log.info("%s split: %s", split, report)
-    return evaluation_set(cleaned)
+    return evaluation_set(cleaned, run.target_tokenizer)
 
 
 def references_rows(references: Sequence[Sequence[str]]) -> list[str]:
@@ -366,6 +361,21 @@ def nbest_rows(nbests: Sequence[Sequence[Hypothesis]], tokenizer: Tokenizer) -> 
     ]
 
 
+def decoding_precision(requested: str | None, trained: str, device: torch.device) -> str:
+    """The autocast precision: `requested`, or else the run's own where `device` has it."""
+    if requested is None:
+        if trained == "fp16" and device.type != "cuda":
+            log.info("the run trained in fp16, which needs CUDA; decoding in fp32 on %s", device)
+            return "fp32"
+        return trained
+    if requested == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision='fp16' needs a CUDA device, but the device is {device}; "
+            "use 'bf16' or 'fp32' on the CPU"
+        )
+    return requested
+
+
 def _log_generation_difference(run: GenerationConfig, used: GenerationConfig) -> None:
     differences = [
         f"{name}={value!r} (run: {asdict(run)[name]!r})"
@@ -389,7 +399,7 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
         )
     if cfg.split is not None and cfg.split not in SPLITS:
         raise ValueError(f"split={cfg.split!r} is unknown; choose one of {list(SPLITS)}")
-    if cfg.precision not in PRECISIONS:
+    if cfg.precision is not None and cfg.precision not in PRECISIONS:
         raise ValueError(
             f"precision={cfg.precision!r} is unknown; choose one of {list(PRECISIONS)}"
         )
@@ -406,6 +416,7 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
     lines = None if cfg.input is None else read_lines(cfg.input)
 
     run = load_run(checkpoint, device)
+    precision = decoding_precision(cfg.precision, run.config.trainer.precision, device)
     # The same limits as training's decoding, so split=test reproduces predictions.txt.
     settings = generation_settings(replace(run.config, generation=cfg.generation))
     _log_generation_difference(run.config.generation, cfg.generation)
@@ -425,7 +436,7 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
         settings,
         max_tokens=run.config.data.max_tokens if cfg.max_tokens is None else cfg.max_tokens,
         device=device,
-        autocast_dtype=PRECISIONS[cfg.precision],
+        autocast_dtype=PRECISIONS[precision],
     )
     decode = run.target_tokenizer.decode
     predictions = [decode(nbest[0].tokens) if nbest else "" for nbest in nbests]

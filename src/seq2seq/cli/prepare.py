@@ -111,13 +111,7 @@ def prepare_data(
     tokenized = tokenize_splits(raw, source_tokenizer, target_tokenizer)
     splits, reports = {}, {}
     for role, split in tokenized.items():
-        cleaned, report = clean_split(
-            split,
-            max_source_len=length_limits[0],
-            max_target_len=length_limits[1],
-            overlong=data.overlong,  # type: ignore[arg-type]
-        )
-        log.info("%s split: %s", role, report)
+        cleaned, report = clean_role(split, role, data=data, length_limits=length_limits)
         if len(cleaned) == 0:
             raise ValueError(
                 f"the {role} split has no usable example left ({report}); check data.source="
@@ -132,22 +126,50 @@ def prepare_data(
     )
 
 
-def evaluation_set(split: datasets.Dataset) -> EvaluationSet:
+def clean_role(
+    split: datasets.Dataset, role: str, *, data: DataConfig, length_limits: tuple[int, int]
+) -> tuple[datasets.Dataset, CleanReport]:
+    """Drops empty examples; over-long ones of the train split are dropped or truncated as
+    `data.overlong` says, those of a held-out split always truncated, so that every
+    example is scored (against its whole reference: the `target` text is kept)."""
+    cleaned, report = clean_split(
+        split,
+        max_source_len=length_limits[0],
+        max_target_len=length_limits[1],
+        overlong="truncate" if role != "train" else data.overlong,  # type: ignore[arg-type]
+    )
+    log.info("%s split: %s", role, report)
+    if role != "train" and report.truncated:
+        log.warning(
+            "%d %s example(s) are longer than the model takes (%s); they are "
+            "truncated, so their outputs can hardly match their references",
+            report.truncated,
+            role,
+            f"source > {report.max_source_len} or target > {report.max_target_len} tokens",
+        )
+    return cleaned, report
+
+
+def evaluation_set(split: datasets.Dataset, target_tokenizer: Tokenizer) -> EvaluationSet:
     """One entry per distinct source; the targets of repeated sources become alternative
-    references (a word with several pronunciations, a sentence with several translations)."""
+    references (a word with several pronunciations, a sentence with several translations).
+
+    References are normalized as the target tokenizer's `decode` writes hypotheses (NFKC,
+    whitespace collapsed), so a perfect output matches its reference exactly."""
     first: dict[str, int] = {}
     references: list[list[str]] = []
     rows = split.select_columns(["source", "target", "source_ids", "target_ids"]).to_dict()
     keep: list[int] = []
     for index, (source, target) in enumerate(zip(rows["source"], rows["target"], strict=True)):
+        reference = target_tokenizer.normalize(target)
         if source in first:
             alternatives = references[first[source]]
-            if target not in alternatives:
-                alternatives.append(target)
+            if reference not in alternatives:
+                alternatives.append(reference)
             continue
         first[source] = len(keep)
         keep.append(index)
-        references.append([target])
+        references.append([reference])
     return EvaluationSet(
         source_ids=[rows["source_ids"][i] for i in keep],
         target_ids=[rows["target_ids"][i] for i in keep],

@@ -313,7 +313,7 @@ def _train(
     def evaluator(split: str) -> Evaluator:
         return Evaluator(
             model=model,
-            data=evaluation_set(data.splits[split]),
+            data=evaluation_set(data.splits[split], data.target_tokenizer),
             target_tokenizer=tokenizer,
             generation=settings,
             metrics=cfg.trainer.metrics,

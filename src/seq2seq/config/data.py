@@ -61,7 +61,9 @@ class DataConfig:
     max_target_len: int | None = None
     """Longest target in tokens (without bos/eos). Default: model.max_len - 1."""
     overlong: str = "drop"
-    """`drop` or `truncate` over-long examples; the count is logged either way."""
+    """`drop` or `truncate` over-long train examples; the count is logged either way.
+    Over-long validation and test examples are always truncated (and warned about), so
+    every held-out example is scored."""
     max_tokens: int = 4096
     """Token budget of one batch (padded source or target tokens, whichever is larger)."""
     num_workers: int = 0

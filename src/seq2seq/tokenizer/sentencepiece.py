@@ -35,6 +35,8 @@ _MAX_TRAINING_SENTENCES = 5_000_000
 # silently drop long documents.
 _MAX_SENTENCE_BYTES = 1 << 16
 _SAMPLING_SEED = 0
+# How SentencePiece writes a space inside pieces (U+2581).
+_SPACE = "\u2581"
 
 
 class Tokenizer:
@@ -110,6 +112,12 @@ class Tokenizer:
             if i not in (PAD_ID, BOS_ID):
                 kept.append(i)
         return str(self._sp.decode(kept))
+
+    def normalize(self, text: str) -> str:
+        """`text` as `decode(encode(text))` gives it back when every piece is known:
+        NFKC, runs of whitespace collapsed, none at either end. References are compared
+        with decoded hypotheses in this form."""
+        return str(self._sp.normalize(text)).replace(_SPACE, " ").strip(" ")
 
     # SentencePieceProcessor is rebuilt from the model bytes, so tokenizers can be sent
     # to DataLoader workers and other processes.
