@@ -6,8 +6,8 @@ Each launch runs `python -m seq2seq.cli.train experiment=toy_reverse model=tiny 
 trainer.resume=auto hydra.run.dir=<workdir>/run`. Once the launch's log shows a training
 step, the soak counts steps (`--every-steps M`, with `--jitter`) or seconds
 (`--every-seconds K`) and then sends the signal; the launch must finish its step, write a
-checkpoint, say so and exit 0, and the next launch must say it resumed from that
-checkpoint. When a launch ends with `stopped: max_steps`, the soak checks:
+checkpoint, say so and exit with status 128 + the signal number, and the next launch
+must say it resumed from that checkpoint. When a launch ends with `stopped: max_steps`, the soak checks:
 
 - steps: the `train/loss` scalars of all the run's TensorBoard event files (one a launch)
   hold every logged step (1..N with `--log-every 1`, else 1 and the multiples) exactly once;
@@ -432,7 +432,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 f"startup {launch.startup_s or 0:.1f} s, wall {launch.wall_s:.1f} s",
                 flush=True,
             )
-        if launch.returncode != 0 or launch.timed_out:
+        # A signalled launch exits 128 + the signal number (0 if it had already finished).
+        allowed = {0} if launch.signal is None else {0, 128 + signal.Signals[launch.signal]}
+        if launch.returncode not in allowed or launch.timed_out:
             tail = "".join(launch.output[-30:])
             checks.append(
                 Check(f"launch {index} exit", False, f"exit {launch.returncode}:\n{tail}")

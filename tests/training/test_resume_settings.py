@@ -167,6 +167,30 @@ def test_a_resume_after_patience_ran_out_does_not_train_on(
     assert "test" in metrics
 
 
+def test_a_run_stopped_early_trains_on_with_more_patience(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    """An absurd learning rate makes the loss rise: patience 1 stops at the first
+    validation that does not improve; resumed with a larger patience, it trains on."""
+    run = tmp_path / "run"
+    rising = (
+        *RUN,
+        "trainer.max_steps=40",
+        "trainer.monitor=loss",
+        "optim.lr=5.0",
+        "schedule=constant",
+    )
+    train(compose_config(*rising, "trainer.patience=1"), run)
+    first = json.loads((run / "metrics.json").read_text())
+    assert first["stopped"] == "early_stopping"
+    train(compose_config(*rising, "trainer.patience=1", "trainer.resume=auto"), run)
+    assert json.loads((run / "metrics.json").read_text()) == first  # finished: not again
+    train(compose_config(*rising, "trainer.patience=3", "trainer.resume=auto"), run)
+    second = json.loads((run / "metrics.json").read_text())
+    assert second["step"] > first["step"]
+    assert second["stopped"] in ("early_stopping", "max_steps")
+
+
 def test_a_resume_after_a_crash_draws_each_step_once(
     compose_config: Compose, tmp_path: Path
 ) -> None:

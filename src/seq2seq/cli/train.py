@@ -71,6 +71,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 RESUME_LATEST = ("auto", "true", "True")
 RESUME_NEVER = ("false", "False", "")
 FINISHED = ("max_steps", "max_epochs", "early_stopping")
+# The setting behind each way of finishing other than max_steps (its step is in metrics.json).
+LIMIT_SETTINGS = {"max_epochs": "max_epochs", "early_stopping": "patience"}
 
 register_configs()
 
@@ -189,9 +191,10 @@ def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> flo
     if saved_config.is_file():
         saved_text = saved_config.read_text(encoding="utf-8")
         check_same_model(saved_text, config_text, source=run_dir, also=RESUME_SETTINGS)
-        saved_epochs = (yaml.safe_load(saved_text) or {}).get("trainer", {}).get("max_epochs")
-        if metrics.get("stopped") == "max_epochs" and saved_epochs != cfg.trainer.max_epochs:
-            return None  # trainer.max_epochs changed: train on to the new limit
+        saved_trainer = (yaml.safe_load(saved_text) or {}).get("trainer", {})
+        setting = LIMIT_SETTINGS.get(metrics.get("stopped"))
+        if setting is not None and saved_trainer.get(setting) != getattr(cfg.trainer, setting):
+            return None  # the limit that ended it changed: train on to the new one
     best = metrics.get("best", {}).get(cfg.trainer.monitor)
     return float("nan") if best is None else float(best)
 
@@ -438,16 +441,15 @@ def _final_outputs(
     return {k: float(v) for k, v in hparam_metrics.items() if not math.isnan(float(v))}
 
 
-def _end_sweep_if_signalled(run_dir: Path) -> None:
-    """A run stopped by SIGTERM or SIGINT has checkpointed; the signal was meant for the
-    whole sweep, so end the process (status 128 + signal number) instead of letting the
-    launcher start the next job. `trainer.resume=auto` continues the sweep."""
+def _signal_status(run_dir: Path) -> int | None:
+    """128 + the signal number when SIGTERM or SIGINT stopped the run in `run_dir` (it has
+    checkpointed), as a shell reports a process ended by that signal; None otherwise."""
     path = run_dir / "metrics.json"
     metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     stopped = metrics.get("signal", metrics.get("stopped"))
     if isinstance(stopped, str) and stopped in signal.Signals.__members__:
-        log.warning("%s: ending the sweep after job %s", stopped, run_dir)
-        raise SystemExit(128 + signal.Signals[stopped].value)
+        return 128 + signal.Signals[stopped].value
+    return None
 
 
 HYDRA_SUBDIR = ".hydra"
@@ -486,10 +488,16 @@ def _hydra_main(cfg: DictConfig) -> float:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             with usage_errors("seq2seq-train"):
-                return train(cfg, run_dir, command_line=command_line, hydra_files=record)
+                objective = train(cfg, run_dir, command_line=command_line, hydra_files=record)
         except BaseException:
             _remove_if_empty(run_dir)
             raise
+        # Stopped by a signal, the run is not done: a non-zero status keeps
+        # `seq2seq-train ... && next-step` and job schedulers from taking it as finished.
+        status = _signal_status(run_dir)
+        if status is not None:
+            raise SystemExit(status)
+        return objective
     # A sweep job's dir shows up in scripts/summarize_sweep.py from the start (by its
     # .hydra/overrides.yaml), even if the job is killed while preparing data; an earlier
     # run's record there is replaced only once this job is accepted.
@@ -499,7 +507,12 @@ def _hydra_main(cfg: DictConfig) -> float:
     # jobs first, Optuna marks the trial failed.
     try:
         objective = train(cfg, run_dir, command_line=command_line, hydra_files=record)
-        _end_sweep_if_signalled(run_dir)
+        # The signal was meant for the whole sweep: end the process rather than let the
+        # launcher start the next job; `trainer.resume=auto` continues the sweep.
+        status = _signal_status(run_dir)
+        if status is not None:
+            log.warning("ending the sweep after job %s, stopped by a signal", run_dir)
+            raise SystemExit(status)
         if math.isnan(objective):
             raise RuntimeError(
                 f"run {run_dir} stopped before its first validation: no {cfg.trainer.monitor}"
