@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -72,3 +73,24 @@ def test_bench_train_compares_with_nn_transformer(
     ]
     assert rows[0]["ratio_vs_nn_transformer"] == 1.0
     assert all(row["tokens_per_s"] > 0 for row in rows)
+
+
+def test_bench_dropout_times_both_dropouts_alone_and_in_a_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "dropout.json"
+    _script("bench_dropout").main(
+        shlex.split(
+            f"--tokens 64 --length 8 --d-model 16 --d-ff 32 --repeats 1 --steps 1 --json {out}"
+        )
+    )
+    printed = capsys.readouterr().out
+    assert re.search(r"training step, 0\.\dM parameters, 8x8 tokens", printed)
+    results = json.loads(out.read_text())["results"]
+    assert [row["what"] for row in results[:2]] == [
+        "dropout fwd+bwd (64, 16)",
+        "dropout fwd+bwd (64, 32)",
+    ]
+    assert len(results) == 3 and results[2]["what"].endswith("M parameters, 8x8 tokens")
+    for row in results:
+        assert row["speedup"] == pytest.approx(row["nn.Dropout"] / row["ours"])

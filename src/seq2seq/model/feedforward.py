@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from seq2seq.model.dropout import Dropout
+
 
 class FeedForward(nn.Module):
     def __init__(
@@ -14,7 +16,7 @@ class FeedForward(nn.Module):
         # The gated kinds compute W1 x and W3 x in one matmul, then split.
         self.w_in = nn.Linear(d_model, 2 * d_ff if gated else d_ff)
         self.activation = activation
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.w_out = nn.Linear(d_ff, d_model)
 
     def forward(self, x: Tensor) -> Tensor:

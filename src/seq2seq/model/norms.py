@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from seq2seq.model.dropout import Dropout
+
 
 class ScaleNorm(nn.Module):
     """`g * x / ||x||` over the last dim, one learned scalar g (Nguyen & Salazar, 2019)."""
@@ -35,7 +37,7 @@ class Residual(nn.Module):
 
     def __init__(self, dropout: float) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def pre(self, x: Tensor) -> Tensor:
         return x

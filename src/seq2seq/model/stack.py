@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 
+from seq2seq.model.dropout import Dropout
 from seq2seq.model.embedding import Positions, TokenEmbedding
 from seq2seq.model.layer import LayerState, PerformerLayer
 
@@ -28,7 +29,7 @@ class LayerStack(nn.Module):
         self.positions = positions
         self.layers = nn.ModuleList(layers)
         self.final_norm = final_norm
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
         """`tokens: (B, L)` at positions offset.. -> `(B, L, D)`."""
