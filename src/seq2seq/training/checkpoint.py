@@ -31,8 +31,9 @@ def atomic_save(obj: Any, path: Path) -> None:
     write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load with `weights_only=True`; a missing, truncated or corrupt file gets one clear error."""
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load with `weights_only=True`; a missing, truncated or corrupt file gets one clear error.
+    `mmap`: map the tensors instead of reading them, for a look at the other entries."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     with path.open("rb") as handle:
@@ -44,7 +45,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             ".pt file from a run's checkpoints/ or the run dir"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         if "Unsupported global" in str(error):
             raise ValueError(
@@ -129,7 +130,7 @@ class CheckpointManager:
             if int(CHECKPOINT_PATTERN.match(path.name).group(1)) > step  # type: ignore[union-attr]
         ]
         best = self.directory / BEST_NAME
-        if best.is_file() and load_checkpoint(best).get("trainer", {}).get("step", -1) > step:
+        if best.is_file() and load_checkpoint(best, mmap=True).get("trainer", {}).get("step", -1) > step:
             later.append(best)
         return later
 
