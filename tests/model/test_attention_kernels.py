@@ -3,7 +3,7 @@
 Kernels come from the registry through `build_model`, so a new kind or feature map is
 tested here without touching this file. Softmax kinds are compared with a masked softmax;
 kinds with a feature map with `A = phi(q) phi(k)^T`, masked entries zeroed, rows normalised
-with the same EPSILON. phi is the module's own feature map: the attention algebra, masking
+with the same smallest denominator. phi is the module's own feature map: the attention algebra, masking
 and chunking are under test here; FAVOR+ itself is tested in test_feature_maps.py.
 """
 
@@ -17,8 +17,15 @@ import pytest
 import torch
 from torch import Tensor
 
-from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS, MultiHeadAttention
-from seq2seq.model.attention.base import EPSILON, Attention
+from seq2seq.model.attention import (
+    ATTENTIONS,
+    FEATURE_MAPS,
+    CausalLinearAttention,
+    FavorFeatureMap,
+    LinearAttention,
+    MultiHeadAttention,
+)
+from seq2seq.model.attention.base import SMALLEST_DENOMINATOR, Attention
 
 B, H, DH = 4, 4, 8
 
@@ -93,7 +100,7 @@ def reference(
             phi_q = kernel.feature_map(q, is_query=True).double()  # type: ignore[operator]
             phi_k = kernel.feature_map(k, is_query=False).double()  # type: ignore[operator]
         weights = (phi_q @ phi_k.transpose(-1, -2)) * allowed
-        weights = weights / (weights.sum(-1, keepdim=True) + EPSILON)
+        weights = weights / weights.sum(-1, keepdim=True).clamp_min(SMALLEST_DENOMINATOR)
     else:
         scores = q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])
         scores = scores.masked_fill(~allowed, float("-inf"))
@@ -258,3 +265,24 @@ def test_attention_weights_raise_for_linear_kinds(
     mha = make_attention(name, causal=causal, feature_map=feature_map)
     with pytest.raises(TypeError, match="softmax attention only"):
         mha.attention_weights(torch.randn(2, 5, 32))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_favor_rows_of_large_norm_keys_still_average_the_values(causal: bool) -> None:
+    """FAVOR+ features of keys with std 5 are tiny but still weights, so constant values
+    come back unchanged (with a denominator + 1e-12, some causal outputs were 3.6e-17)."""
+    generator = torch.Generator().manual_seed(0)
+    dh = 16
+    feature_map = FavorFeatureMap(dh, num_features=64, seed=0, layer_id=1)
+    kernel = CausalLinearAttention(feature_map) if causal else LinearAttention(feature_map)
+    q, k = (torch.randn(2, 2, 48, dh, generator=generator) * 5 for _ in range(2))
+    v = torch.full((2, 2, 48, dh), 3.0)
+    out = kernel(q, k, v, None)
+    assert torch.allclose(out, v, rtol=1e-4), out.min()
+    if causal:
+        state = None
+        for t in range(k.shape[2]):
+            step_out, state = kernel.step(
+                q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state
+            )
+            assert torch.allclose(step_out, v[:, :, t : t + 1], rtol=1e-4)

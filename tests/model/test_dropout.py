@@ -71,6 +71,11 @@ def test_identity_in_eval_mode_or_at_zero_and_zeros_at_one() -> None:
     assert Dropout(0.5).eval()(x) is x
     assert Dropout(0.0).train()(x) is x
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    # Probabilities within 2^-17 of 0 or 1 are nn.functional.dropout's to draw.
+    nearly_all = Dropout(1 - 1e-6).train()(torch.ones(100_000))
+    assert 0 <= (nearly_all != 0).sum().item() < 10
+    nearly_none = Dropout(1e-6).train()(torch.ones(100_000))
+    assert (nearly_none == 0).sum().item() < 10
     with pytest.raises(ValueError, match=r"dropout probability 1.5 must be in \[0, 1\]"):
         Dropout(1.5)
 

@@ -22,7 +22,7 @@ from seq2seq.model.attention import (
     ReluFeatureMap,
     redraw_feature_maps,
 )
-from seq2seq.model.attention.feature_maps import make_feature_map_factory
+from seq2seq.model.attention.feature_maps import make_feature_map_factory, orthogonal_gaussian
 
 DH = 8
 
@@ -196,3 +196,17 @@ def test_projection_survives_state_dict_round_trip(
         fresh.load_state_dict(trained.state_dict())
         assert_all_equal(projections(fresh), projections(trained))
         torch.testing.assert_close(fresh(*args), expected, atol=0, rtol=0)
+
+
+def test_any_seed_draws_a_projection_and_small_seeds_keep_theirs() -> None:
+    big = FavorFeatureMap(8, num_features=8, seed=2**40, layer_id=3)
+    assert torch.isfinite(big.projection).all()
+    assert not torch.equal(
+        big.projection, FavorFeatureMap(8, num_features=8, seed=1, layer_id=3).projection
+    )
+    # Seeds that fitted the generator before the reduction draw what they drew then.
+    generator = torch.Generator().manual_seed((1234 * 1_000_003 + 2) * 1_000_003)
+    assert torch.equal(
+        FavorFeatureMap(8, num_features=8, seed=1234, layer_id=2).projection,
+        orthogonal_gaussian(8, 8, generator),
+    )

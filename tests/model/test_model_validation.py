@@ -126,6 +126,29 @@ BAD = [
         r"model\.linear\.feature_map='elu' is set, but no stack uses a linear attention",
         id="linear-setting-unused-cross",
     ),
+    *(
+        pytest.param(
+            {"encoder": "linear", "linear": {"feature_map": feature_map, setting: value}},
+            rf"model\.linear\.{setting}={value} is read only by model\.linear\.feature_map="
+            rf"'favor', but it is '{feature_map}'; remove it",
+            id=f"{setting}-with-{feature_map}",
+        )
+        for feature_map, setting, value in [
+            ("elu", "nb_features", 8),
+            ("relu", "redraw_interval", 5),
+        ]
+    ),
+    pytest.param(
+        {
+            "encoder": "linear",
+            "decoder": "causal_linear",
+            "cross": "linear",
+            "attention_dropout": 0.1,
+        },
+        r"model\.attention_dropout=0\.1 is read only by softmax attention, which no stack uses "
+        r"\(model\.encoder\.self_attention='linear', .*\); remove it",
+        id="attention-dropout-without-softmax",
+    ),
 ]
 
 
@@ -168,7 +191,7 @@ def test_classifier_needs_classes(
     [
         pytest.param({}, id="all-softmax-linear-unset"),
         pytest.param(
-            {"encoder": "linear", "linear": {"feature_map": "relu", "nb_features": 8}},
+            {"encoder": "linear", "linear": {"feature_map": "favor", "nb_features": 8}},
             id="linear-encoder",
         ),
         pytest.param(
@@ -180,6 +203,10 @@ def test_classifier_needs_classes(
             {"kind": "encoder_classifier", "decoder": "linear"}, id="unused-decoder-choice"
         ),
         pytest.param({"norm": "layernorm", "norm_position": "post"}, id="post-layernorm"),
+        pytest.param(
+            {"encoder": "linear", "decoder": "causal_linear", "attention_dropout": 0.1},
+            id="attention-dropout-on-the-softmax-cross-attention",
+        ),
     ],
 )
 def test_good_configuration_builds(
@@ -199,4 +226,20 @@ def test_multihead_rejects_indivisible_width() -> None:
 def test_explicit_zero_linear_setting_fails(make_config: Callable[..., Any], setting: str) -> None:
     cfg = make_config(encoder="linear", decoder="causal_linear", linear={setting: 0})
     with pytest.raises(ValueError, match=rf"model\.linear.*{setting}"):
+        validate_model_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("kind", "unbuilt"), [("decoder_lm", "encoder"), ("encoder_classifier", "decoder")]
+)
+def test_the_depth_of_a_stack_the_kind_does_not_build_is_not_checked(
+    make_config: Callable[..., Any], make_model: Callable[..., Any], kind: str, unbuilt: str
+) -> None:
+    cfg = make_config(kind=kind)
+    getattr(cfg, unbuilt).layers = 0
+    validate_model_config(cfg)
+    make_model(cfg, num_classes=2)
+    built = "decoder" if unbuilt == "encoder" else "encoder"
+    getattr(cfg, built).layers = 0
+    with pytest.raises(ValueError, match=rf"model\.{built}\.layers=0 must be at least 1"):
         validate_model_config(cfg)

@@ -98,12 +98,10 @@ def validate_model_config(cfg: ModelConfig) -> None:
             f"model.d_model={cfg.d_model} is not divisible by model.heads={cfg.heads}; "
             f"choose heads among {[h for h in range(1, cfg.d_model + 1) if cfg.d_model % h == 0]}"
         )
-    for name, value in {
-        "model.encoder.layers": cfg.encoder.layers,
-        "model.decoder.layers": cfg.decoder.layers,
-    }.items():
-        if value < 1:
-            raise ValueError(f"{name}={value} must be at least 1")
+    built = _attention_fields(cfg)
+    for stack, layers in (("encoder", cfg.encoder.layers), ("decoder", cfg.decoder.layers)):
+        if f"model.{stack}.self_attention" in built and layers < 1:
+            raise ValueError(f"model.{stack}.layers={layers} must be at least 1")
     for name, p in {
         "model.dropout": cfg.dropout,
         "model.attention_dropout": cfg.attention_dropout,
@@ -148,6 +146,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if uses_feature_map:
         settings = linear_settings(cfg)
         make_feature_map_factory(settings.feature_map, nb_features=1, seed=0)
+        _check_unread_linear_settings(settings.feature_map, explicit)
         for name, value, least in (
             ("nb_features", settings.nb_features, 1),
             ("chunk_size", settings.chunk_size, 1),
@@ -155,10 +154,32 @@ def validate_model_config(cfg: ModelConfig) -> None:
         ):
             if value < least:
                 raise ValueError(f"model.linear.{name}={value} must be >= {least}")
+    if cfg.attention_dropout > 0 and "softmax" not in _attention_fields(cfg).values():
+        raise ValueError(
+            f"model.attention_dropout={cfg.attention_dropout} is read only by softmax "
+            f"attention, which no stack uses ({', '.join(f'{k}={v!r}' for k, v in built.items())}); "
+            "remove it"
+        )
     if cfg.share_embeddings and cfg.kind != "encoder_decoder":
         raise ValueError(
             f"model.share_embeddings=true needs model.kind='encoder_decoder', not {cfg.kind!r}"
         )
+
+
+FAVOR_ONLY = ("nb_features", "redraw_interval")
+"""Linear-attention settings that only random features (FAVOR+) read."""
+
+
+def _check_unread_linear_settings(feature_map: str, explicit: dict[str, Any]) -> None:
+    """A random-feature setting beside deterministic features is an error, not a no-op
+    (as any linear setting is on an all-softmax model)."""
+    if feature_map != "favor":
+        for name in FAVOR_ONLY:
+            if f"model.linear.{name}" in explicit:
+                raise ValueError(
+                    f"model.linear.{name}={explicit[f'model.linear.{name}']!r} is read only by "
+                    f"model.linear.feature_map='favor', but it is {feature_map!r}; remove it"
+                )
 
 
 class _Builder:

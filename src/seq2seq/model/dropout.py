@@ -9,8 +9,8 @@ of 1/65536 and the kept values are scaled so that the expectation is exact. The 
 is drawn from torch's default CPU generator, so `torch.manual_seed` and the RNG state
 saved in checkpoints govern it as they govern `nn.Dropout`.
 
-On other devices (CUDA's fused dropout kernel is fast) and under `torch.compile` the
-module is `nn.functional.dropout`. `scripts/bench_dropout.py` times both.
+On other devices (CUDA's fused dropout kernel is fast), under `torch.compile`, and for
+a p that rounds to 0 or 1 (below 2^-17 of either) the module is `nn.functional.dropout`. `scripts/bench_dropout.py` times both.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor
     """A uint8 mask of `shape`, 1 with probability about `1 - p`, and the scale that
     makes `x * mask * scale` unbiased for exactly that probability."""
     dropped_levels = round(p * _LEVELS)
+    if not 0 < dropped_levels < _LEVELS:
+        raise ValueError(f"dropout probability {p} rounds to {dropped_levels}/{_LEVELS}")
     count = shape.numel()
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(1 << 63), (1 << 63) - 1)  # every bit uniform
@@ -64,7 +66,11 @@ class Dropout(nn.Module):
         """`x: (...) -> (...)`."""
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu" or self.p == 1.0 or torch.compiler.is_compiling():
+        if (
+            x.device.type != "cpu"
+            or not 0 < round(self.p * _LEVELS) < _LEVELS
+            or torch.compiler.is_compiling()
+        ):
             return nn.functional.dropout(x, self.p, training=True)
         mask, scale = keep_mask(x.shape, self.p, x.device)
         output: Tensor = _ScaledMask.apply(x, mask, scale)

@@ -130,7 +130,10 @@ class CheckpointManager:
             if int(CHECKPOINT_PATTERN.match(path.name).group(1)) > step  # type: ignore[union-attr]
         ]
         best = self.directory / BEST_NAME
-        if best.is_file() and load_checkpoint(best, mmap=True).get("trainer", {}).get("step", -1) > step:
+        if (
+            best.is_file()
+            and load_checkpoint(best, mmap=True).get("trainer", {}).get("step", -1) > step
+        ):
             later.append(best)
         return later
 

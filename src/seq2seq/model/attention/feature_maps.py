@@ -110,8 +110,10 @@ class FavorFeatureMap(FeatureMap):
         self.register_buffer("projection", self._draw(0))
 
     def _draw(self, draw: int) -> Tensor:
+        # Reduced to the generator's 64 bits, so any config seed works; a negative value
+        # seeds as its two's complement, so the seeds that fitted draw what they always did.
         generator = torch.Generator().manual_seed(
-            (self.seed * 1_000_003 + self.layer_id) * 1_000_003 + draw
+            ((self.seed * 1_000_003 + self.layer_id) * 1_000_003 + draw) % (1 << 64)
         )
         return orthogonal_gaussian(self.num_features, self.head_dim, generator)
 

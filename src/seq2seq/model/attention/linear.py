@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention.base import EPSILON, Attention, float32_region
+from seq2seq.model.attention.base import SMALLEST_DENOMINATOR, Attention, float32_region
 from seq2seq.model.attention.feature_maps import FeatureMap
 
 
@@ -41,7 +41,7 @@ def normalized(numerator_and_denominator: Tensor) -> Tensor:
     numerator, denominator = numerator_and_denominator.split(
         [numerator_and_denominator.shape[-1] - 1, 1], dim=-1
     )
-    return numerator / (denominator + EPSILON)
+    return numerator / denominator.clamp_min(SMALLEST_DENOMINATOR)
 
 
 class LinearAttention(Attention):
