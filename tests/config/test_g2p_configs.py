@@ -54,10 +54,17 @@ def test_recipe_is_valid_g2p(experiment: str, compose_config: Compose) -> None:
 @pytest.mark.parametrize("experiment", ["g2p_cmudict", "g2p_cmudict_cpu", "g2p_cmudict_small"])
 def test_full_recipes_use_the_whole_split(experiment: str, compose_config: Compose) -> None:
     cfg = _config(compose_config, f"experiment={experiment}")
+    assert (cfg.data.train_size, cfg.data.validation_size, cfg.data.test_size) == (None,) * 3
+
+
+def test_the_task_alone_keeps_every_word(compose_config: Compose) -> None:
+    """`data.task=g2p_cmudict` on the default data group is the whole split too (its sizes
+    were the generated tasks' 10,000 / 500 / 500, which capped it silently)."""
+    cfg = _config(compose_config, "data.task=g2p_cmudict")
+    splits = load_raw_splits(cfg.data, seed=cfg.seed)
     words = Counter(split_of(word) for word in pronunciations())
-    assert cfg.data.train_size >= words["train"]
-    assert cfg.data.validation_size >= words["validation"]
-    assert cfg.data.test_size >= words["test"]
+    for role in ("train", "validation", "test"):
+        assert len(set(splits[role]["source"])) == words[role]
 
 
 def test_causal_linear_recipe_differs_only_in_decoder_self_attention(

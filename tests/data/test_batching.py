@@ -126,6 +126,18 @@ def test_resume_refuses_another_batch_layout() -> None:
         _sampler(seed=1, max_tokens=128).load_state_dict(state)
 
 
+def test_the_layout_covers_the_lengths_not_only_the_count() -> None:
+    """Edited data or other length limits keep the count but move every batch."""
+    source, target = _lengths(300)
+    state = TokenBatchSampler(source, target, max_tokens=MAX_TOKENS).state_dict()
+    longer = [length + 1 if i % 2 else length for i, length in enumerate(target)]
+    other = TokenBatchSampler(source, longer, max_tokens=MAX_TOKENS)
+    assert other.layout()["num_examples"] == state["num_examples"]
+    with pytest.raises(ValueError, match=r"the checkpoint has lengths='[0-9a-f]{16}' but"):
+        other.load_state_dict(state)
+    TokenBatchSampler(source, target, max_tokens=MAX_TOKENS).load_state_dict(state)
+
+
 def test_an_example_over_the_budget_alone_names_max_tokens() -> None:
     with pytest.raises(ValueError, match=r"data.max_tokens=10 .* example 1 alone \(12 positions"):
         TokenBatchSampler([3, 12, 4], [2, 5, 11 - 3], max_tokens=10)

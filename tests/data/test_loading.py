@@ -289,3 +289,25 @@ def test_a_glob_that_also_matches_directories_reads_the_files(tmp_path: Path) ->
     (data / "sub" / "more.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match=r"data.data_files.train=.*\*': no such file"):
         _load("json", {"train": str(data / "*")}, splits={"train": "train"})
+
+
+def test_a_split_name_that_no_data_files_key_has_lists_the_keys(tmp_path: Path) -> None:
+    files = _write(
+        tmp_path, "json", {"train": _rows(PAIRS["train"]), "validation": _rows(PAIRS["train"])}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"data\.splits\.validation='dev': with data\.data_files the splits are named by "
+        r"its keys; choose one of \['train', 'validation'\]",
+    ):
+        _load("json", files, splits={"train": "train", "validation": "dev"})
+
+
+def test_a_column_that_is_not_text_lists_the_text_columns(tmp_path: Path) -> None:
+    rows = [{"word": "ab", "spelled": "a b", "meta": {"x": 1}}]
+    files = _write(tmp_path, "json", {"train": rows, "validation": rows})
+    with pytest.raises(
+        ValueError,
+        match=r"data\.target='meta' holds .*not text.*the text columns: \['word', 'spelled'\]",
+    ):
+        _load("json", files, target="meta")

@@ -40,15 +40,16 @@ class DataConfig:
     """Source column."""
     target: str = "target"
     """Target column."""
-    train_size: int = 10000
-    """Generated tasks: training examples. Built-in datasets: a cap on the split's
-    entries (g2p_cmudict: words), a fixed subset; a larger value keeps all of them."""
-    validation_size: int = 500
-    """Generated tasks: validation examples. Built-in datasets: a cap on the split's
-    entries (g2p_cmudict: words), a fixed subset; a larger value keeps all of them."""
-    test_size: int = 500
-    """Generated tasks: test examples. Built-in datasets: a cap on the split's
-    entries (g2p_cmudict: words), a fixed subset; a larger value keeps all of them."""
+    train_size: int | None = None
+    """Generated tasks: training examples (null: 10,000). Built-in datasets: a cap on the
+    split's entries (g2p_cmudict: words), a fixed subset; null keeps all of them."""
+    validation_size: int | None = None
+    """Generated tasks: validation examples (null: 500). Built-in datasets: a cap on the
+    split's entries, a fixed subset; null keeps all of them."""
+    test_size: int | None = None
+    """Generated tasks: test examples (null: 500). Built-in datasets: a cap on the split's
+    entries, a fixed subset (its scores are then not comparable with the full split's);
+    null keeps all of them."""
     min_len: int = 4
     """Generated tasks: shortest sequence (symbols, or digits for addition)."""
     max_len: int = 16

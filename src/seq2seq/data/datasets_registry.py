@@ -2,7 +2,8 @@
 
 A generated task (`seq2seq.data.tasks.TASKS`) is drawn from a seed at the sizes given;
 a built-in dataset is fixed data with its own fixed split, which `data.train_size`,
-`data.validation_size` and `data.test_size` only cap (a fixed subset of each split).
+`data.validation_size` and `data.test_size` only cap (a fixed subset of each split; null,
+the default, keeps all of it).
 Adding one is one entry here and one `configs/data/<name>.yaml`.
 """
 
@@ -17,23 +18,26 @@ from seq2seq.data.tasks import TASKS
 
 
 class BuiltinDataset(Protocol):
-    """Returns the `train`, `validation` and `test` splits, each capped at its size."""
+    """Returns the `train`, `validation` and `test` splits, each capped at its size (None:
+    all of it)."""
 
     def __call__(
-        self, *, train_size: int, validation_size: int, test_size: int
+        self, *, train_size: int | None, validation_size: int | None, test_size: int | None
     ) -> datasets.DatasetDict: ...
 
 
-def _check_caps(name: str, **sizes: int) -> None:
+def _check_caps(name: str, **sizes: int | None) -> None:
     for field, value in sizes.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise ValueError(
                 f"data.{field}={value} must be positive: for data.task={name!r} it caps the "
                 "split (a value above the split's size keeps all of it)"
             )
 
 
-def _g2p_cmudict(*, train_size: int, validation_size: int, test_size: int) -> datasets.DatasetDict:
+def _g2p_cmudict(
+    *, train_size: int | None, validation_size: int | None, test_size: int | None
+) -> datasets.DatasetDict:
     _check_caps(
         "g2p_cmudict", train_size=train_size, validation_size=validation_size, test_size=test_size
     )

@@ -244,7 +244,15 @@ def _as_string(ds: datasets.Dataset, column: str, *, field: str) -> datasets.Dat
     if isinstance(feature, datasets.Value) and feature.dtype in _STRING_TYPES:
         return ds
     if not isinstance(feature, datasets.Value):
-        raise ValueError(f"{field}={column!r} holds {feature}, not text; choose a text column")
+        text = [
+            name
+            for name, other in ds.features.items()
+            if isinstance(other, datasets.Value) and other.dtype in _STRING_TYPES
+        ]
+        raise ValueError(
+            f"{field}={column!r} holds {feature}, not text; choose a text column "
+            f"(the text columns: {text})"
+        )
     return ds.cast_column(column, datasets.Value("string"))
 
 
@@ -287,6 +295,12 @@ def _roles_with_files(splits: Mapping[str, str], files: Mapping[str, list[str]])
             kept[role] = split
         elif role == "test":
             log.info("no data.data_files.%s: the run has no test split", split)
+        elif split not in ROLES:
+            # data.data_files names its splits by role; no file can be given another name.
+            raise ValueError(
+                f"data.splits.{role}={split!r}: with data.data_files the splits are named "
+                f"by its keys; choose one of {sorted(files)}"
+            )
         else:
             raise ValueError(
                 f"data.splits.{role}={split!r} has no file: set data.data_files.{split} "

@@ -182,12 +182,16 @@ def _unseen_examples(
     return pairs
 
 
+DEFAULT_SIZES = {"train": 10_000, "validation": 500, "test": 500}
+"""Examples per split of a generated task whose `data.*_size` is null."""
+
+
 def generate_splits(
     name: str,
     *,
-    train_size: int,
-    validation_size: int,
-    test_size: int,
+    train_size: int | None,
+    validation_size: int | None,
+    test_size: int | None,
     min_len: int,
     max_len: int,
     num_symbols: int,
@@ -201,9 +205,11 @@ def generate_splits(
     """
     task = _task(name)
     _check_settings(name, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
-    sizes = {"train": train_size, "validation": validation_size, "test": test_size}
+    given = {"train": train_size, "validation": validation_size, "test": test_size}
+    sizes = {split: DEFAULT_SIZES[split] if size is None else size for split, size in given.items()}
     for split, size in sizes.items():
         _check_size(f"{split}_size", size)
+    train_size = sizes["train"]
 
     train_rng = random.Random(_derived_seed(seed, "train"))
     train = [

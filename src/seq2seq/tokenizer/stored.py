@@ -32,5 +32,12 @@ def stored_tokenizers(checkpoint: Mapping[str, Any], path: Path) -> tuple[Tokeni
             f"checkpoint {path} has no source and target tokenizer models; it was written "
             "by an older seq2seq-train, retrain or resume to store them"
         )
-    source, target = (Tokenizer(blobs[side].numpy().tobytes()) for side in SIDES)
-    return source, target
+    loaded = []
+    for side in SIDES:
+        try:
+            loaded.append(Tokenizer(blobs[side].numpy().tobytes()))
+        except RuntimeError as error:  # SentencePiece could not parse the bytes
+            raise ValueError(
+                f"checkpoint {path}: its stored {side} tokenizer is corrupt ({error})"
+            ) from error
+    return loaded[0], loaded[1]
