@@ -15,13 +15,14 @@ from torch import Tensor, nn
 AttentionState = dict[str, Tensor]
 """Per-layer decoding state; every tensor has the batch on dim 0 so beams can reorder it."""
 
-SMALLEST_DENOMINATOR = torch.finfo(torch.float32).tiny
-"""Linear attentions' denominators are clamped to at least this, the smallest normal
-float32: relu features can make one exactly zero (its numerator is zero too, so the
-output is 0). Features are non-negative, so numerator / denominator is a weighted
-average of values whatever the scale; an additive epsilon competed with the tiny real
-denominators of large-norm FAVOR+ keys (1e-12 made causal outputs of keys of std 4 at
-Dh=64 about 0.35 of their values' average)."""
+SMALLEST_DENOMINATOR = 1e-30
+"""Linear attentions' denominators are clamped to at least this; a row whose denominator
+is exactly 0 (relu features, or FAVOR+ features that all underflowed) gives 0 and no
+gradient. Features are non-negative, so numerator / denominator is a weighted average of
+the values at any scale: an additive epsilon competed with the tiny real denominators of
+large-norm FAVOR+ keys (1e-12 made causal outputs of keys of std 4 at Dh=64 about 0.35 of
+their values' average). Clamping much lower (to float32's smallest normal, 1e-38) let
+1 / denominator overflow in the backward pass of large inputs under bf16 autocast."""
 
 
 class Attention(nn.Module):

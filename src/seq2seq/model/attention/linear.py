@@ -6,6 +6,7 @@ no L x L matrix. Padded keys get zero features, so they add nothing to either su
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -41,7 +42,10 @@ def normalized(numerator_and_denominator: Tensor) -> Tensor:
     numerator, denominator = numerator_and_denominator.split(
         [numerator_and_denominator.shape[-1] - 1, 1], dim=-1
     )
-    return numerator / denominator.clamp_min(SMALLEST_DENOMINATOR)
+    # A row with no weight at all (every feature 0) gives 0 and passes no gradient.
+    return torch.where(
+        denominator > 0, numerator / denominator.clamp_min(SMALLEST_DENOMINATOR), 0.0
+    )
 
 
 class LinearAttention(Attention):
