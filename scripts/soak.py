@@ -7,7 +7,8 @@ trainer.resume=auto hydra.run.dir=<workdir>/run`. Once the launch's log shows a 
 step, the soak counts steps (`--every-steps M`, with `--jitter`) or seconds
 (`--every-seconds K`) and then sends the signal; the launch must finish its step, write a
 checkpoint, say so and exit with status 128 + the signal number, and the next launch
-must say it resumed from that checkpoint. When a launch ends with `stopped: max_steps`, the soak checks:
+must say it resumed from that checkpoint. When a launch ends with `stopped: max_steps`,
+the soak checks:
 
 - steps: the `train/loss` scalars of all the run's TensorBoard event files (one a launch)
   hold every logged step (1..N with `--log-every 1`, else 1 and the multiples) exactly once;

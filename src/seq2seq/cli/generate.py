@@ -49,7 +49,7 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokeniz
 from seq2seq.tokenizer.stored import stored_tokenizers
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
 from seq2seq.training.evaluator import EvaluationSet
-from seq2seq.training.trainer import PRECISIONS
+from seq2seq.training.trainer import PRECISIONS, check_precision
 from seq2seq.utf8 import decode_utf8
 
 log = logging.getLogger("seq2seq.generate")
@@ -368,11 +368,7 @@ def decoding_precision(requested: str | None, trained: str, device: torch.device
             log.info("the run trained in fp16, which needs CUDA; decoding in fp32 on %s", device)
             return "fp32"
         return trained
-    if requested == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"precision='fp16' needs a CUDA device, but the device is {device}; "
-            "use 'bf16' or 'fp32' on the CPU"
-        )
+    check_precision(requested, device, field="precision")
     return requested
 
 

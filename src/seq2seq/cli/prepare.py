@@ -145,7 +145,7 @@ def clean_role(
             "truncated, so their outputs can hardly match their references",
             report.truncated,
             role,
-            f"source > {report.max_source_len} or target > {report.max_target_len} tokens",
+            report.limits,
         )
     return cleaned, report
 

@@ -38,8 +38,12 @@ class CleanReport:
     def kept(self) -> int:
         return self.total - self.dropped_empty - self.dropped_overlong
 
+    @property
+    def limits(self) -> str:
+        """What counts as over-long, in words."""
+        return f"source > {self.max_source_len} or target > {self.max_target_len} tokens"
+
     def __str__(self) -> str:
-        limits = f"source > {self.max_source_len} or target > {self.max_target_len} tokens"
         action, count = (
             ("dropped", self.dropped_overlong)
             if self.overlong == "drop"
@@ -47,7 +51,7 @@ class CleanReport:
         )
         return (
             f"kept {self.kept}/{self.total} examples; dropped {self.dropped_empty} empty; "
-            f"{action} {count} over-long ({limits})"
+            f"{action} {count} over-long ({self.limits})"
         )
 
 

@@ -239,16 +239,16 @@ def _split_tabs(ds: datasets.Dataset, *, role: str) -> datasets.Dataset:
     )
 
 
+def _is_text(feature: object) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype in _STRING_TYPES
+
+
 def _as_string(ds: datasets.Dataset, column: str, *, field: str) -> datasets.Dataset:
     feature = ds.features[column]
-    if isinstance(feature, datasets.Value) and feature.dtype in _STRING_TYPES:
+    if _is_text(feature):
         return ds
     if not isinstance(feature, datasets.Value):
-        text = [
-            name
-            for name, other in ds.features.items()
-            if isinstance(other, datasets.Value) and other.dtype in _STRING_TYPES
-        ]
+        text = [name for name, other in ds.features.items() if _is_text(other)]
         raise ValueError(
             f"{field}={column!r} holds {feature}, not text; choose a text column "
             f"(the text columns: {text})"

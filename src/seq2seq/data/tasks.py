@@ -209,12 +209,11 @@ def generate_splits(
     sizes = {split: DEFAULT_SIZES[split] if size is None else size for split, size in given.items()}
     for split, size in sizes.items():
         _check_size(f"{split}_size", size)
-    train_size = sizes["train"]
 
     train_rng = random.Random(_derived_seed(seed, "train"))
     train = [
         task(train_rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
-        for _ in range(train_size)
+        for _ in range(sizes["train"])
     ]
     seen = {source for source, _ in train}
     result = {"train": _to_dataset(train)}

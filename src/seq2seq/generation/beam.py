@@ -6,8 +6,8 @@ an example's beams are ranked and the best 2K kept: since at most K of them end 
 best K finishes a hypothesis, scored with the length penalty. An example is done when
 it has K finished hypotheses or reaches its max length, where eos is forced so that
 every live beam finishes (if even the forced eos has probability zero, the best beam
-ends there with score -inf, as in greedy search). The decoder state follows the surviving beams through
-``state.reorder``.
+ends there with score -inf, as in greedy search). The decoder state follows the
+surviving beams through ``state.reorder``.
 """
 
 from __future__ import annotations

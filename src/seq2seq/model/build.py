@@ -60,6 +60,11 @@ def _attention_fields(cfg: ModelConfig) -> dict[str, str]:
     return fields
 
 
+def _choices_text(fields: dict[str, str]) -> str:
+    """`model.encoder.self_attention='softmax', ...`: the stacks' choices, for errors."""
+    return ", ".join(f"{field}={choice!r}" for field, choice in fields.items())
+
+
 def uses_linear_attention(cfg: ModelConfig) -> bool:
     """Whether a stack this model kind builds uses a feature-map (linear) attention.
     Call after `validate_model_config`: the names must be registered."""
@@ -114,7 +119,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if cfg.kind == "encoder_classifier" and cfg.pooling not in POOLINGS:
         raise ValueError(f"model.pooling={cfg.pooling!r} is unknown; choose one of {POOLINGS}")
 
-    for field_name, choice in _attention_fields(cfg).items():
+    for field_name, choice in built.items():
         kind = attention_class(choice, field=field_name)
         causal = field_name == "model.decoder.self_attention"
         if causal and not kind.supports_causal:
@@ -140,7 +145,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
         setting, value = next(iter(explicit.items()))
         raise ValueError(
             f"{setting}={value!r} is set, but no stack uses a linear attention "
-            f"({', '.join(f'{k}={v!r}' for k, v in _attention_fields(cfg).items())}); "
+            f"({_choices_text(built)}); "
             "remove it, or choose 'linear' / 'causal_linear' for a stack"
         )
     if uses_feature_map:
@@ -154,11 +159,10 @@ def validate_model_config(cfg: ModelConfig) -> None:
         ):
             if value < least:
                 raise ValueError(f"model.linear.{name}={value} must be >= {least}")
-    if cfg.attention_dropout > 0 and "softmax" not in _attention_fields(cfg).values():
+    if cfg.attention_dropout > 0 and "softmax" not in built.values():
         raise ValueError(
             f"model.attention_dropout={cfg.attention_dropout} is read only by softmax "
-            f"attention, which no stack uses ({', '.join(f'{k}={v!r}' for k, v in built.items())}); "
-            "remove it"
+            f"attention, which no stack uses ({_choices_text(built)}); remove it"
         )
     if cfg.share_embeddings and cfg.kind != "encoder_decoder":
         raise ValueError(

@@ -148,10 +148,12 @@ def check_resumable(checkpoint: Mapping[str, Any], source: Path, *, world_size: 
         )
 
 
-def check_precision(precision: str, device: torch.device) -> None:
+def check_precision(
+    precision: str, device: torch.device, *, field: str = "trainer.precision"
+) -> None:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(
-            f"trainer.precision='fp16' needs a CUDA device, but the device is {device}; "
+            f"{field}='fp16' needs a CUDA device, but the device is {device}; "
             "use 'bf16' or 'fp32' on the CPU"
         )
 
