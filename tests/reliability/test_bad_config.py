@@ -244,6 +244,65 @@ INCOMPATIBLE = [
         r"trainer\.precision='fp16' needs a CUDA device.*'bf16'",
         id="fp16-on-cpu",
     ),
+    pytest.param(
+        ("trainer.device=mps",),
+        r"trainer\.device='mps' is not a supported device; use auto, cpu, cuda or cuda:N",
+        id="unsupported-device",
+    ),
+    pytest.param(
+        ("trainer.device=cuda:7",),
+        r"trainer\.device='cuda:7' but (no CUDA device is available|this machine has \d+ CUDA device)",
+        id="missing-cuda-device",
+    ),
+    pytest.param(
+        ("seed=-1",), r"^seed=-1 must be an integer in \[0, 2\*\*64\)$", id="negative-seed"
+    ),
+    pytest.param(
+        ("data.num_workers=-1",), r"^data\.num_workers=-1 must be >= 0", id="negative-workers"
+    ),
+    pytest.param(
+        ("data.splits.validation=null",),
+        r"^data\.splits\.validation=None: training needs a validation split",
+        id="no-validation-split",
+    ),
+    pytest.param(
+        ("data.validation_size=0",),
+        r"^data\.validation_size=0 must be a positive integer, or null for the task's default$",
+        id="empty-validation-split",
+    ),
+    pytest.param(
+        ("data.test_size=0",),
+        r"^data\.test_size=0 must be .*; to skip the role, set data\.splits\.test=null$",
+        id="empty-test-split",
+    ),
+    pytest.param(
+        ("optim.lr=inf",), r"^optim\.lr=inf must be positive and finite$", id="infinite-lr"
+    ),
+    pytest.param(
+        ("optim.weight_decay=nan",),
+        r"^optim\.weight_decay=nan must be >= 0 and finite$",
+        id="nan-weight-decay",
+    ),
+    pytest.param(
+        ("trainer.clip_norm=nan",),
+        r"^trainer\.clip_norm=nan must be >= 0 and finite",
+        id="nan-clip-norm",
+    ),
+    pytest.param(
+        ("optim.momentum=0.5",),
+        r"^optim\.momentum=0\.5 is read only by sgd, but optim\.name='adamw'",
+        id="momentum-with-adamw",
+    ),
+    pytest.param(
+        ("optim=sgd", "optim.betas=[0.9,0.9]"),
+        r"^optim\.betas=\[0\.9, 0\.9\] is read only by adam and adamw, but optim\.name='sgd'",
+        id="betas-with-sgd",
+    ),
+    pytest.param(
+        ("schedule=inverse_sqrt", "schedule.min_lr_ratio=0.5"),
+        r"^schedule\.min_lr_ratio=0\.5 is read only by the schedules that decay to it, \['cosine', 'linear'\], but schedule\.name='inverse_sqrt'",
+        id="min-lr-ratio-without-decay",
+    ),
 ]
 
 # `+` opens the node before it appends, so composition lets these through.
@@ -389,8 +448,12 @@ def test_the_command_line_prints_one_error_line(
             "Error merging override model.d_model=wide: Value 'wide' of type 'str' could not "
             "be converted to Integer",
         ),
+        (
+            "model.d_ff=${model.nope}",
+            "Interpolation key 'model.nope' not found (in model.d_ff)",
+        ),
     ],
-    ids=["misspelt-key", "unknown-group-option", "wrong-type"],
+    ids=["misspelt-key", "unknown-group-option", "wrong-type", "broken-interpolation"],
 )
 def test_mistakes_found_while_composing_print_one_line_too(
     train_command: Callable[..., list[str]],
@@ -434,3 +497,32 @@ def test_a_typed_task_setting_beside_a_path_is_refused(
     with pytest.raises(Exception) as loaded:  # block_data raises its DataLoaded
         train(cfg, tmp_path / "run", command_line=list(PATH_RUN))
     assert type(loaded.value).__name__ == "DataLoaded" and len(block_data) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "typed", "message"),
+    [
+        (
+            "data=g2p_cmudict",
+            "data.min_len=3",
+            r"^data\.min_len=3 is read only by the generated tasks, but data\.task='g2p_cmudict' is set; remove data\.min_len$",
+        ),
+        (
+            "data=addition",
+            "data.num_symbols=5",
+            r"^data\.num_symbols=5 is read only by the letter tasks; addition's symbols are the ten digits; remove data\.num_symbols$",
+        ),
+    ],
+)
+def test_a_typed_generator_setting_the_task_does_not_read_is_refused(
+    data: str,
+    typed: str,
+    message: str,
+    compose_config: Compose,
+    tmp_path: Path,
+    block_data: list[Any],
+) -> None:
+    cfg = compose_config("experiment=toy_reverse", data, typed)
+    with pytest.raises(ValueError, match=message):
+        train(cfg, tmp_path / "run", command_line=[data, typed])
+    assert not block_data

@@ -53,6 +53,15 @@ def usage_message(error: BaseException) -> str:
     return message
 
 
+def _config_error_line(error: BaseException) -> str:
+    """OmegaConf's errors (a broken interpolation) add lines of context; keep the first
+    and the key it names."""
+    if not isinstance(error, OmegaConfBaseException):
+        return str(error)
+    key = getattr(error, "full_key", None)
+    return f"{_first_line(error)} (in {key})" if key else _first_line(error)
+
+
 @contextmanager
 def usage_errors(program: str) -> Iterator[None]:
     """Inside a task function run by `run_cli`: report bad input at once, before Hydra's
@@ -63,7 +72,7 @@ def usage_errors(program: str) -> Iterator[None]:
     except USAGE_ERRORS as error:
         if os.environ.get(ONE_LINE_VARIABLE) != "1":
             raise
-        print(f"{program}: error: {error}", file=sys.stderr)
+        print(f"{program}: error: {_config_error_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

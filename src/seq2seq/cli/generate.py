@@ -48,6 +48,7 @@ from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokenize_splits
 from seq2seq.tokenizer.stored import stored_tokenizers
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
+from seq2seq.training.devices import resolve_device
 from seq2seq.training.evaluator import EvaluationSet
 from seq2seq.training.trainer import PRECISIONS, check_precision
 from seq2seq.utf8 import decode_utf8
@@ -164,20 +165,6 @@ def rebuild_run(checkpoint: dict[str, Any], path: Path) -> Run:
         ) from error
     model.eval()
     return Run(model=model, config=train_cfg, source_tokenizer=source, target_tokenizer=target)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"device={name!r} is not a device; use auto, cpu or cuda[:N]") from error
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={name!r} is not supported; use auto, cpu or cuda[:N]")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA device is available; use auto or cpu")
-    return device
 
 
 def read_lines(source: str) -> list[str]:
@@ -406,7 +393,7 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
         )
     if cfg.max_tokens is not None and cfg.max_tokens < 1:
         raise ValueError(f"max_tokens={cfg.max_tokens} must be a positive integer (or null)")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, field="device")
     checkpoint = checkpoint_file(cfg.checkpoint)
     check_destinations(cfg, checkpoint)
     lines = None if cfg.input is None else read_lines(cfg.input)

@@ -49,6 +49,7 @@ from seq2seq.training.checkpoint import (
     strip_prefixes,
 )
 from seq2seq.training.config_diff import RESUME_SETTINGS, check_same_model
+from seq2seq.training.devices import resolve_device
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.evaluator import Evaluator
 from seq2seq.training.logger import RunLogger
@@ -75,24 +76,6 @@ FINISHED = ("max_steps", "max_epochs", "early_stopping")
 LIMIT_SETTINGS = {"max_epochs": "max_epochs", "early_stopping": "patience"}
 
 register_configs()
-
-
-def resolve_device(name: str, distributed: Distributed) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", distributed.local_rank)
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(
-            f"trainer.device={name!r} is not a device; use auto, cpu or cuda[:N]"
-        ) from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"trainer.device={name!r} but no CUDA device is available; use auto or cpu"
-        )
-    return device
 
 
 def resume_path(resume: str | None, checkpoints: CheckpointManager) -> Path | None:
@@ -237,7 +220,9 @@ def _train(
     hydra_files: Mapping[str, str],
 ) -> float:
     config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
-    device = resolve_device(cfg.trainer.device, distributed)
+    device = resolve_device(
+        cfg.trainer.device, field="trainer.device", local_rank=distributed.local_rank
+    )
     check_precision(cfg.trainer.precision, device)
     use_tf32(device, cfg.trainer.tf32)
     if cfg.trainer.threads is not None:
@@ -483,7 +468,10 @@ def _remove_if_empty(run_dir: Path) -> None:
 def _hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    command_line = list(hydra_cfg.overrides.task)
+    # Unresolved: an override holding a broken interpolation is reported when the config
+    # is read, as one line, not while listing the command line.
+    typed = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+    command_line = [str(item) for item in cast(list, typed)]
     record = _hydra_record(cfg)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:

@@ -9,7 +9,7 @@ from operator import attrgetter
 from seq2seq.config.data import DataConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.cleaning import OVERLONG_CHOICES
-from seq2seq.data.datasets_registry import TASK_CHOICES
+from seq2seq.data.datasets_registry import BUILTIN_DATASETS, TASK_CHOICES
 from seq2seq.data.loading import ROLES
 from seq2seq.evaluation import get_metric
 from seq2seq.generation import GenerationSettings
@@ -54,7 +54,7 @@ TASK_SETTINGS = ("train_size", "validation_size", "test_size", "min_len", "max_l
 
 def _check_task_settings(data: DataConfig) -> None:
     """A data.task makes its own splits: the file, column and split-name settings of a
-    data.path are errors beside it."""
+    data.path are errors beside it. A split size is at least 1: a role is skipped with null."""
     default = DataConfig()
     for key in PATH_SETTINGS:
         value = attrgetter(key)(data)
@@ -62,6 +62,14 @@ def _check_task_settings(data: DataConfig) -> None:
             raise ValueError(
                 f"data.{key}={value!r} is read only with data.path, but "
                 f"data.task={data.task!r} is set; remove data.{key}"
+            )
+    for role in ROLES:
+        size = getattr(data, f"{role}_size")
+        if size is not None and size < 1:
+            skip = "" if role != "test" else f"; to skip the role, set data.splits.{role}=null"
+            raise ValueError(
+                f"data.{role}_size={size} must be a positive integer, or null for the "
+                f"task's default{skip}"
             )
     for role, split in asdict(data.splits).items():
         if split not in (role, None):
@@ -71,16 +79,32 @@ def _check_task_settings(data: DataConfig) -> None:
             )
 
 
-def _check_path_settings(data: DataConfig, command_line: Sequence[str]) -> None:
-    """A task setting typed on the command line beside data.path would be ignored. Only
-    the command line is checked: a recipe (experiment=toy_reverse) sets task settings
-    that a user switching it to their own files never typed and cannot remove."""
+# What only the generators read: a built-in dataset ignores it, and addition's symbols
+# are the ten digits.
+GENERATOR_SETTINGS = ("min_len", "max_len", "num_symbols")
+
+
+def _unread_settings(data: DataConfig) -> tuple[tuple[str, ...], str]:
+    """The data settings the chosen data does not read, and what reads them instead."""
+    if data.path is not None:
+        return TASK_SETTINGS, f"with data.task, but data.path={data.path!r} is set"
+    if data.task in BUILTIN_DATASETS:
+        return GENERATOR_SETTINGS, f"by the generated tasks, but data.task={data.task!r} is set"
+    if data.task == "addition":
+        return ("num_symbols",), "by the letter tasks; addition's symbols are the ten digits"
+    return (), ""
+
+
+def _check_typed_settings(data: DataConfig, command_line: Sequence[str]) -> None:
+    """A data setting typed on the command line that the chosen data does not read would
+    be silently ignored. Only the command line is checked: a recipe (experiment=toy_reverse)
+    sets task settings that a user switching it to other data never typed and cannot remove."""
     typed = {override.split("=", 1)[0].lstrip("+~") for override in command_line}
-    for key in TASK_SETTINGS:
+    unread, readers = _unread_settings(data)
+    for key in unread:
         if f"data.{key}" in typed:
             raise ValueError(
-                f"data.{key}={attrgetter(key)(data)!r} is read only with data.task, but "
-                f"data.path={data.path!r} is set; remove data.{key}"
+                f"data.{key}={attrgetter(key)(data)!r} is read only {readers}; remove data.{key}"
             )
 
 
@@ -97,7 +121,18 @@ def validate_config(cfg: TrainConfig, *, command_line: Sequence[str] = ()) -> No
     validate_schedule_config(cfg.schedule, max_steps=cfg.trainer.max_steps)
     generation_settings(cfg)
 
+    if not 0 <= cfg.seed < 2**64:
+        raise ValueError(f"seed={cfg.seed} must be an integer in [0, 2**64)")
     data = cfg.data
+    if data.num_workers < 0:
+        raise ValueError(
+            f"data.num_workers={data.num_workers} must be >= 0 (0 loads in the main process)"
+        )
+    if data.splits.validation is None:
+        raise ValueError(
+            "data.splits.validation=None: training needs a validation split (set its split "
+            "name, and data.data_files.validation for local files)"
+        )
     if (data.task is None) == (data.path is None):
         raise ValueError(
             "set exactly one of data.task (a built-in task: "
@@ -108,8 +143,7 @@ def validate_config(cfg: TrainConfig, *, command_line: Sequence[str] = ()) -> No
         raise ValueError(f"data.task={data.task!r} is unknown; choose one of {list(TASK_CHOICES)}")
     if data.task is not None:
         _check_task_settings(data)
-    else:
-        _check_path_settings(data, command_line)
+    _check_typed_settings(data, command_line)
     if data.overlong not in OVERLONG_CHOICES:
         raise ValueError(
             f"data.overlong={data.overlong!r} is unknown; choose one of {list(OVERLONG_CHOICES)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -29,16 +30,28 @@ def _betas(cfg: OptimConfig) -> tuple[float, float]:
 def validate_optim_config(cfg: OptimConfig) -> None:
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"optim.name={cfg.name!r} is unknown; choose one of {sorted(OPTIMIZERS)}")
-    if not cfg.lr > 0:
-        raise ValueError(f"optim.lr={cfg.lr} must be positive")
-    if cfg.weight_decay < 0:
-        raise ValueError(f"optim.weight_decay={cfg.weight_decay} must be >= 0")
-    if not cfg.eps > 0:
-        raise ValueError(f"optim.eps={cfg.eps} must be positive")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"optim.lr={cfg.lr} must be positive and finite")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise ValueError(f"optim.weight_decay={cfg.weight_decay} must be >= 0 and finite")
+    if not (math.isfinite(cfg.eps) and cfg.eps > 0):
+        raise ValueError(f"optim.eps={cfg.eps} must be positive and finite")
     if not 0.0 <= cfg.momentum < 1.0:
         raise ValueError(f"optim.momentum={cfg.momentum} must be in [0, 1)")
-    if cfg.name != "sgd":
-        _betas(cfg)
+    default = OptimConfig()
+    if cfg.name == "sgd":
+        if list(cfg.betas) != default.betas:
+            raise ValueError(
+                f"optim.betas={list(cfg.betas)} is read only by adam and adamw, but "
+                "optim.name='sgd'; remove optim.betas"
+            )
+        return
+    _betas(cfg)
+    if cfg.momentum != default.momentum:
+        raise ValueError(
+            f"optim.momentum={cfg.momentum} is read only by sgd, but optim.name={cfg.name!r} "
+            "(Adam's momentum is optim.betas[0]); remove optim.momentum"
+        )
 
 
 def parameter_groups(

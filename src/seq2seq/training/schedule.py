@@ -49,6 +49,8 @@ SCHEDULES: dict[str, Decay] = {
     "linear": _linear,
     "constant": _constant,
 }
+DECAYING = ("cosine", "linear")
+"""The schedules that decay to `min_lr_ratio` by the last step."""
 
 
 def validate_schedule_config(cfg: ScheduleConfig, *, max_steps: int) -> None:
@@ -58,13 +60,19 @@ def validate_schedule_config(cfg: ScheduleConfig, *, max_steps: int) -> None:
         )
     if cfg.warmup_steps < 0:
         raise ValueError(f"schedule.warmup_steps={cfg.warmup_steps} must be >= 0")
-    if cfg.name in ("cosine", "linear") and cfg.warmup_steps >= max_steps:
+    if cfg.name in DECAYING and cfg.warmup_steps >= max_steps:
         raise ValueError(
             f"schedule.warmup_steps={cfg.warmup_steps} must be below trainer.max_steps={max_steps} "
             f"for schedule.name={cfg.name!r}, which decays over the steps after warmup"
         )
     if not 0.0 <= cfg.min_lr_ratio <= 1.0:
         raise ValueError(f"schedule.min_lr_ratio={cfg.min_lr_ratio} must be in [0, 1]")
+    if cfg.name not in DECAYING and cfg.min_lr_ratio != ScheduleConfig().min_lr_ratio:
+        raise ValueError(
+            f"schedule.min_lr_ratio={cfg.min_lr_ratio} is read only by the schedules that "
+            f"decay to it, {list(DECAYING)}, but schedule.name={cfg.name!r}; "
+            "remove schedule.min_lr_ratio"
+        )
 
 
 def lr_multiplier(step: int, cfg: ScheduleConfig, *, max_steps: int) -> float:

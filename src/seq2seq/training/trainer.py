@@ -27,6 +27,7 @@ from seq2seq.data.batching import Batch
 from seq2seq.model.attention.feature_maps import redraw_feature_maps
 from seq2seq.training.averaging import AVERAGED_KEY
 from seq2seq.training.checkpoint import CheckpointManager, unwrapped_state_dict
+from seq2seq.training.devices import check_device_name
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.evaluator import EvaluationResult, Evaluator
 from seq2seq.training.logger import RunLogger
@@ -106,8 +107,9 @@ def validate_trainer_config(cfg: TrainerConfig) -> None:
         )
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ValueError(f"trainer.label_smoothing={cfg.label_smoothing} must be in [0, 1)")
-    if cfg.clip_norm < 0:
-        raise ValueError(f"trainer.clip_norm={cfg.clip_norm} must be >= 0 (0 disables)")
+    if not (math.isfinite(cfg.clip_norm) and cfg.clip_norm >= 0):
+        raise ValueError(f"trainer.clip_norm={cfg.clip_norm} must be >= 0 and finite (0 disables)")
+    check_device_name(cfg.device, field="trainer.device")
     if cfg.progress not in PROGRESS_MODES:
         raise ValueError(
             f"trainer.progress={cfg.progress!r} is unknown; choose one of {PROGRESS_MODES}"

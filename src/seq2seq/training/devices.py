@@ -1,0 +1,39 @@
+"""The `device` settings of the CLIs: `auto`, `cpu`, `cuda` or `cuda:N`, checked against
+what this machine has before any data is loaded."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+"""The values a device setting takes."""
+
+
+def check_device_name(name: str, *, field: str) -> None:
+    """Refuse a device name that is none of `DEVICE_PATTERN`'s (mps, xla, a typo)."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{field}={name!r} is not a supported device; use auto, cpu, cuda or cuda:N"
+        )
+
+
+def resolve_device(name: str, *, field: str, local_rank: int = 0) -> torch.device:
+    """The device `name` means here: `auto` is CUDA device `local_rank` when CUDA is
+    available, else the CPU. A CUDA device this machine lacks is an error."""
+    check_device_name(name, field=field)
+    if name == "auto":
+        return (
+            torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        )
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{field}={name!r} but no CUDA device is available; use auto or cpu")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        raise ValueError(
+            f"{field}={name!r} but this machine has {count} CUDA device(s): "
+            f"use cuda:0 to cuda:{count - 1}"
+        )
+    return device
