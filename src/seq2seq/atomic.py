@@ -1,22 +1,66 @@
 """Atomic file writes: a temporary file beside the target, flushed and fsynced, then
-renamed over it. A crash at any point leaves the old file or the whole new one."""
+renamed over it. A crash at any point leaves the old file or the whole new one.
+
+Only a regular file or a new path is replaced so. A symlink is followed: its target is
+replaced and the link stays. A device or a FIFO (`/dev/null`, a named pipe, `/dev/stdout`
+on a terminal or a pipe) is opened and written in place: renaming over it would put a
+regular file in its stead (as root, over `/dev/null` itself). `/dev/stdout`, `/dev/fd/N`
+and `/proc/self/fd/N` are written through the open descriptor they name, whatever it
+leads to (a file the shell appends to with `>>`)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+STANDARD_STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def open_descriptor(path: Path) -> int | None:
+    """The descriptor that `/dev/stdout`, `/dev/fd/N` or `/proc/self/fd/N` names: written
+    through it, not reopened, so a shell's `>>` still appends and `>` is not replaced."""
+    name = os.path.abspath(path)
+    if name in STANDARD_STREAMS:
+        return STANDARD_STREAMS[name]
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return int(name[len(prefix) :])
+    return None
+
+
+def replaced_atomically(path: Path) -> bool:
+    """Whether `write_atomic` renames a temporary file over `path` (a regular file or a new
+    path, after following symlinks) rather than writing into it (a device, a FIFO)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a new path; its write says what fails
+        return True
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Run `write` on a binary handle to a temporary file, then rename it to `path`.
+    """Run `write` on a binary handle to a temporary file, then rename it to `path`; a
+    symlink's target is written, a device or FIFO in place (see the module docstring).
 
     The temporary name carries the process id, so processes writing the same file (ranks
     sharing a tokenizer dir) never write into one temporary file.
     """
+    descriptor = open_descriptor(path)
+    if descriptor is not None:
+        with open(descriptor, "wb", closefd=False) as handle:
+            write(handle)
+        return
+    if not replaced_atomically(path):
+        with open(path, "wb") as handle:
+            write(handle)
+        return
+    # The target of a (possibly dangling) symlink: the rename replaces it, not the link.
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

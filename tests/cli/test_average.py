@@ -226,3 +226,23 @@ def test_an_output_replaces_only_an_earlier_average(
     average = tmp_path / "average.pt"
     assert main([*inputs, "--output", str(average)]) == 0
     assert main([*inputs, "--output", str(average)]) == 0  # an earlier average is replaced
+
+
+def test_a_model_of_another_kind_is_refused_without_naming_another_program(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    step = steps(run_dir)[-1]
+    checkpoint = torch.load(step, weights_only=True)
+    assert "  kind: encoder_decoder\n" in checkpoint["config"]
+    checkpoint["config"] = checkpoint["config"].replace(
+        "  kind: encoder_decoder\n", "  kind: decoder_lm\n"
+    )
+    other = tmp_path / "language_model.pt"
+    torch.save(checkpoint, other)
+    with pytest.raises(SystemExit):
+        main([str(other), str(step), "--output", str(tmp_path / "x.pt")])
+    error = capsys.readouterr().err.replace("\n", " ")
+    assert f"checkpoint {other} holds a model.kind='decoder_lm' model; only 'encoder_decoder'" in (
+        error
+    )
+    assert "seq2seq-generate" not in error

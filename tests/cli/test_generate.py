@@ -12,9 +12,12 @@ import json
 import logging
 import os
 import re
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from seq2seq.cli import evaluate as evaluate_cli
-from seq2seq.cli.generate import decoding_precision, generate_from_config, references_rows
+from seq2seq.cli import generate as generate_cli
+from seq2seq.cli.generate import (
+    GenerateConfig,
+    decoding_precision,
+    generate_from_config,
+    in_job_dir,
+    references_rows,
+)
 from seq2seq.cli.train import CONFIG_DIR
 from seq2seq.evaluation.scoring import score
 
@@ -187,7 +197,8 @@ def test_nbest_output_with_beam(run_generate: Generate, sources_file: Path, tmp_
             ValueError,
             r"precision='fp16' needs a CUDA device, but the device is cpu",
         ),
-        (("input=missing.txt",), FileNotFoundError, r"input='missing.txt' is not a file"),
+        (("input=missing.txt",), FileNotFoundError, r"input='missing.txt' does not exist"),
+        (("input=TMP",), IsADirectoryError, r"input='TMP' is a directory; give a text file"),
         (
             ("input=SOURCES", "references_output=refs.txt"),
             ValueError,
@@ -203,12 +214,18 @@ def test_nbest_output_with_beam(run_generate: Generate, sources_file: Path, tmp_
 def test_usage_errors(
     run_generate: Generate,
     sources_file: Path,
+    tmp_path: Path,
     overrides: tuple[str, ...],
     error: type[Exception],
     message: str,
 ) -> None:
-    with pytest.raises(error, match=message):
-        run_generate(*(o.replace("SOURCES", str(sources_file)) for o in overrides))
+    with pytest.raises(error, match=message.replace("TMP", str(tmp_path))):
+        run_generate(
+            *(
+                o.replace("SOURCES", str(sources_file)).replace("TMP", str(tmp_path))
+                for o in overrides
+            )
+        )
 
 
 @pytest.mark.parametrize(
@@ -231,8 +248,18 @@ def test_usage_errors(
             r"nbest_output='-' is also output='-'",
             None,
         ),
+        (
+            ("output=TMP/out.txt", "nbest_output=TMP/out.txt/nb.txt"),
+            r"nbest_output='TMP/out.txt/nb.txt': TMP/out.txt is not a directory",
+            "TMP/out.txt",
+        ),
+        (
+            ("output=TMP/out.txt/deeper/hyps.txt",),
+            r"output='TMP/out.txt/deeper/hyps.txt': TMP/out.txt is not a directory",
+            "TMP/out.txt",
+        ),
     ],
-    ids=["input", "checkpoint", "two-outputs", "directory", "two-stdout"],
+    ids=["input", "checkpoint", "two-outputs", "directory", "two-stdout", "nbest", "deeper"],
 )
 def test_an_output_never_overwrites_what_is_there(
     run_generate: Generate,
@@ -263,6 +290,125 @@ def test_an_output_never_overwrites_what_is_there(
         run_generate(f"input={sources_file}", *(fill(o) for o in overrides))
     if kept:
         assert Path(fill(kept)).read_bytes() == before
+
+
+def test_a_bad_destination_is_refused_before_the_model_is_loaded(
+    sources_file: Path, tmp_path: Path
+) -> None:
+    """The checkpoint is corrupt: only an error found before loading it can be the output's."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 cut short")
+    taken = tmp_path / "taken.txt"
+    taken.write_text("a file, not a directory\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"^nbest_output='.*taken\.txt/nb\.txt': .*taken\.txt is not"
+    ):
+        generate_from_config(
+            compose_generate(
+                f"checkpoint={corrupt}",
+                f"input={sources_file}",
+                f"output={tmp_path / 'hyps.txt'}",
+                f"nbest_output={taken / 'nb.txt'}",
+            )
+        )
+    assert not (tmp_path / "hyps.txt").exists()
+
+
+def test_a_write_error_names_its_option(
+    run_generate: Generate, sources_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write = generate_cli.write_text_atomic
+
+    def disk_full_for_nbest(text: str, path: Path) -> None:
+        if path.name == "nb.txt":
+            raise OSError(28, "No space left on device")
+        write(text, path)
+
+    monkeypatch.setattr(generate_cli, "write_text_atomic", disk_full_for_nbest)
+    nbest = tmp_path / "nb.txt"
+    with pytest.raises(
+        OSError, match=rf"^nbest_output='{nbest}': cannot write it \(.*No space left"
+    ):
+        run_generate(f"input={sources_file}", f"output={tmp_path / 'h'}", f"nbest_output={nbest}")
+
+
+def fifo_reader(path: Path) -> Callable[[], str]:
+    """Read the FIFO `path` to its end in a thread; the returned call waits for the text."""
+    received: list[str] = []
+    thread = threading.Thread(
+        target=lambda: received.append(path.read_text(encoding="utf-8")), daemon=True
+    )
+    thread.start()
+
+    def text() -> str:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), f"nothing opened {path} for writing"
+        return received[0]
+
+    return text
+
+
+def test_a_symlinked_output_keeps_its_link_and_a_fifo_is_written_in_place(
+    run_generate: Generate, sources_file: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "kept" / "hyps.txt"
+    target.parent.mkdir()
+    target.write_text("earlier output\n", encoding="utf-8")
+    link = tmp_path / "hyps.txt"
+    link.symlink_to(target)
+    expected = run_generate(f"input={sources_file}", f"output={link}")
+    assert link.is_symlink() and link.resolve() == target
+    assert read_lines(target) == expected
+    assert sorted(p.name for p in target.parent.iterdir()) == ["hyps.txt"]
+
+    fifo = tmp_path / "hyps.fifo"
+    os.mkfifo(fifo)
+    text = fifo_reader(fifo)
+    run_generate(f"input={sources_file}", f"output={fifo}")
+    assert text() == "".join(f"{line}\n" for line in expected)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_input_from_a_fifo_or_a_shells_process_substitution(
+    run_generate: Generate, sources_file: Path, tmp_path: Path
+) -> None:
+    """`input=<(cut -f1 file)` is a /dev/fd/N path to a pipe: not a regular file."""
+    expected = run_generate(f"input={sources_file}")
+    data = sources_file.read_bytes()
+    fifo = tmp_path / "sources.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,), daemon=True)
+    writer.start()
+    assert run_generate(f"input={fifo}") == expected
+    writer.join(timeout=30)
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+    try:
+        assert run_generate(f"input=/dev/fd/{read}") == expected
+    finally:
+        os.close(read)
+
+
+def test_a_multirun_job_writes_relative_outputs_in_its_own_dir(tmp_path: Path) -> None:
+    """Every job of `-m` gets the same output values; a relative path lands in the job's
+    own dir, and an absolute file path, which the jobs would share, is refused."""
+    job = tmp_path / "sweep" / "3"
+    cfg = GenerateConfig(checkpoint="run", output="hyps.txt", nbest_output="-")
+    moved = in_job_dir(replace(cfg, references_output="sub/refs.txt"), job)
+    assert (moved.output, moved.nbest_output, moved.references_output) == (
+        str(job / "hyps.txt"),
+        "-",
+        str(job / "sub" / "refs.txt"),
+    )
+    shared = tmp_path / "shared.txt"
+    with pytest.raises(
+        ValueError, match=rf"^output='{shared}': every job of the multirun would write this one"
+    ):
+        in_job_dir(replace(cfg, output=str(shared)), job)
+    fifo = tmp_path / "hyps.fifo"
+    os.mkfifo(fifo)
+    assert in_job_dir(replace(cfg, output=str(fifo)), job).output == str(fifo)
 
 
 def test_input_that_is_not_utf8_or_has_nothing_to_decode(
@@ -379,3 +525,44 @@ def test_decoding_takes_the_runs_precision_unless_told() -> None:
     assert decoding_precision(None, "fp16", cuda) == "fp16"
     assert decoding_precision(None, "fp16", cpu) == "fp32"
     assert decoding_precision("fp32", "bf16", cpu) == "fp32"
+
+
+def test_a_split_of_file_data_reads_only_that_split_s_file(
+    train_run: TrainRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """split=test needs the run's test file, not its training file (which may be gone,
+    or huge); a missing test file is named as the run's config names it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    words = ["abc", "bead", "cafe", "dig", "egg", "fig", "hide", "jab"]
+    for name, chosen in (("train", words * 4), ("validation", words[:4]), ("test", words[4:])):
+        lines = [json.dumps({"source": w, "target": w[::-1]}) for w in chosen]
+        (data / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    files = [
+        f"data.data_files.{name}={data / name}.jsonl" for name in ("train", "validation", "test")
+    ]
+    run = train_run(
+        "file_data",
+        *TRAIN_OVERRIDES[:1],
+        "model=tiny",
+        "trainer.max_steps=2",
+        "trainer.eval_every=2",
+        "schedule.warmup_steps=0",
+        "data.task=null",
+        "data.path=json",
+        *files,
+        tiny=False,
+    )
+    (data / "train.jsonl").unlink()
+    monkeypatch.chdir(tmp_path)
+    predictions = generate_from_config(
+        compose_generate(f"checkpoint={run}", "split=test", f"output={tmp_path / 'hyp.txt'}")
+    )
+    assert predictions == (run / "predictions.txt").read_text().splitlines()
+    (data / "test.jsonl").unlink()
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"split='test' reads the data the run's config names, from the "
+        r"working directory: data\.data_files\.test=",
+    ):
+        generate_from_config(compose_generate(f"checkpoint={run}", "split=test"))

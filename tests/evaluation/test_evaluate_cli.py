@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -92,11 +93,66 @@ def test_unknown_metric_is_a_usage_error(
     assert "unknown metric 'blue'; valid metrics: accuracy, bleu" in capsys.readouterr().err
 
 
-def test_missing_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--hyp", "nonexist", "--ref", "REF"], "--hyp 'nonexist': no such file"),
+        (["--hyp", "HYP", "--ref", "REF", "--ref", "gone.txt"], "--ref 'gone.txt': no such file"),
+        (["--hyp", "TMP", "--ref", "REF"], "--hyp 'TMP': is a directory, not a text file"),
+    ],
+    ids=["hyp", "second-ref", "directory"],
+)
+def test_a_file_that_cannot_be_read_is_named_with_its_option(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    names = {
+        "HYP": write(tmp_path / "hyp.txt", HYPOTHESES),
+        "REF": write(tmp_path / "ref.txt", REFS_1),
+        "TMP": str(tmp_path),
+    }
+    with pytest.raises(SystemExit) as exit_info:
+        main([names.get(arg, arg) for arg in argv])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"seq2seq-evaluate: error: {message.replace('TMP', str(tmp_path))}\n" in error
+    assert "Errno" not in error
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, lines: list[str]) -> None:
+    data = "".join(f"{line}\n" for line in lines).encode("utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_dash_reads_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hyp = write(tmp_path / "hyp.txt", HYPOTHESES)
     ref = write(tmp_path / "ref.txt", REFS_1)
-    with pytest.raises(SystemExit):
-        main(["--hyp", str(tmp_path / "nope.txt"), "--ref", ref])
-    assert "nope.txt" in capsys.readouterr().err
+    metrics = ["--metrics", "bleu,wer"]
+    from_files = run_json(capsys, "--hyp", hyp, "--ref", ref, *metrics)
+    _stdin(monkeypatch, HYPOTHESES)
+    assert run_json(capsys, "--hyp", "-", "--ref", ref, *metrics) == from_files
+    _stdin(monkeypatch, REFS_1)
+    assert run_json(capsys, "--hyp", hyp, "--ref", "-", *metrics) == from_files
+
+
+def test_stdin_is_read_for_one_input_at_most(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stdin(monkeypatch, HYPOTHESES)
+    ref = write(tmp_path / "ref.txt", REFS_1)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--hyp", "-", "--ref", ref, "--ref", "-"])
+    assert exit_info.value.code == 2
+    assert (
+        "more than one input is '-' (--hyp, --ref), but stdin can be read only once"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_file_that_is_not_utf8_is_named_with_its_option(

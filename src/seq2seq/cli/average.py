@@ -6,6 +6,9 @@ Example::
     seq2seq-average a.pt b.pt c.pt --output avg.pt
     seq2seq-generate checkpoint=outputs/g2p/checkpoints/average_last4.pt split=test
 
+``--last N`` needs a run that kept N step checkpoints: train it with
+``trainer.keep_last=N`` or more (the default keeps 2).
+
 Parameters are averaged; buffers (FAVOR+ projections) come from the newest checkpoint, as do
 the config and tokenizers, so ``seq2seq-generate`` reads the result like any checkpoint.
 It cannot be resumed from: it has no optimizer state.

@@ -4,12 +4,17 @@ Example::
 
     seq2seq-evaluate --hyp predictions.txt --ref refs.txt --metrics bleu,chrf,wer
     seq2seq-evaluate --hyp predictions.txt --ref ref1.txt --ref ref2.txt --json
+    seq2seq-generate checkpoint=<run> input=src.txt | seq2seq-evaluate --hyp - --ref refs.txt
+
+``-`` reads stdin, for ``--hyp`` or one ``--ref``: at most one input can be ``-``. A file
+that cannot be read is named with its option (``--hyp 'hyps.txt': no such file``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,16 +23,34 @@ from seq2seq.evaluation.scoring import format_table, score
 from seq2seq.utf8 import decode_utf8
 
 DEFAULT_METRICS = "bleu,chrf"
+STDIN = "-"
 
 
-def read_lines(path: Path, *, option: str) -> list[str]:
-    """The lines of a UTF-8 text file, trailing whitespace removed as sacrebleu's CLI does.
+def read_bytes(source: str | Path, *, option: str) -> bytes:
+    """The bytes of a file, or of stdin for ``-``; an unreadable file is named with its
+    option."""
+    name = str(source)
+    if name == STDIN:
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{option} {name!r}: no such file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{option} {name!r}: is a directory, not a text file") from None
+    except OSError as error:
+        raise OSError(f"{option} {name!r}: {error.strerror or error}") from error
+
+
+def read_lines(source: str | Path, *, option: str) -> list[str]:
+    """The lines of a UTF-8 text file (``-``: stdin), trailing whitespace removed as
+    sacrebleu's CLI does.
 
     Only ``\\n`` ends a line: ``str.splitlines`` would also split on form feeds and
     Unicode separators that may occur inside a sentence. Stripping the trailing
     whitespace keeps an invisible space (or a Windows ``\\r``) from failing exact match.
     """
-    text = decode_utf8(path.read_bytes(), what=f"{option} {path}")
+    text = decode_utf8(read_bytes(source, option=option), what=f"{option} {source}")
     if text == "":
         return []
     text = text.removesuffix("\n")
@@ -39,7 +62,9 @@ def split_alternatives(line: str) -> list[str]:
     return [field for field in line.split("\t") if field != ""]
 
 
-def read_references(hyp_path: Path, hyp_count: int, ref_paths: Sequence[Path]) -> list[list[str]]:
+def read_references(
+    hyp_path: str | Path, hyp_count: int, ref_paths: Sequence[str | Path]
+) -> list[list[str]]:
     """Merge reference files into one list of alternatives per example.
 
     Every file is parallel to the hypotheses (one line per example); alternatives from
@@ -75,23 +100,37 @@ def parse_metric_names(value: str) -> list[str]:
     return names
 
 
+def check_one_stdin(hyp: str, refs: Sequence[str]) -> None:
+    """Stdin can be read once: at most one of the inputs is ``-``."""
+    readers = [
+        option
+        for option, name in [("--hyp", hyp), *(("--ref", ref) for ref in refs)]
+        if name == STDIN
+    ]
+    if len(readers) > 1:
+        raise ValueError(
+            f"more than one input is '-' ({', '.join(readers)}), but stdin can be read only "
+            "once; give the others as files"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seq2seq-evaluate",
         description="Score hypotheses against references with corpus-level metrics.",
     )
     parser.add_argument(
-        "--hyp", type=Path, required=True, metavar="FILE", help="one hypothesis per line"
+        "--hyp", required=True, metavar="FILE", help="one hypothesis per line ('-': stdin)"
     )
     parser.add_argument(
         "--ref",
-        type=Path,
         required=True,
         action="append",
         metavar="FILE",
         help=(
             "references parallel to --hyp, one line per example; repeat --ref for more "
-            "reference sets, or put alternatives on one line separated by a TAB"
+            "reference sets, or put alternatives on one line separated by a TAB ('-': stdin, "
+            "for one input at most)"
         ),
     )
     parser.add_argument(
@@ -111,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metric_names = parse_metric_names(args.metrics)
+        check_one_stdin(args.hyp, args.ref)
         hypotheses = read_lines(args.hyp, option="--hyp")
         references = read_references(args.hyp, len(hypotheses), args.ref)
         scores = score(hypotheses, references, metric_names)

@@ -7,16 +7,24 @@
 
 `checkpoint` is a `.pt` file or a run dir (then its `checkpoints/best.pt`). The model,
 its config and both tokenizers come from the checkpoint alone. Sources are one per line
-of `input` (`-` reads stdin), or a split of the run's own data (`split=test`), cleaned
-and de-duplicated exactly as training evaluated it, so the output is line for line the
-run's `predictions.txt` when the `generation` settings are the run's. Decoding uses the
-`generation` node given here (default greedy), not the run's. `python -m
-seq2seq.cli.generate ...` is the same program.
+of `input` (`-` reads stdin; a FIFO or `<(...)` works too), or a split of the run's own
+data (`split=test`), cleaned and de-duplicated exactly as training evaluated it.
+
+Decoding uses the run's own `generation` settings, so `split=test` gives the run's
+`predictions.txt` line for line. What is typed applies on top: `generation=<group>`
+replaces them with that group's settings (and any typed `generation.<key>=`), and
+`generation.<key>=value` alone changes only those keys of the run's.
+
+Outputs are checked (writable, not the input or the checkpoint, not one another) before
+the model is loaded. In a multirun (`-m`), a relative output path is written inside
+each job's own dir (`hydra.sweep.dir/<job number>/`), so jobs never share a file.
+`python -m seq2seq.cli.generate ...` is the same program.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -29,11 +37,14 @@ import hydra
 import torch
 import yaml
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from seq2seq.atomic import write_text_atomic
+from seq2seq.atomic import replaced_atomically, write_text_atomic
 from seq2seq.cli.errors import run_cli, usage_errors
 from seq2seq.cli.prepare import clean_role, evaluation_set, load_raw_splits
 from seq2seq.cli.train import CONFIG_DIR
@@ -72,7 +83,10 @@ class GenerateConfig:
     """`validation` or `test`: that split of the run's own data config. Set this or `input`."""
     output: str = STDIO
     """Where the best hypothesis of every source goes, one per line; `-` is stdout. A file
-    is written whole at the end (temporary file, then rename), never half."""
+    is written whole at the end (temporary file, then rename; through a symlink, its
+    target), never half; a device or FIFO is written in place. In a multirun, a relative
+    path is inside each job's dir (`hydra.sweep.dir/<job number>/`); the same holds for
+    `nbest_output` and `references_output`."""
     nbest_output: str | None = None
     """Optional file (or `-`) of `index<TAB>rank<TAB>score<TAB>hypothesis` rows, every n-best
     entry of every source: index is the source's 0-based position, rank 0 is the best,
@@ -81,7 +95,11 @@ class GenerateConfig:
     """With `split`: a file (or `-`) of the split's references, line for line with `output`,
     a source's several references separated by TABs: the `--ref` of seq2seq-evaluate."""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    """Decoding settings (`generation=beam`, `generation.beam_size=8`, ...)."""
+    """Decoding settings. On the command line, decoding starts from the run's own
+    `generation` settings: `generation=<group>` replaces them with that group's (plus any
+    typed `generation.<key>=`), and `generation.<key>=value` alone changes only those
+    keys. A library call of `generate_from_config` without `command_line` decodes with
+    this node as composed (the `greedy` group by default)."""
     max_tokens: int | None = None
     """Padded source tokens per batch; null takes the run's `data.max_tokens`."""
     device: str = "auto"
@@ -145,8 +163,8 @@ def rebuild_run(checkpoint: dict[str, Any], path: Path) -> Run:
         ) from error
     if train_cfg.model.kind != "encoder_decoder":
         raise ValueError(
-            f"checkpoint {path} holds a model.kind={train_cfg.model.kind!r} model; "
-            "seq2seq-generate decodes 'encoder_decoder' models"
+            f"checkpoint {path} holds a model.kind={train_cfg.model.kind!r} model; only "
+            "'encoder_decoder' models can be decoded or averaged"
         )
     source, target = stored_tokenizers(checkpoint, path)
     model = build_model(
@@ -168,14 +186,17 @@ def rebuild_run(checkpoint: dict[str, Any], path: Path) -> Run:
 
 
 def read_lines(source: str) -> list[str]:
-    """The lines of a UTF-8 file, or of stdin for `-`; only `\\n` ends a line. Input with
-    no line that holds more than whitespace is an error: there is nothing to decode."""
+    """The lines of a UTF-8 file (or FIFO, or `/dev/fd/N` of a shell's `<(...)`), or of
+    stdin for `-`; only `\\n` ends a line. Input with no line that holds more than
+    whitespace is an error: there is nothing to decode."""
     if source == STDIO:
         data = sys.stdin.buffer.read()
     else:
         path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"input={source!r} is not a file; give a text file or '-'")
+        if path.is_dir():
+            raise IsADirectoryError(f"input={source!r} is a directory; give a text file or '-'")
+        if not path.exists():
+            raise FileNotFoundError(f"input={source!r} does not exist; give a text file or '-'")
         data = path.read_bytes()
     text = decode_utf8(data, what=f"input={source!r}")
     if not text.strip():
@@ -220,7 +241,13 @@ def encode_lines(lines: Sequence[str], tokenizer: Tokenizer, *, max_len: int) ->
 def split_sources(run: Run, split: str) -> EvaluationSet:
     """A split of the run's data, tokenized, cleaned and de-duplicated as training did."""
     cfg = run.config
-    raw = load_raw_splits(cfg.data, seed=cfg.seed)
+    try:
+        raw = load_raw_splits(cfg.data, seed=cfg.seed, roles=[split])
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"split={split!r} reads the data the run's config names, from the working "
+            f"directory: {error}"
+        ) from error
     if split not in raw:
         raise ValueError(
             f"split={split!r}: the run's data has no {split} split (it has {sorted(raw)}); "
@@ -303,9 +330,48 @@ def decode_sources(
 OUTPUT_OPTIONS = ("output", "nbest_output", "references_output")
 
 
+def in_job_dir(cfg: GenerateConfig, job_dir: Path) -> GenerateConfig:
+    """`cfg` for one job of a multirun: a relative output path goes inside the job's own
+    dir, so jobs never write one file (the last would silently win). An absolute path,
+    which every job would share, is refused unless it is a device or FIFO."""
+    changes: dict[str, Any] = {}
+    for option in OUTPUT_OPTIONS:
+        destination = getattr(cfg, option)
+        if destination in (None, STDIO):
+            continue
+        path = Path(destination)
+        if not path.is_absolute():
+            changes[option] = str(job_dir / path)
+        elif replaced_atomically(path):
+            raise ValueError(
+                f"{option}={destination!r}: every job of the multirun would write this one "
+                "file; give a relative path (each job writes it in its own dir, "
+                "hydra.sweep.dir/<job number>/) or '-'"
+            )
+    return replace(cfg, **changes)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why `path` cannot be written, or None. A device or FIFO is written in place, so it
+    must be writable; anything else is replaced through a temporary file beside it (or
+    its symlink's target), so its directory must be writable, or creatable in the nearest
+    directory that exists."""
+    if not replaced_atomically(path):
+        return None if os.access(path, os.W_OK) else "permission denied"
+    directory = Path(os.path.realpath(path)).parent
+    while not directory.exists():
+        directory = directory.parent
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"cannot write in the directory {directory} (permission denied)"
+    return None
+
+
 def check_destinations(cfg: GenerateConfig, checkpoint: Path) -> None:
-    """Refuse, before decoding, an output that would overwrite the input, the checkpoint,
-    a directory or another output: a mistake must not cost a file."""
+    """Refuse, before the model is loaded, an output that would overwrite the input, the
+    checkpoint, a directory or another output, or that cannot be written: a mistake must
+    cost neither a file nor a decode."""
     protected = {checkpoint.resolve(): f"checkpoint={cfg.checkpoint!r}"}
     if cfg.input not in (None, STDIO):
         protected[Path(cfg.input).resolve()] = f"input={cfg.input!r}"
@@ -320,20 +386,26 @@ def check_destinations(cfg: GenerateConfig, checkpoint: Path) -> None:
             raise ValueError(f"{named} is also {taken[key]}; give each output its own file")
         if key in protected:
             raise ValueError(f"{named} would overwrite {protected[key]}; choose another file")
-        if isinstance(key, Path) and key.is_dir():
-            raise ValueError(f"{named} is a directory; give a file path or '-'")
+        if isinstance(key, Path):
+            if key.is_dir():
+                raise ValueError(f"{named} is a directory; give a file path or '-'")
+            problem = unwritable(Path(destination))
+            if problem is not None:
+                raise ValueError(f"{named}: {problem}; choose another file")
         taken[key] = named
 
 
-def write_output(text: str, destination: str) -> None:
-    """To stdout for `-`; else atomically, so a failed run leaves no partial file."""
+def write_output(text: str, destination: str, *, option: str) -> None:
+    """To stdout for `-`; else through `write_text_atomic` (a regular file is never left
+    half-written); an error names the option."""
     if destination == STDIO:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(destination)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(text, path)
+    try:
+        write_text_atomic(text, Path(destination))
+    except OSError as error:
+        raise OSError(f"{option}={destination!r}: cannot write it ({error})") from error
 
 
 def lines_text(lines: Sequence[str]) -> str:
@@ -359,6 +431,35 @@ def decoding_precision(requested: str | None, trained: str, device: torch.device
     return requested
 
 
+def decoding_generation(
+    run: GenerationConfig, composed: GenerationConfig, command_line: Sequence[str] | None
+) -> GenerationConfig:
+    """The generation settings to decode with. `command_line`: the overrides the user typed
+    (Hydra's task overrides); with none about `generation`, the run's own settings;
+    `generation=<group>` takes `composed` (that group's settings, with any typed
+    `generation.<key>=`); typed `generation.<key>=` alone change only those keys of the
+    run's. None (a library call) takes `composed`."""
+    if command_line is None:
+        return composed
+    group, keys = typed_generation(command_line)
+    if group:
+        return composed
+    return replace(run, **{key: getattr(composed, key) for key in keys})
+
+
+def typed_generation(command_line: Sequence[str]) -> tuple[bool, list[str]]:
+    """Whether `generation=<group>` is among the typed overrides, and the `<key>`s of the
+    typed `generation.<key>=...`."""
+    group, keys = False, []
+    for override in OverridesParser.create().parse_overrides(list(command_line)):
+        name = override.key_or_group
+        if name == "generation":
+            group = True
+        elif name.startswith("generation."):
+            keys.append(name.removeprefix("generation."))
+    return group, keys
+
+
 def _log_generation_difference(run: GenerationConfig, used: GenerationConfig) -> None:
     differences = [
         f"{name}={value!r} (run: {asdict(run)[name]!r})"
@@ -369,12 +470,24 @@ def _log_generation_difference(run: GenerationConfig, used: GenerationConfig) ->
         log.info("decoding differs from the run's generation settings: %s", ", ".join(differences))
 
 
-def generate_from_config(cfg_node: DictConfig) -> list[str]:
-    """Run one seq2seq-generate job; returns the best hypothesis of every source, in order."""
+def generate_from_config(
+    cfg_node: DictConfig,
+    *,
+    command_line: Sequence[str] | None = None,
+    job_dir: Path | None = None,
+) -> list[str]:
+    """Run one seq2seq-generate job; returns the best hypothesis of every source, in order.
+
+    `command_line`: the overrides the user typed; decoding then starts from the run's
+    generation settings (see `decoding_generation`); None decodes with `cfg_node.generation`
+    as composed. `job_dir`: a multirun job's own dir, where relative output paths go.
+    """
     if OmegaConf.is_missing(cfg_node, "checkpoint"):
         raise ValueError("checkpoint is required: checkpoint=<run dir> or checkpoint=<file.pt>")
     check_known_keys(cfg_node)
     cfg: GenerateConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
+    if job_dir is not None:
+        cfg = in_job_dir(cfg, job_dir)
     if (cfg.input is None) == (cfg.split is None):
         raise ValueError(
             "set exactly one of input (a file with one source per line, or '-' for stdin) "
@@ -400,9 +513,18 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
 
     run = load_run(checkpoint, device)
     precision = decoding_precision(cfg.precision, run.config.trainer.precision, device)
-    # The same limits as training's decoding, so split=test reproduces predictions.txt.
-    settings = generation_settings(replace(run.config, generation=cfg.generation))
-    _log_generation_difference(run.config.generation, cfg.generation)
+    generation = decoding_generation(run.config.generation, cfg.generation, command_line)
+    try:
+        # The same limits as training's decoding, so split=test reproduces predictions.txt.
+        settings = generation_settings(replace(run.config, generation=generation))
+    except ValueError as error:
+        if command_line is None or typed_generation(command_line)[0]:
+            raise
+        raise ValueError(
+            f"{error} (decoding starts from the run's generation settings; "
+            "generation=<group> starts from that group's instead)"
+        ) from error
+    _log_generation_difference(run.config.generation, generation)
     reference_lines = None
     if lines is not None:
         sources = encode_lines(lines, run.source_tokenizer, max_len=run.config.model.max_len)
@@ -423,20 +545,29 @@ def generate_from_config(cfg_node: DictConfig) -> list[str]:
     )
     decode = run.target_tokenizer.decode
     predictions = [decode(nbest[0].tokens) if nbest else "" for nbest in nbests]
-    write_output(lines_text(predictions), cfg.output)
+    texts = {"output": lines_text(predictions)}
     if cfg.nbest_output is not None:
-        write_output(lines_text(nbest_rows(nbests, run.target_tokenizer)), cfg.nbest_output)
-    if cfg.references_output is not None:
-        assert reference_lines is not None
-        write_output(lines_text(reference_lines), cfg.references_output)
+        texts["nbest_output"] = lines_text(nbest_rows(nbests, run.target_tokenizer))
+    if reference_lines is not None:
+        texts["references_output"] = lines_text(reference_lines)
+    for option, text in texts.items():
+        write_output(text, getattr(cfg, option), option=option)
     log.info("decoded %d sources", len(predictions))
     return predictions
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="generate", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    command_line = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+    assert isinstance(command_line, list)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with usage_errors("seq2seq-generate"):
-        generate_from_config(cfg)
+        generate_from_config(
+            cfg,
+            command_line=[str(override) for override in command_line],
+            job_dir=Path(hydra_cfg.runtime.output_dir) if multirun else None,
+        )
 
 
 def main() -> None:

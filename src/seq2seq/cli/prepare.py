@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,18 +30,28 @@ class PreparedData:
     reports: dict[str, CleanReport]
 
 
-def load_raw_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
+def load_raw_splits(
+    cfg: DataConfig, *, seed: int, roles: Collection[str] | None = None
+) -> datasets.DatasetDict:
     """The splits `cfg` asks for, by role; a role whose `data.splits` entry is null is
-    left out."""
-    wanted = {role: split for role, split in asdict(cfg.splits).items() if split is not None}
+    left out, and so is one not in `roles` when it is given (its files are not read)."""
+    wanted = {
+        role: split
+        for role, split in asdict(cfg.splits).items()
+        if split is not None and (roles is None or role in roles)
+    }
     if cfg.task is not None:
         splits = _task_splits(cfg, seed=seed)
         return datasets.DatasetDict({role: splits[role] for role in wanted})
     assert cfg.path is not None
+    every_file = asdict(cfg.data_files)
+    files = {name: file for name, file in every_file.items() if name in wanted.values()}
+    if roles is not None and any(every_file.values()) and not any(files.values()):
+        return datasets.DatasetDict()  # local files, none of them for these roles
     return load_splits(
         path=cfg.path,
         name=cfg.name,
-        data_files=asdict(cfg.data_files),
+        data_files=files if roles is not None else every_file,
         splits=wanted,
         source=cfg.source,
         target=cfg.target,
