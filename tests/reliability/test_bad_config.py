@@ -452,8 +452,13 @@ def test_the_command_line_prints_one_error_line(
             "model.d_ff=${model.nope}",
             "Interpolation key 'model.nope' not found (in model.d_ff)",
         ),
+        (
+            "data.data_files.train=a,b.txt",
+            "Ambiguous value for argument 'data.data_files.train=a,b.txt'; 1. To use it as a "
+            "list, use key=[value1,value2]; 2. To use it as string, quote the value",
+        ),
     ],
-    ids=["misspelt-key", "unknown-group-option", "wrong-type", "broken-interpolation"],
+    ids=["misspelt-key", "unknown-group-option", "wrong-type", "broken-interpolation", "comma"],
 )
 def test_mistakes_found_while_composing_print_one_line_too(
     train_command: Callable[..., list[str]],

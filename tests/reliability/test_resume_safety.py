@@ -74,9 +74,25 @@ def test_resume_from_a_directory_names_trainer_resume(
     compose_config: Compose, tmp_path: Path, block_data: list[Any]
 ) -> None:
     cfg = compose_config("experiment=toy_reverse", f"trainer.resume={tmp_path}")
-    with pytest.raises(FileNotFoundError, match=r"trainer\.resume=.*no such checkpoint file"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"trainer\.resume=.*: a directory with no step checkpoint in it or in its "
+        r"checkpoints/; use auto, a run dir, or a \.pt file",
+    ):
         train(cfg, tmp_path / "run")
     assert not block_data
+
+
+def test_resume_from_another_run_dir_continues_its_latest_checkpoint(
+    compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train(compose_config(*FINISHED_RUN), tmp_path / "first")
+    steps = _count_steps(monkeypatch)
+    cfg = compose_config(
+        *FINISHED_RUN, "trainer.max_steps=4", f"trainer.resume={tmp_path / 'first'}"
+    )
+    train(cfg, tmp_path / "second")
+    assert steps == [3, 4]
 
 
 # --- a finished run in a sweep ------------------------------------------------------------
@@ -137,6 +153,46 @@ def test_a_finished_run_resumed_with_more_steps_trains_on(
     assert steps == [3, 4]
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["stopped"], metrics["step"]) == ("max_steps", 4)
+
+
+def test_a_finished_run_asked_for_with_a_lower_max_steps_is_not_trained_again(
+    compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    objective = train(compose_config(*FINISHED_RUN), run)
+    before = _snapshot(run)
+    steps = _count_steps(monkeypatch)
+    again = train(compose_config(*FINISHED_RUN, "trainer.max_steps=1", "trainer.resume=auto"), run)
+    assert steps == []
+    assert again == pytest.approx(objective, nan_ok=True)
+    assert _snapshot(run) == before
+
+
+def test_a_finished_run_is_not_the_result_of_other_settings(
+    compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep rerun into its old dir with another value must not return the old figure."""
+    run = tmp_path / "run"
+    cfg = compose_config(*FINISHED_RUN)
+    train(cfg, run)
+    before = _snapshot(run, config=True)
+    lr = cfg.optim.lr
+    with pytest.raises(
+        ValueError,
+        match=rf"holds a finished run with other settings \(optim\.lr: finished with {lr} vs "
+        r"now 0\.0123\); its result is not this config's: train into another hydra\.run\.dir",
+    ):
+        train(compose_config(*FINISHED_RUN, "optim.lr=0.0123", "trainer.resume=auto"), run)
+    assert _snapshot(run, config=True) == before
+    # How it is run or reported is not part of its result.
+    steps = _count_steps(monkeypatch)
+    train(
+        compose_config(
+            *FINISHED_RUN, "trainer.resume=auto", "trainer.log_every=7", "trainer.threads=1"
+        ),
+        run,
+    )
+    assert steps == []
 
 
 def test_resuming_a_run_killed_before_metrics_json_restores_the_final_figures(
@@ -220,3 +276,20 @@ def test_a_resume_whose_data_fails_leaves_the_run_as_it_was(
     with pytest.raises(ValueError, match=r"the train split has no usable example left"):
         train(broken, run)
     assert _snapshot(run, config=True) == before
+
+
+def test_resume_auto_beside_a_lone_best_checkpoint_says_there_is_nothing_to_continue(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(compose_config(*FINISHED_RUN), run)
+    for path in (run / "checkpoints").glob("step_*.pt"):
+        path.unlink()
+    (run / "metrics.json").unlink()
+    with pytest.raises(
+        ValueError,
+        match=r"holds best\.pt but no step checkpoint to continue from; move it out of the "
+        r"way, or train into another hydra\.run\.dir",
+    ):
+        train(compose_config(*FINISHED_RUN, "trainer.resume=auto"), run)
+    assert (run / "checkpoints" / "best.pt").is_file()

@@ -22,8 +22,9 @@ import pytest
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-from seq2seq.cli.train import _signal_status, train
+from seq2seq.cli.train import _signal_status, run_training, train
 from seq2seq.training.evaluator import EvaluationResult, Evaluator
+from seq2seq.training.signals import graceful_stop
 
 # Enough steps (over a second) that the signal lands long before the end, even under load.
 MAX_STEPS = 120
@@ -200,3 +201,29 @@ def test_a_signal_during_the_test_decoding_still_ends_the_sweep(
     assert (metrics["stopped"], metrics["signal"]) == ("max_steps", "SIGTERM")
     assert "test" in metrics and (run / "predictions.txt").is_file()
     assert _signal_status(run) == 128 + signal.SIGTERM
+    # Rerun (the sweep resumed): the finished run is not trained again, and the signal it
+    # recorded is history, not this call's: the sweep goes on past it.
+    again = run_training(compose_config("experiment=toy_reverse", "trainer.resume=auto"), run)
+    assert not again.trained
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_slurm_s_warning_signal_checkpoints_before_the_launcher_s_handler_runs() -> None:
+    """submitit installs a SIGUSR2 handler that ends (or requeues) the job: the run stops
+    gracefully first, then that handler is called once the block is left."""
+    calls: list[str] = []
+    launcher = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append("launcher"))
+    try:
+        with graceful_stop() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert stop.signal_name == "SIGUSR2"
+            calls.append("checkpointed")
+        assert calls == ["checkpointed", "launcher"]
+        # Without a launcher's handler (SIG_DFL would end the process), the run just stops.
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        with graceful_stop() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        assert stop.signal_name == "SIGUSR2"
+    finally:
+        signal.signal(signal.SIGUSR2, launcher)

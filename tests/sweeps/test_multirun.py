@@ -58,26 +58,51 @@ def test_grid_sweep_gives_one_run_dir_per_combination(
 def test_a_failing_run_does_not_stop_the_sweep(
     run_sweep: Sweep, summarize_sweep: ModuleType, tmp_path: Path
 ) -> None:
-    """model.d_model=32 with heads=3 fails validation; the heads=4 run still trains, and
-    the summary reports the failure (from the failure.json seq2seq-train writes)."""
+    """data.max_tokens=4 is too small for the data, found when that run batches it; the
+    other run still trains, the summary reports the failure (from the failure.json
+    seq2seq-train writes) and the sweep ends with one error line, status 1."""
     sweep = tmp_path / "sweep"
     # The failing combination first, so a launcher that stopped at it would skip the other.
-    # Whether the sweep then exits 0 or 1 (Hydra re-raising the first failure once every
-    # job has run) is up to seq2seq-train; the other run and the summary are what count.
-    run_sweep(sweep, "experiment=toy_reverse", "model.heads=3,4")
+    done = run_sweep(sweep, "experiment=toy_reverse", "data.max_tokens=4,256", full_error=False)
     assert not (sweep / "0" / "metrics.json").exists()
     failure = json.loads((sweep / "0" / "failure.json").read_text(encoding="utf-8"))
-    assert failure["stopped"] == "failed" and "heads" in failure["error"]
+    assert failure["stopped"] == "failed" and "data.max_tokens=4" in failure["error"]
     assert json.loads((sweep / "1" / "metrics.json").read_text())["stopped"] == "max_steps"
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].startswith(
+        f"seq2seq-train: error: sweep job {sweep / '0'} failed: data.max_tokens=4 is smaller"
+    )
+    assert "Traceback" not in done.stderr
 
     text = summarize_sweep.summarize(sweep)
     rows = read_csv(sweep / "summary.csv")
-    assert [(row["run"], row["status"], row["model.heads"]) for row in rows] == [
-        ("1", "finished", "4"),
-        ("0", "failed", "3"),
+    assert [(row["run"], row["status"], row["data.max_tokens"]) for row in rows] == [
+        ("1", "finished", "256"),
+        ("0", "failed", "4"),
     ]
-    assert "heads" in rows[1]["error"]
+    assert "max_tokens" in rows[1]["error"]
     assert "1 finished, 1 failed" in text
+
+
+def test_a_bad_value_anywhere_in_a_grid_is_refused_before_any_run(
+    run_sweep: Sweep, tmp_path: Path
+) -> None:
+    """The last of four jobs has heads=3 (d_model 32 is not divisible): nothing trains."""
+    sweep = tmp_path / "sweep"
+    done = run_sweep(
+        sweep,
+        "experiment=toy_reverse",
+        "model.heads=4,3",
+        "norm=layernorm,rezero",
+        full_error=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "seq2seq-train: error: sweep job #2 (model.heads=3 norm=layernorm): model.d_model=32 "
+        "is not divisible by model.heads=3; choose heads among [1, 2, 4, 8, 16, 32]; "
+        "no job was started"
+    ]
+    assert not sweep.exists()
 
 
 @pytest.mark.slow

@@ -46,6 +46,9 @@ def usage_message(error: BaseException) -> str:
     if isinstance(error, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException):
         message = f"{message}: {_first_line(cause)}"
         error = cause
+    elif isinstance(error, ConfigCompositionException):
+        # Hydra's own advice follows on numbered lines (how to quote a value with a comma).
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
     if isinstance(error, (ConfigKeyError, ConfigAttributeError)):
         node = getattr(error, "object_type", None)
         if isinstance(node, type) and dataclasses.is_dataclass(node):
@@ -76,7 +79,17 @@ def usage_errors(program: str) -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-def run_cli(program: str, hydra_main: Callable[[], Any]) -> None:
+class SweepJobFailed(Exception):
+    """A sweep job refused its config or data (a usage error, already in its
+    failure.json); Hydra re-raises it after the other jobs, and `run_cli` prints one line."""
+
+
+def run_cli(
+    program: str,
+    hydra_main: Callable[[], Any],
+    *,
+    before: Callable[[list[str]], None] | None = None,
+) -> None:
     """Run a `@hydra.main` function and report bad input as `program: error: ...` on
     stderr with exit status 2: what Hydra finds while composing the config (a misspelt
     key, a wrong type, an unknown group option) here, what our checks find in a single
@@ -85,18 +98,30 @@ def run_cli(program: str, hydra_main: Callable[[], Any]) -> None:
     Hydra prints its own multi-line report and exits 1 unless `HYDRA_FULL_ERROR=1`, so it
     is set here to make Hydra raise. A user who sets it gets every traceback. Anything
     else (a sweep job's failure, which Hydra re-raises after the other jobs; a bug) keeps
-    its traceback.
+    its traceback. `before(argv)`: checks of the whole command line before Hydra runs any
+    job (every job of a sweep); its ValueError is a usage error too.
     """
     if os.environ.get(FULL_ERROR_VARIABLE) == "1":
+        if before is not None:
+            before(sys.argv[1:])
         hydra_main()
         return
     os.environ[FULL_ERROR_VARIABLE] = "1"
     os.environ[ONE_LINE_VARIABLE] = "1"
     try:
+        if before is not None:
+            before(sys.argv[1:])
+    except (*COMPOSITION_ERRORS, *USAGE_ERRORS) as error:
+        print(f"{program}: error: {usage_message(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
         hydra_main()
     except COMPOSITION_ERRORS as error:
         print(f"{program}: error: {usage_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SweepJobFailed as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     except ValueError as error:
         if str(error) != NO_TRIAL_FINISHED:
             raise

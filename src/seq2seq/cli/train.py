@@ -14,7 +14,7 @@ import logging
 import math
 import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,8 +28,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.atomic import write_json_atomic, write_text_atomic
-from seq2seq.cli.errors import run_cli, usage_errors
+from seq2seq.cli.errors import USAGE_ERRORS, SweepJobFailed, run_cli, usage_errors
 from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
+from seq2seq.cli.sweep_check import check_sweep
 from seq2seq.cli.validate import generation_settings, length_limits, validate_config
 from seq2seq.config.keys import check_known_keys
 from seq2seq.config.schema import TrainConfig
@@ -45,10 +46,11 @@ from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors
 from seq2seq.training.checkpoint import (
     BEST_NAME,
     CheckpointManager,
+    checkpoint_paths,
     load_checkpoint,
     strip_prefixes,
 )
-from seq2seq.training.config_diff import RESUME_SETTINGS, check_same_model
+from seq2seq.training.config_diff import RESUME_SETTINGS, check_same_model, check_same_result
 from seq2seq.training.devices import resolve_device
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.evaluator import Evaluator
@@ -92,9 +94,18 @@ def resume_path(resume: str | None, checkpoints: CheckpointManager) -> Path | No
             )
         return latest
     path = Path(resume)
+    if path.is_dir():  # a run dir (or its checkpoints/): its latest step checkpoint
+        found = checkpoint_paths(path / "checkpoints") or checkpoint_paths(path)
+        if not found:
+            raise FileNotFoundError(
+                f"trainer.resume={resume!r}: a directory with no step checkpoint in it or in "
+                "its checkpoints/; use auto, a run dir, or a .pt file"
+            )
+        return found[-1]
     if not path.is_file():
         raise FileNotFoundError(
-            f"trainer.resume={resume!r}: no such checkpoint file; use auto, or a path to a .pt file"
+            f"trainer.resume={resume!r}: no such checkpoint file; use auto, a run dir, or a "
+            ".pt file"
         )
     return path
 
@@ -150,8 +161,7 @@ def _batches(sampler: TokenBatchSampler, loader: Any) -> Callable[[int, int], It
     return batches
 
 
-def _monitor(cfg: TrainConfig) -> Monitor:
-    name = cfg.trainer.monitor
+def _monitor(name: str) -> Monitor:
     if name in ("loss", "ppl"):
         return Monitor(name, higher_is_better=False)
     return Monitor(name, higher_is_better=get_metric(name).higher_is_better)
@@ -160,26 +170,38 @@ def _monitor(cfg: TrainConfig) -> Monitor:
 def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> float | None:
     """The saved objective of a run in `run_dir` that already finished, if it did.
 
-    A finished run asked to resume with a different model config is an error, as for an
-    unfinished one."""
+    A raised limit (`trainer.max_steps`, or the max_epochs or patience that ended it)
+    trains on instead. A finished run asked for with other settings that its result
+    depends on (the model, data, optimizer, schedule, decoding ...) is an error."""
     path = run_dir / "metrics.json"
     if cfg.trainer.resume not in RESUME_LATEST or not path.is_file():
         return None
     metrics = json.loads(path.read_text(encoding="utf-8"))
-    if metrics.get("stopped") not in FINISHED:
+    stopped = metrics.get("stopped")
+    if stopped not in FINISHED:
         return None
-    if metrics.get("stopped") == "max_steps" and metrics.get("step") != cfg.trainer.max_steps:
-        return None  # trainer.max_steps changed: train on to the new limit
+    if stopped == "max_steps" and metrics.get("step", 0) < cfg.trainer.max_steps:
+        return None  # trainer.max_steps raised: train on to the new limit
     saved_config = run_dir / "config.yaml"
     if saved_config.is_file():
         saved_text = saved_config.read_text(encoding="utf-8")
-        check_same_model(saved_text, config_text, source=run_dir, also=RESUME_SETTINGS)
         saved_trainer = (yaml.safe_load(saved_text) or {}).get("trainer", {})
-        setting = LIMIT_SETTINGS.get(metrics.get("stopped"))
+        setting = LIMIT_SETTINGS.get(stopped)
         if setting is not None and saved_trainer.get(setting) != getattr(cfg.trainer, setting):
             return None  # the limit that ended it changed: train on to the new one
+        check_same_result(saved_text, config_text, source=run_dir)
     best = metrics.get("best", {}).get(cfg.trainer.monitor)
     return float("nan") if best is None else float(best)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call of `run_training` did."""
+
+    objective: float
+    """The best value of `trainer.monitor` (nan before the first validation)."""
+    trained: bool
+    """False when `run_dir` held a finished run, whose saved result was returned."""
 
 
 def train(
@@ -189,7 +211,20 @@ def train(
     command_line: Sequence[str] = (),
     hydra_files: Mapping[str, str] | None = None,
 ) -> float:
-    """Run one training job into `run_dir`; returns the best value of `trainer.monitor`.
+    """Run one training job into `run_dir`; returns the best value of `trainer.monitor`."""
+    return run_training(
+        cfg_node, run_dir, command_line=command_line, hydra_files=hydra_files
+    ).objective
+
+
+def run_training(
+    cfg_node: DictConfig,
+    run_dir: Path,
+    *,
+    command_line: Sequence[str] = (),
+    hydra_files: Mapping[str, str] | None = None,
+) -> Outcome:
+    """Run one training job into `run_dir`, or return the saved result of a finished one.
 
     Under `torchrun` every rank calls this; they share rank 0's run dir. `command_line`:
     the overrides the user typed, for the checks that only they can fail. `hydra_files`:
@@ -206,8 +241,8 @@ def train(
         done = finished_objective(run_dir, cfg, OmegaConf.to_yaml(cfg_node, resolve=True))
         if done is not None:
             log.info("%s already finished (metrics.json); not training it again", run_dir)
-            return done
-        return _train(cfg, cfg_node, run_dir, distributed, hydra_files or {})
+            return Outcome(done, trained=False)
+        return Outcome(_train(cfg, cfg_node, run_dir, distributed, hydra_files or {}), trained=True)
     finally:
         shutdown_distributed(distributed)
 
@@ -232,10 +267,16 @@ def _train(
     earlier = checkpoints.existing()
     if start_from is None and earlier:
         # A fresh run would overwrite best.pt and prune the earlier run's checkpoints.
+        names = ", ".join(path.name for path in earlier)
+        if cfg.trainer.resume in RESUME_LATEST:  # only best.pt: nothing to continue from
+            raise ValueError(
+                f"{checkpoints.directory} holds {names} but no step checkpoint to continue "
+                "from; move it out of the way, or train into another hydra.run.dir"
+            )
         raise ValueError(
             f"{checkpoints.directory} already holds checkpoints of an earlier run "
-            f"({', '.join(path.name for path in earlier)}); continue it with "
-            "trainer.resume=auto, or train into another hydra.run.dir"
+            f"({names}); continue it with trainer.resume=auto, or train into another "
+            "hydra.run.dir"
         )
     checkpoint = None
     stored = None
@@ -340,7 +381,7 @@ def _train(
         scheduler=scheduler,
         batches=_batches(sampler, loader),
         evaluator=evaluator("validation"),
-        monitor=_monitor(cfg),
+        monitor=_monitor(cfg.trainer.monitor),
         checkpoints=checkpoints,
         logger=logger,
         cfg=cfg.trainer,
@@ -476,16 +517,16 @@ def _hydra_main(cfg: DictConfig) -> float:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             with usage_errors("seq2seq-train"):
-                objective = train(cfg, run_dir, command_line=command_line, hydra_files=record)
+                outcome = run_training(cfg, run_dir, command_line=command_line, hydra_files=record)
         except BaseException:
             _remove_if_empty(run_dir)
             raise
         # Stopped by a signal, the run is not done: a non-zero status keeps
         # `seq2seq-train ... && next-step` and job schedulers from taking it as finished.
-        status = _signal_status(run_dir)
+        status = _signal_status(run_dir) if outcome.trained else None
         if status is not None:
             raise SystemExit(status)
-        return objective
+        return outcome.objective
     # A sweep job's dir shows up in scripts/summarize_sweep.py from the start (by its
     # .hydra/overrides.yaml), even if the job is killed while preparing data; an earlier
     # run's record there is replaced only once this job is accepted.
@@ -494,16 +535,18 @@ def _hydra_main(cfg: DictConfig) -> float:
     # A failing job leaves failure.json and re-raises: Hydra's launchers run the other
     # jobs first, Optuna marks the trial failed.
     try:
-        objective = train(cfg, run_dir, command_line=command_line, hydra_files=record)
+        outcome = run_training(cfg, run_dir, command_line=command_line, hydra_files=record)
+        objective = outcome.objective
         # The signal was meant for the whole sweep: end the process rather than let the
         # launcher start the next job; `trainer.resume=auto` continues the sweep.
-        status = _signal_status(run_dir)
+        status = _signal_status(run_dir) if outcome.trained else None
         if status is not None:
             log.warning("ending the sweep after job %s, stopped by a signal", run_dir)
             raise SystemExit(status)
         if math.isnan(objective):
             raise RuntimeError(
-                f"run {run_dir} stopped before its first validation: no {cfg.trainer.monitor}"
+                f"run {run_dir} has no finite {cfg.trainer.monitor}: it stopped before its "
+                "first validation, or every validation gave nan"
             )
         return objective
     except Exception as error:
@@ -511,12 +554,41 @@ def _hydra_main(cfg: DictConfig) -> float:
             {"stopped": "failed", "error": f"{type(error).__name__}: {error}"},
             run_dir / "failure.json",
         )
+        if isinstance(error, USAGE_ERRORS):
+            raise SweepJobFailed(f"sweep job {run_dir} failed: {error}") from error
         raise
+
+
+def _check_job(cfg_node: DictConfig, overrides: list[str]) -> None:
+    check_known_keys(cfg_node)
+    validate_config(OmegaConf.to_object(cfg_node), command_line=overrides)  # type: ignore[arg-type]
+
+
+def _check_direction(launch: DictConfig) -> None:
+    """An Optuna search must seek the best of what seq2seq-train returns: the best
+    value of trainer.monitor."""
+    direction = launch.hydra.sweeper.get("direction")
+    if not isinstance(direction, str):  # the basic sweeper, or a multi-objective search
+        return
+    monitor = launch.trainer.monitor
+    wanted = "maximize" if _monitor(monitor).higher_is_better else "minimize"
+    if direction != wanted:
+        raise ValueError(
+            f"hydra.sweeper.direction={direction!r}, but the search optimizes "
+            f"trainer.monitor={monitor!r}, which is better {'higher' if wanted == 'maximize' else 'lower'}: "
+            f"set hydra.sweeper.direction={wanted}"
+        )
+
+
+def _check_sweep_jobs(argv: list[str]) -> None:
+    """Every job of a grid sweep is checked before the first one trains, and a search's
+    direction against the figure it optimizes."""
+    check_sweep(CONFIG_DIR, "train", argv, _check_job, check_launch=_check_direction)
 
 
 def main() -> None:
     """`seq2seq-train`: bad input is one `error:` line and exit status 2."""
-    run_cli("seq2seq-train", _hydra_main)
+    run_cli("seq2seq-train", _hydra_main, before=_check_sweep_jobs)
 
 
 if __name__ == "__main__":

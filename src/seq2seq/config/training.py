@@ -74,7 +74,7 @@ class TrainerConfig:
     """Checkpoints kept besides the best one."""
     resume: str | None = None
     """`auto`/`true`: continue from the latest checkpoint in the run dir; or a checkpoint
-    path; null starts fresh."""
+    path, or another run dir (its latest step checkpoint); null starts fresh."""
     nonfinite: str = "skip"
     """On a non-finite loss or gradient: `skip` the step, or `stop` the run."""
     max_skipped_steps: int = 100

@@ -33,6 +33,16 @@ def _settings(config_text: str, also: Sequence[str]) -> dict[str, Any]:
 RESUME_ADVICE = "use the same settings to resume, or start a fresh run dir"
 
 
+def _differences(saved: dict[str, Any], current: dict[str, Any], then: str) -> str:
+    """`key: <then> old vs now new` for every differing key; empty when none differs."""
+    differing = sorted(
+        key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key)
+    )
+    return ", ".join(
+        f"{key}: {then} {saved.get(key)!r} vs now {current.get(key)!r}" for key in differing
+    )
+
+
 def check_same_model(
     saved_config: str,
     current_config: str,
@@ -42,14 +52,49 @@ def check_same_model(
     also: Sequence[str] = (),
 ) -> None:
     """`also`: settings beyond the model and tokenizer sections that must match too."""
-    saved, current = _settings(saved_config, also), _settings(current_config, also)
-    differing = sorted(
-        key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key)
+    details = _differences(
+        _settings(saved_config, also), _settings(current_config, also), "checkpoint"
     )
-    if differing:
-        details = ", ".join(
-            f"{key}: checkpoint {saved.get(key)!r} vs now {current.get(key)!r}" for key in differing
-        )
+    if details:
         raise ValueError(
             f"checkpoint {source} was trained with a different config ({details}); {advice}"
+        )
+
+
+# What a finished run's result does not depend on: how the run was executed and reported,
+# where caches live, and the limits (checked apart: a raised limit trains on).
+RESULT_FREE = (
+    "tokenizer.cache_dir",
+    "data.num_workers",
+    "trainer.resume",
+    "trainer.progress",
+    "trainer.threads",
+    "trainer.device",
+    "trainer.compile",
+    "trainer.log_every",
+    "trainer.num_samples",
+    "trainer.keep_last",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.patience",
+)
+
+
+def _result_settings(config_text: str) -> dict[str, Any]:
+    flat = flatten(yaml.safe_load(config_text) or {})
+    return {key: value for key, value in flat.items() if key not in RESULT_FREE}
+
+
+def check_same_result(saved_config: str, current_config: str, *, source: Path | str) -> None:
+    """A finished run's saved result answers for `current_config` only if every setting
+    the result depends on is the same (a sweep rerun into its old dir with another
+    `optim.lr` must not return the old runs' figures)."""
+    details = _differences(
+        _result_settings(saved_config), _result_settings(current_config), "finished with"
+    )
+    if details:
+        raise ValueError(
+            f"{source} holds a finished run with other settings ({details}); its result "
+            "is not this config's: train into another hydra.run.dir (hydra.sweep.dir for a "
+            "sweep), or move that run away"
         )
