@@ -5,6 +5,7 @@ trained again."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -84,8 +85,12 @@ def test_resume_from_a_directory_names_trainer_resume(
 
 
 def test_resume_from_another_run_dir_continues_its_latest_checkpoint(
-    compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compose_config: Compose,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="seq2seq.train")
     train(compose_config(*FINISHED_RUN), tmp_path / "first")
     steps = _count_steps(monkeypatch)
     cfg = compose_config(
@@ -93,6 +98,11 @@ def test_resume_from_another_run_dir_continues_its_latest_checkpoint(
     )
     train(cfg, tmp_path / "second")
     assert steps == [3, 4]
+    # The best it carried on from came along: the new dir's best.pt is its best step.
+    best = torch.load(tmp_path / "second" / "checkpoints" / "best.pt", weights_only=True)
+    metrics = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    assert best["trainer"]["step"] == metrics["best"]["step"]
+    assert f"copied {tmp_path / 'first' / 'checkpoints' / 'best.pt'} (step 2)" in caplog.text
 
 
 # --- a finished run in a sweep ------------------------------------------------------------

@@ -121,3 +121,28 @@ def test_joblib_launcher_runs_a_sweep_in_parallel(
     rows = read_csv(sweep / "summary.csv")
     assert sorted(row["norm"] for row in rows) == ["layernorm", "rezero"]
     assert {row["status"] for row in rows} == {"finished"}
+
+
+def test_a_rerun_with_other_settings_is_refused_and_a_right_one_clears_the_failure(
+    run_sweep: Sweep, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    first = run_sweep(sweep, "experiment=toy_reverse", "optim.lr=0.001")
+    assert first.returncode == 0, first.stderr
+    metrics = (sweep / "0" / "metrics.json").read_text()
+
+    other = run_sweep(
+        sweep, "experiment=toy_reverse", "optim.lr=0.002", "trainer.resume=auto", full_error=False
+    )
+    assert other.returncode == 1
+    assert (
+        "holds a finished run with other settings (optim.lr: finished with 0.001 vs now 0.002)"
+        in (other.stderr.splitlines()[-1])
+    )
+    assert (sweep / "0" / "failure.json").is_file()
+    assert (sweep / "0" / "metrics.json").read_text() == metrics  # the finished run stays
+
+    again = run_sweep(sweep, "experiment=toy_reverse", "optim.lr=0.001", "trainer.resume=auto")
+    assert again.returncode == 0, again.stderr
+    assert not (sweep / "0" / "failure.json").exists()
+    assert (sweep / "0" / "metrics.json").read_text() == metrics

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.atomic import write_json_atomic, write_text_atomic
+from seq2seq.atomic import write_atomic, write_json_atomic, write_text_atomic
 from seq2seq.cli.errors import USAGE_ERRORS, SweepJobFailed, run_cli, usage_errors
 from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
 from seq2seq.cli.sweep_check import check_sweep
@@ -150,6 +151,27 @@ def _restart_epoch_if_rebatched(
         state.epoch,
     )
     state.epoch_batches = 0
+
+
+def _adopt_best(start_from: Path, best_step: int | None, checkpoints: CheckpointManager) -> None:
+    """A run continued from another run's checkpoint copies that run's best.pt along, so
+    the best it carries on from (which it tests at the end if nothing beats it) is a file
+    in its own dir. Only a best.pt of the carried best step is taken."""
+    source, target = start_from.parent / BEST_NAME, checkpoints.directory / BEST_NAME
+    if best_step is None or target.exists() or not source.is_file():
+        return
+    if int(load_checkpoint(source, mmap=True)["trainer"]["step"]) != best_step:
+        log.warning(
+            "%s is not the best checkpoint (step %d) that %s carries on from; not copied",
+            source,
+            best_step,
+            start_from,
+        )
+        return
+    checkpoints.directory.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as best:
+        write_atomic(target, lambda handle: shutil.copyfileobj(best, handle))
+    log.info("copied %s (step %d) to %s", source, best_step, target)
 
 
 def _batches(sampler: TokenBatchSampler, loader: Any) -> Callable[[int, int], Iterator[Batch]]:
@@ -361,6 +383,8 @@ def _train(
         write_files(run_dir / HYDRA_SUBDIR, hydra_files)
         data.source_tokenizer.save(run_dir / "tokenizer", "source")
         data.target_tokenizer.save(run_dir / "tokenizer", "target")
+        if start_from is not None and checkpoint is not None:
+            _adopt_best(start_from, checkpoint["trainer"].get("best_step"), checkpoints)
     resumed_step = 0 if checkpoint is None else int(checkpoint["trainer"]["step"])
     logger = RunLogger(run_dir, resumed_step=resumed_step) if distributed.is_main else None
     if logger is not None:
@@ -454,6 +478,13 @@ def _final_outputs(
         model = trainer.evaluator.model
         if best_path.is_file():
             model.load_state_dict(strip_prefixes(load_checkpoint(best_path)["model"]))
+        elif state.best_step is not None and state.best_step != state.step:
+            log.warning(
+                "no %s of the best step %d: the test split is decoded by the model of step %d",
+                best_path,
+                state.best_step,
+                state.step,
+            )
         result = evaluator("test").evaluate(step=state.step)
         write_text_atomic("\n".join(result.predictions) + "\n", run_dir / "predictions.txt")
         summary["test"] = result.figures
@@ -479,6 +510,8 @@ def _signal_status(run_dir: Path) -> int | None:
 
 
 HYDRA_SUBDIR = ".hydra"
+FAILURE_NAME = "failure.json"
+"""What a failed sweep job leaves in its run dir: `{"stopped": "failed", "error": ...}`."""
 
 
 def write_files(directory: Path, files: Mapping[str, str]) -> None:
@@ -543,6 +576,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         if status is not None:
             log.warning("ending the sweep after job %s, stopped by a signal", run_dir)
             raise SystemExit(status)
+        # An earlier attempt's failure (a refused config) is no longer this job's state.
+        (run_dir / FAILURE_NAME).unlink(missing_ok=True)
         if math.isnan(objective):
             raise RuntimeError(
                 f"run {run_dir} has no finite {cfg.trainer.monitor}: it stopped before its "
@@ -552,7 +587,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     except Exception as error:
         write_json_atomic(
             {"stopped": "failed", "error": f"{type(error).__name__}: {error}"},
-            run_dir / "failure.json",
+            run_dir / FAILURE_NAME,
         )
         if isinstance(error, USAGE_ERRORS):
             raise SweepJobFailed(f"sweep job {run_dir} failed: {error}") from error
