@@ -6,7 +6,7 @@ import pytest
 from omegaconf import DictConfig
 
 from seq2seq.cli.sweep_check import check_sweep, launch_config, sweep_jobs
-from seq2seq.cli.train import CONFIG_DIR, _check_direction, _check_job
+from seq2seq.cli.train import CONFIG_DIR, _check_direction, checked_config
 
 
 def test_the_grid_is_every_combination_in_the_launch_order() -> None:
@@ -32,7 +32,10 @@ def test_the_first_bad_job_is_named_with_what_sets_it_apart() -> None:
         r"no job was started$",
     ):
         check_sweep(
-            CONFIG_DIR, "train", ["-m", "experiment=toy_reverse", "optim.lr=0.001,-1"], _check_job
+            CONFIG_DIR,
+            "train",
+            ["-m", "experiment=toy_reverse", "optim.lr=0.001,-1"],
+            checked_config,
         )
 
 
@@ -56,7 +59,7 @@ def test_single_runs_and_runtime_interpolations_are_not_checked_ahead() -> None:
 
 def test_a_search_must_seek_the_better_end_of_its_monitor() -> None:
     command = ["-m", "hparams_search=optuna", "experiment=toy_reverse"]
-    check_sweep(CONFIG_DIR, "train", command, _check_job, check_launch=_check_direction)
+    check_sweep(CONFIG_DIR, "train", command, checked_config, check_launch=_check_direction)
     with pytest.raises(
         ValueError,
         match=r"^hydra\.sweeper\.direction='minimize', but the search optimizes "
@@ -67,6 +70,6 @@ def test_a_search_must_seek_the_better_end_of_its_monitor() -> None:
             CONFIG_DIR,
             "train",
             [*command, "trainer.monitor=exact_match"],
-            _check_job,
+            checked_config,
             check_launch=_check_direction,
         )

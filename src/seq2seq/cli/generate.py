@@ -38,13 +38,13 @@ import torch
 import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from seq2seq.atomic import replaced_atomically, write_text_atomic
+from seq2seq.cli.command_line import typed_keys, typed_overrides
 from seq2seq.cli.errors import run_cli, usage_errors
 from seq2seq.cli.prepare import clean_role, evaluation_set, load_raw_splits
 from seq2seq.cli.train import CONFIG_DIR
@@ -450,14 +450,9 @@ def decoding_generation(
 def typed_generation(command_line: Sequence[str]) -> tuple[bool, list[str]]:
     """Whether `generation=<group>` is among the typed overrides, and the `<key>`s of the
     typed `generation.<key>=...`."""
-    group, keys = False, []
-    for override in OverridesParser.create().parse_overrides(list(command_line)):
-        name = override.key_or_group
-        if name == "generation":
-            group = True
-        elif name.startswith("generation."):
-            keys.append(name.removeprefix("generation."))
-    return group, keys
+    typed = typed_keys(command_line)
+    keys = [name.removeprefix("generation.") for name in typed if name.startswith("generation.")]
+    return "generation" in typed, keys
 
 
 def _log_generation_difference(run: GenerationConfig, used: GenerationConfig) -> None:
@@ -559,13 +554,11 @@ def generate_from_config(
 @hydra.main(config_path=str(CONFIG_DIR), config_name="generate", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
-    command_line = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
-    assert isinstance(command_line, list)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with usage_errors("seq2seq-generate"):
         generate_from_config(
             cfg,
-            command_line=[str(override) for override in command_line],
+            command_line=typed_overrides(),
             job_dir=Path(hydra_cfg.runtime.output_dir) if multirun else None,
         )
 

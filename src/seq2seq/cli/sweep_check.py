@@ -21,8 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 MULTIRUN_FLAGS = ("-m", "--multirun")
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
 
-JobCheck = Callable[[DictConfig, list[str]], None]
-"""`(composed job config, the job's overrides) -> None`; raises ValueError if bad."""
+JobCheck = Callable[[DictConfig, list[str]], object]
+"""`(composed job config, the job's overrides)`; raises ValueError if bad."""
 
 
 def launch_config(config_dir: Path, config_name: str, arguments: Sequence[str]) -> DictConfig:
@@ -76,16 +76,16 @@ def check_sweep(
     if check_launch is not None:
         check_launch(launch)
     jobs = sweep_jobs(launch, arguments)
-    for number, job in enumerate(jobs):
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=job)
-        try:
-            check(cfg, job)
-        except OmegaConfBaseException:
-            # An interpolation of the job's runtime (${hydra:job.num}) resolves only when
-            # the job starts: the sweep cannot be checked ahead, its jobs check themselves.
-            return
-        except ValueError as error:
-            raise ValueError(
-                f"sweep job #{number} ({_swept(job, jobs)}): {error}; no job was started"
-            ) from error
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        for number, job in enumerate(jobs):
+            try:
+                check(compose(config_name, overrides=job), job)
+            except OmegaConfBaseException:
+                # An interpolation of the job's runtime (${hydra:job.num}) resolves only
+                # when the job starts: the sweep cannot be checked ahead, its jobs check
+                # themselves.
+                return
+            except ValueError as error:
+                raise ValueError(
+                    f"sweep job #{number} ({_swept(job, jobs)}): {error}; no job was started"
+                ) from error

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.atomic import write_atomic, write_json_atomic, write_text_atomic
+from seq2seq.cli.command_line import typed_overrides
 from seq2seq.cli.errors import USAGE_ERRORS, SweepJobFailed, run_cli, usage_errors
 from seq2seq.cli.prepare import PreparedData, evaluation_set, prepare_data
 from seq2seq.cli.sweep_check import check_sweep
@@ -216,6 +217,15 @@ def finished_objective(run_dir: Path, cfg: TrainConfig, config_text: str) -> flo
     return float("nan") if best is None else float(best)
 
 
+def checked_config(cfg_node: DictConfig, command_line: Sequence[str] = ()) -> TrainConfig:
+    """The typed config, once every key is known and every value passes `validate_config`
+    (`command_line`: the overrides the user typed, for the checks only they can fail)."""
+    check_known_keys(cfg_node)
+    cfg: TrainConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
+    validate_config(cfg, command_line=command_line)
+    return cfg
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one call of `run_training` did."""
@@ -254,9 +264,7 @@ def run_training(
     run is accepted (Hydra's own `output_subdir` is off: it wrote before any check and
     replaced an earlier run's record with a refused command's).
     """
-    check_known_keys(cfg_node)
-    cfg: TrainConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
-    validate_config(cfg, command_line=command_line)
+    cfg = checked_config(cfg_node, command_line)
     distributed = init_distributed()
     try:
         run_dir = Path(distributed.broadcast(str(run_dir)))
@@ -542,10 +550,7 @@ def _remove_if_empty(run_dir: Path) -> None:
 def _hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    # Unresolved: an override holding a broken interpolation is reported when the config
-    # is read, as one line, not while listing the command line.
-    typed = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
-    command_line = [str(item) for item in cast(list, typed)]
+    command_line = typed_overrides()
     record = _hydra_record(cfg)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
@@ -594,11 +599,6 @@ def _hydra_main(cfg: DictConfig) -> float:
         raise
 
 
-def _check_job(cfg_node: DictConfig, overrides: list[str]) -> None:
-    check_known_keys(cfg_node)
-    validate_config(OmegaConf.to_object(cfg_node), command_line=overrides)  # type: ignore[arg-type]
-
-
 def _check_direction(launch: DictConfig) -> None:
     """An Optuna search must seek the best of what seq2seq-train returns: the best
     value of trainer.monitor."""
@@ -618,7 +618,7 @@ def _check_direction(launch: DictConfig) -> None:
 def _check_sweep_jobs(argv: list[str]) -> None:
     """Every job of a grid sweep is checked before the first one trains, and a search's
     direction against the figure it optimizes."""
-    check_sweep(CONFIG_DIR, "train", argv, _check_job, check_launch=_check_direction)
+    check_sweep(CONFIG_DIR, "train", argv, checked_config, check_launch=_check_direction)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from operator import attrgetter
 
+from seq2seq.cli.command_line import typed_keys
 from seq2seq.config.data import DataConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.cleaning import OVERLONG_CHOICES
@@ -99,7 +100,7 @@ def _check_typed_settings(data: DataConfig, command_line: Sequence[str]) -> None
     """A data setting typed on the command line that the chosen data does not read would
     be silently ignored. Only the command line is checked: a recipe (experiment=toy_reverse)
     sets task settings that a user switching it to other data never typed and cannot remove."""
-    typed = {override.split("=", 1)[0].lstrip("+~") for override in command_line}
+    typed = set(typed_keys(command_line))
     unread, readers = _unread_settings(data)
     for key in unread:
         if f"data.{key}" in typed:

@@ -64,7 +64,7 @@ def check_same_model(
 # What a finished run's result does not depend on: how the run was executed and reported,
 # where caches live, and the limits (checked apart: a raised limit trains on).
 RESULT_FREE = (
-    "tokenizer.cache_dir",
+    *NOT_ARCHITECTURE,
     "data.num_workers",
     "trainer.resume",
     "trainer.progress",
