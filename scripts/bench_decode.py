@@ -94,7 +94,6 @@ def build_decoder(
 ) -> DecoderLanguageModel:
     max_len = longest_position(args)
     cfg = ModelConfig(
-        kind="decoder_lm",
         d_model=args.d_model,
         heads=args.heads,
         d_ff=4 * args.d_model,
@@ -102,7 +101,9 @@ def build_decoder(
         max_len=max_len,
         decoder=DecoderConfig(layers=args.layers, self_attention=kind),
     )
-    model = build_model(cfg, src_vocab_size=args.vocab, tgt_vocab_size=args.vocab, pad_id=PAD_ID)
+    model = build_model(
+        cfg, kind="decoder_lm", src_vocab_size=args.vocab, tgt_vocab_size=args.vocab, pad_id=PAD_ID
+    )
     assert isinstance(model, DecoderLanguageModel)
     return model.to(device).eval()
 

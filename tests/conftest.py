@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from seq2seq.cli.train import CONFIG_DIR, train
-from seq2seq.config.store import register_configs
+from seq2seq.config.store import CONFIG_MODULE, register_configs
+from seq2seq.training.run import train
 
 register_configs()
 torch.set_num_threads(2)
@@ -47,7 +47,7 @@ def compose_train(*overrides: str, tiny: bool = True, base: Sequence[str] = ()) 
     """The composed train config: `base`, then the TINY preset unless `tiny=False`, then
     `overrides`."""
     extra = [*TINY] if tiny else []
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose("train", overrides=[*base, *extra, *overrides])
 
 

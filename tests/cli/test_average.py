@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from seq2seq.cli.average import main
 from seq2seq.cli.generate import generate_from_config
-from seq2seq.cli.train import CONFIG_DIR, train
+from seq2seq.config.store import CONFIG_MODULE
 from seq2seq.training.averaging import AVERAGED_KEY
 from seq2seq.training.checkpoint import checkpoint_paths, load_checkpoint
+from seq2seq.training.run import train
 
 # Tiny models on a loaded two-core machine: a second intra-op thread only waits.
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -87,7 +88,7 @@ def test_generate_decodes_the_test_split_with_an_averaged_checkpoint(
     files = [str(path) for path in steps(run_dir)[-2:]]
     output = tmp_path / "avg.pt"
     assert main([*files, "--output", str(output)]) == 0
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("generate", overrides=[f"checkpoint={output}", "split=test", "device=cpu"])
     predictions = generate_from_config(cfg)
     assert len(predictions) == 16
@@ -226,23 +227,3 @@ def test_an_output_replaces_only_an_earlier_average(
     average = tmp_path / "average.pt"
     assert main([*inputs, "--output", str(average)]) == 0
     assert main([*inputs, "--output", str(average)]) == 0  # an earlier average is replaced
-
-
-def test_a_model_of_another_kind_is_refused_without_naming_another_program(
-    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    step = steps(run_dir)[-1]
-    checkpoint = torch.load(step, weights_only=True)
-    assert "  kind: encoder_decoder\n" in checkpoint["config"]
-    checkpoint["config"] = checkpoint["config"].replace(
-        "  kind: encoder_decoder\n", "  kind: decoder_lm\n"
-    )
-    other = tmp_path / "language_model.pt"
-    torch.save(checkpoint, other)
-    with pytest.raises(SystemExit):
-        main([str(other), str(step), "--output", str(tmp_path / "x.pt")])
-    error = capsys.readouterr().err.replace("\n", " ")
-    assert f"checkpoint {other} holds a model.kind='decoder_lm' model; only 'encoder_decoder'" in (
-        error
-    )
-    assert "seq2seq-generate" not in error

@@ -22,20 +22,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from seq2seq.cli import evaluate as evaluate_cli
-from seq2seq.cli import generate as generate_cli
-from seq2seq.cli.generate import (
-    GenerateConfig,
-    decoding_precision,
-    generate_from_config,
-    in_job_dir,
-    references_rows,
-)
-from seq2seq.cli.train import CONFIG_DIR
+from seq2seq.config.generate import GenerateConfig
+from seq2seq.config.store import CONFIG_MODULE
 from seq2seq.evaluation.scoring import score
+from seq2seq.prediction import files as prediction_files
+from seq2seq.prediction import generate_from_config
+from seq2seq.prediction.files import in_job_dir
+from seq2seq.prediction.job import decoding_precision
+from seq2seq.tasks.seq2seq import references_rows
 
 # Tiny models on a loaded two-core machine: a second intra-op thread only waits.
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -73,7 +71,7 @@ def run_dir(train_run: TrainRun) -> Path:
 
 
 def compose_generate(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose("generate", overrides=list(overrides))
 
 
@@ -191,7 +189,6 @@ def test_nbest_output_with_beam(run_generate: Generate, sources_file: Path, tmp_
         (("input=SOURCES", "split=test"), ValueError, r"set exactly one of input .* and split"),
         ((), ValueError, r"set exactly one of input .* and split"),
         (("split=train",), ValueError, r"split='train' is unknown; choose one of \['validation'"),
-        (("input=SOURCES", "precision=fp8"), ValueError, r"precision='fp8' is unknown"),
         (
             ("input=SOURCES", "precision=fp16", "device=cpu"),
             ValueError,
@@ -317,14 +314,14 @@ def test_a_bad_destination_is_refused_before_the_model_is_loaded(
 def test_a_write_error_names_its_option(
     run_generate: Generate, sources_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write = generate_cli.write_text_atomic
+    write = prediction_files.write_text_atomic
 
     def disk_full_for_nbest(text: str, path: Path) -> None:
         if path.name == "nb.txt":
             raise OSError(28, "No space left on device")
         write(text, path)
 
-    monkeypatch.setattr(generate_cli, "write_text_atomic", disk_full_for_nbest)
+    monkeypatch.setattr(prediction_files, "write_text_atomic", disk_full_for_nbest)
     nbest = tmp_path / "nb.txt"
     with pytest.raises(
         OSError, match=rf"^nbest_output='{nbest}': cannot write it \(.*No space left"
@@ -508,7 +505,7 @@ def test_module_entry_point(run_dir: Path, sources_file: Path, tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == len(SOURCES)
-    assert "decoded 8 sources" in done.stderr
+    assert "decoded 8 inputs" in done.stderr
     assert list(workdir.iterdir()) == []
     failed = subprocess.run(
         [*command, "split=train"], capture_output=True, text=True, cwd=workdir, env=env

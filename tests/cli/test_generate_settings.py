@@ -18,11 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
-from seq2seq.cli.generate import decoding_generation, generate_from_config
-from seq2seq.cli.train import CONFIG_DIR
+from seq2seq.config.generate import decoding_generation
 from seq2seq.config.generation import GenerationConfig
+from seq2seq.config.store import CONFIG_MODULE
+from seq2seq.prediction import generate_from_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -51,7 +52,7 @@ def generate_cli(run_dir: Path, *typed: str) -> list[str]:
     """`seq2seq-generate checkpoint=<run> split=test device=cpu *typed` as the CLI calls it:
     the typed overrides are the command line."""
     command_line = [f"checkpoint={run_dir}", "split=test", "device=cpu", *typed]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("generate", overrides=command_line)
     return generate_from_config(cfg, command_line=command_line)
 
@@ -61,7 +62,7 @@ def predictions(run_dir: Path) -> list[str]:
 
 
 def greedy(run_dir: Path) -> list[str]:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("generate", overrides=[f"checkpoint={run_dir}", "split=test", "device=cpu"])
     return generate_from_config(cfg)  # a library call: the composed node (greedy)
 
@@ -100,7 +101,7 @@ def test_typed_settings_apply_on_top_of_the_runs(
 ) -> None:
     """`composed` is what Hydra composed from the same command line."""
     typed = [o for o in command_line or [] if o.lstrip("+").startswith("generation")]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("generate", overrides=typed)
     composed = GenerationConfig(**cfg.generation)
     assert decoding_generation(RUN_SETTINGS, composed, command_line) == expected

@@ -10,12 +10,13 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from seq2seq.cli.train import CONFIG_DIR, train
 from seq2seq.config.schema import TrainConfig
+from seq2seq.config.store import builtin_options
+from seq2seq.training.run import train
 
 Compose = Callable[..., DictConfig]
 
-EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = builtin_options("experiment")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

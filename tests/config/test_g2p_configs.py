@@ -8,18 +8,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.cli.prepare import load_raw_splits
-from seq2seq.cli.train import CONFIG_DIR, train
-from seq2seq.cli.validate import validate_config
+from seq2seq.config.checks import check_config
 from seq2seq.config.schema import TrainConfig
+from seq2seq.config.store import builtin_options
 from seq2seq.data.cmudict import pronunciations, split_of
+from seq2seq.data.prepare import load_raw_splits
 from seq2seq.evaluation import get_metric
+from seq2seq.training.run import train
 
 Compose = Callable[..., DictConfig]
 
-G2P_EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("g2p_cmudict*.yaml"))
+G2P_EXPERIMENTS = [name for name in builtin_options("experiment") if name.startswith("g2p_cmudict")]
 
 
 def _config(compose_config: Compose, *overrides: str) -> TrainConfig:
@@ -41,13 +43,16 @@ def test_all_five_recipes_exist() -> None:
 @pytest.mark.parametrize("experiment", G2P_EXPERIMENTS)
 def test_recipe_is_valid_g2p(experiment: str, compose_config: Compose) -> None:
     cfg = _config(compose_config, f"experiment={experiment}")
-    validate_config(cfg)
+    check_config(cfg)
     assert cfg.data.task == "g2p_cmudict"
-    assert (cfg.tokenizer.model_type, cfg.tokenizer.shared) == ("word", False)
+    # The word as typed, letter by letter; phonemes as words.
+    assert (cfg.tokenizer.source_model_type, cfg.tokenizer.model_type) == ("char", "word")
+    assert not cfg.tokenizer.shared
     assert cfg.trainer.metrics == ["ser", "per"]
     assert cfg.trainer.monitor == "ser"
     assert not get_metric("ser").higher_is_better
-    # Words have at most 28 letters and 28 phonemes (plus bos/eos).
+    # Words have at most 28 letters (plus the tokenizer's word-start piece) and 28 phonemes
+    # (plus bos/eos).
     assert cfg.model.max_len >= 30
 
 
@@ -81,11 +86,10 @@ def test_causal_linear_recipe_differs_only_in_decoder_self_attention(
 
 
 def test_data_task_lists_every_builtin_choice(compose_config: Compose) -> None:
-    cfg = _config(compose_config, "data.task=g2p_cmu")
-    with pytest.raises(ValueError, match=r"data.task='g2p_cmu' is unknown") as error:
-        validate_config(cfg)
+    with pytest.raises(ConfigCompositionException) as error:
+        _config(compose_config, "data.task=g2p_cmu")
     for name in ("addition", "copy", "g2p_cmudict", "reverse", "sort"):
-        assert name in str(error.value)
+        assert name in str(error.value.__cause__)
 
 
 def test_data_task_g2p_caps_the_splits_by_the_sizes(compose_config: Compose) -> None:
@@ -96,7 +100,7 @@ def test_data_task_g2p_caps_the_splits_by_the_sizes(compose_config: Compose) -> 
         "data.validation_size=5",
         "data.test_size=6",
     )
-    validate_config(cfg)
+    check_config(cfg)
     raw = load_raw_splits(cfg.data, seed=cfg.seed)
     words = {role: set(raw[role]["source"]) for role in ("train", "validation", "test")}
     assert [len(words[role]) for role in ("train", "validation", "test")] == [30, 5, 6]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import datasets
 
-from seq2seq.cli.prepare import evaluation_set
+from seq2seq.tasks.seq2seq_evaluation import evaluation_set
 from seq2seq.tokenizer import train_tokenizer
 
 

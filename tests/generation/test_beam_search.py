@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from torch import Tensor
 
-from seq2seq.generation import GenerationSettings, generate, normalised_score
+from seq2seq.config.generation import GenerationConfig
+from seq2seq.generation import generate, normalised_score
 
 MAX_LEN = 4
 Batch = Callable[[list[list[int]]], tuple[Tensor, Tensor]]
@@ -40,7 +41,7 @@ def test_exhaustive_beam_ranks_every_output_like_enumeration(
         score = normalised_score(log_prob, len(sequence) + 1, length_penalty)
         expected.append((score, log_prob, list(sequence)))
     expected.sort(reverse=True)
-    settings = GenerationSettings(
+    settings = GenerationConfig(
         strategy="beam",
         beam_size=len(outputs),
         nbest=len(outputs),
@@ -73,13 +74,13 @@ def test_narrow_beam_finds_the_exhaustive_optimum_that_greedy_misses(
     )
     common = {"max_len_a": 0.0, "max_len_b": MAX_LEN, "min_len": 0, "length_penalty": 0.0}
     [[greedy]] = generate(
-        model, src_tokens, src_mask, GenerationSettings(strategy="greedy", **common), **special
+        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **special
     )
     [[beam, *_]] = generate(
         model,
         src_tokens,
         src_mask,
-        GenerationSettings(strategy="beam", beam_size=4, **common),
+        GenerationConfig(strategy="beam", beam_size=4, **common),
         **special,
     )
     assert greedy.tokens != list(best)
@@ -105,13 +106,13 @@ def test_beam_of_two_escapes_the_greedy_trap(
     src_tokens, src_mask = padded_batch([[3]])
     common = {"length_penalty": 0.0, "max_len_a": 0.0, "max_len_b": 3, "min_len": 0}
     [[greedy]] = generate(
-        model, src_tokens, src_mask, GenerationSettings(strategy="greedy", **common), **special
+        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **special
     )
     [[best, second]] = generate(
         model,
         src_tokens,
         src_mask,
-        GenerationSettings(strategy="beam", beam_size=2, nbest=2, **common),
+        GenerationConfig(strategy="beam", beam_size=2, nbest=2, **common),
         **special,
     )
     assert greedy.tokens == [a]
@@ -133,13 +134,13 @@ def test_beam_of_one_is_greedy(
     src_tokens, src_mask = padded_batch([[3, 4, 5], [4], [5, 3], [3, 3, 3, 4, 5]])
     common = {"length_penalty": length_penalty, "max_len_a": 1.0, "max_len_b": 2, "min_len": 0}
     greedy = generate(
-        model, src_tokens, src_mask, GenerationSettings(strategy="greedy", **common), **special
+        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **special
     )
     beam = generate(
         model,
         src_tokens,
         src_mask,
-        GenerationSettings(strategy="beam", beam_size=1, **common),
+        GenerationConfig(strategy="beam", beam_size=1, **common),
         **special,
     )
     for [from_beam], [from_greedy] in zip(beam, greedy, strict=True):
@@ -153,7 +154,7 @@ def test_nbest_is_sorted_by_score_and_distinct(
 ) -> None:
     model = hash_model(seed=3)
     src_tokens, src_mask = padded_batch([[3, 4, 5, 3], [5]])
-    settings = GenerationSettings(
+    settings = GenerationConfig(
         strategy="beam", beam_size=5, nbest=4, length_penalty=1.0, max_len_a=1.0, max_len_b=2
     )
     for hypotheses in generate(model, src_tokens, src_mask, settings, **special):
@@ -171,7 +172,7 @@ def test_search_stops_once_every_example_has_k_finished(
 ) -> None:
     model = hash_model(seed=4, eos_bias=30.0)
     src_tokens, src_mask = padded_batch([[3, 4], [5, 5, 5]])
-    settings = GenerationSettings(strategy="beam", beam_size=2, min_len=0, max_len_b=50)
+    settings = GenerationConfig(strategy="beam", beam_size=2, min_len=0, max_len_b=50)
     results = generate(model, src_tokens, src_mask, settings, **special)
     # Step 0 finishes the empty output (only beam 0 is live), step 1 a one-token one:
     # two finished per example, so the search ends long before max_len_b.
@@ -192,11 +193,11 @@ def test_a_model_that_never_ends_still_gives_every_source_an_output(
         model,
         src_tokens,
         src_mask,
-        GenerationSettings(strategy="beam", beam_size=beam_size, **common),
+        GenerationConfig(strategy="beam", beam_size=beam_size, **common),
         **special,
     )
     greedy = generate(
-        model, src_tokens, src_mask, GenerationSettings(strategy="greedy", **common), **special
+        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **special
     )
     for [from_beam], [from_greedy], length in zip(beam, greedy, [3, 5], strict=True):
         assert len(from_beam.tokens) == len(from_greedy.tokens) == length

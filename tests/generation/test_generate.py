@@ -10,26 +10,21 @@ import pytest
 import torch
 from torch import Tensor
 
-from seq2seq.generation import (
-    STRATEGIES,
-    STRATEGY_NAMES,
-    GenerationSettings,
-    generate,
-    get_strategy,
-)
+from seq2seq.config.generation import GenerationConfig, Strategy
+from seq2seq.generation import STRATEGIES, generate, get_strategy
 
 Batch = Callable[[list[list[int]]], tuple[Tensor, Tensor]]
 SOURCES = [[3, 4, 5], [4], [5, 3, 3, 4, 5, 3], [3, 5]]
 
 
-def settings_for(strategy: str, **fields: Any) -> GenerationSettings:
+def settings_for(strategy: str, **fields: Any) -> GenerationConfig:
     if strategy == "beam":
         fields = {"beam_size": 3, "nbest": 3, **fields}
-    return GenerationSettings(strategy=strategy, **fields)
+    return GenerationConfig(strategy=strategy, **fields)
 
 
 def test_registry_matches_the_names_settings_accept() -> None:
-    assert set(STRATEGIES) == set(STRATEGY_NAMES)
+    assert set(STRATEGIES) == set(Strategy.names())
 
 
 def test_unknown_strategy_lists_the_valid_ones() -> None:
@@ -96,15 +91,15 @@ def test_decoding_stops_when_every_example_has_ended(
 @pytest.mark.parametrize(
     "settings",
     [
-        GenerationSettings(strategy="greedy", max_len_a=1.0, max_len_b=2, min_len=0),
-        GenerationSettings(strategy="beam", beam_size=3, nbest=3, max_len_a=1.0, max_len_b=2),
-        GenerationSettings(strategy="beam", beam_size=4, length_penalty=0.0, min_len=2),
-        GenerationSettings(strategy="sample", top_k=1, max_len_a=0.5, max_len_b=3),
+        GenerationConfig(strategy="greedy", max_len_a=1.0, max_len_b=2, min_len=0),
+        GenerationConfig(strategy="beam", beam_size=3, nbest=3, max_len_a=1.0, max_len_b=2),
+        GenerationConfig(strategy="beam", beam_size=4, length_penalty=0.0, min_len=2),
+        GenerationConfig(strategy="sample", top_k=1, max_len_a=0.5, max_len_b=3),
     ],
     ids=["greedy", "beam-nbest", "beam-min_len", "sample-top1"],
 )
 def test_a_padded_batch_decodes_like_each_source_alone(
-    settings: GenerationSettings,
+    settings: GenerationConfig,
     hash_model: Callable[..., Any],
     padded_batch: Batch,
     special: dict[str, int],
@@ -141,14 +136,14 @@ def test_empty_batch_gives_no_hypotheses(
     hash_model: Callable[..., Any], special: dict[str, int]
 ) -> None:
     empty = torch.zeros(0, 3, dtype=torch.long)
-    assert generate(hash_model(), empty, empty.bool(), GenerationSettings(), **special) == []
+    assert generate(hash_model(), empty, empty.bool(), GenerationConfig(), **special) == []
 
 
 def test_malformed_inputs_are_rejected(
     hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
 ) -> None:
     src_tokens, src_mask = padded_batch(SOURCES)
-    settings = GenerationSettings()
+    settings = GenerationConfig()
     with pytest.raises(ValueError, match="src_tokens must be a"):
         generate(hash_model(), src_tokens.float(), src_mask, settings, **special)
     with pytest.raises(ValueError, match="src_mask must be a bool tensor"):

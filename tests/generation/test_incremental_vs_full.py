@@ -17,13 +17,14 @@ import pytest
 import torch
 from torch import Tensor
 
+from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.model import (
     DecoderConfig,
     EncoderConfig,
     LinearAttentionConfig,
     ModelConfig,
 )
-from seq2seq.generation import GenerationSettings, Hypothesis, generate
+from seq2seq.generation import Hypothesis, generate
 from seq2seq.model import build_model
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
@@ -44,8 +45,8 @@ KINDS = [
     ("causal_linear", "linear"),
 ]
 SETTINGS = {
-    "greedy": GenerationSettings(strategy="greedy", max_len_a=1.5, max_len_b=4),
-    "beam": GenerationSettings(
+    "greedy": GenerationConfig(strategy="greedy", max_len_a=1.5, max_len_b=4),
+    "beam": GenerationConfig(
         strategy="beam", beam_size=4, nbest=4, length_penalty=0.6, max_len_a=1.5, max_len_b=4
     ),
 }
@@ -122,7 +123,7 @@ def padded_sources() -> tuple[Tensor, Tensor]:
     return tokens.masked_fill(~mask, PAD_ID), mask
 
 
-def decode(model: object, settings: GenerationSettings) -> list[list[Hypothesis]]:
+def decode(model: object, settings: GenerationConfig) -> list[list[Hypothesis]]:
     src, src_mask = padded_sources()
     return generate(
         model,  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """The longest output decoding allows is the longest target training keeps.
 
 Training keeps targets of up to `model.max_len - 1` tokens (the decoder reads bos plus the
-target); `generation_settings` must let decoding produce that many, and a model with
+target); `decoding_settings` must let decoding produce that many, and a model with
 learned positions (which fail past their table) must decode them without running out.
 """
 
@@ -11,11 +11,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from seq2seq.cli.validate import generation_settings, length_limits
 from seq2seq.config.model import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.generation import generate
 from seq2seq.model import build_model
+from seq2seq.tasks.seq2seq import decoding_settings, length_limits
 from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -43,7 +43,7 @@ def test_decoding_reaches_the_longest_kept_target(strategy: str) -> None:
         )
     )
     _, longest_target = length_limits(cfg)
-    settings = generation_settings(cfg)
+    settings = decoding_settings(cfg, cfg.generation)
     assert settings.max_len == longest_target == MAX_LEN - 1
 
     model_cfg = ModelConfig(

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from seq2seq.generation import GenerationSettings, generate, top_k_filter, top_p_filter
+from seq2seq.config.generation import GenerationConfig
+from seq2seq.generation import generate, top_k_filter, top_p_filter
 
 Batch = Callable[[list[list[int]]], tuple[Tensor, Tensor]]
 SOURCES = [[3, 4, 5], [4], [5, 3, 3, 4, 5, 3], [3, 5], [4, 4], [5, 4, 3]]
@@ -20,7 +21,7 @@ COMMON = {"max_len_a": 1.0, "max_len_b": 3, "min_len": 0}
 def sample_tokens(
     model: Any, batch: tuple[Tensor, Tensor], special: dict[str, int], **fields: Any
 ) -> list[list[int]]:
-    settings = GenerationSettings(strategy="sample", **{**COMMON, **fields})
+    settings = GenerationConfig(strategy="sample", **{**COMMON, **fields})
     return [hyps[0].tokens for hyps in generate(model, *batch, settings, **special)]
 
 
@@ -40,7 +41,7 @@ def test_a_sample_depends_on_its_source_index_not_on_the_batch(
     """A corpus decoded in other batches samples the same; the same source at another
     index gets its own draws (a fresh stream per batch would repeat the first draws)."""
     model = hash_model(seed=9, sharpness=0.5)
-    settings = GenerationSettings(strategy="sample", seed=3, **COMMON)
+    settings = GenerationConfig(strategy="sample", seed=3, **COMMON)
     whole = generate(model, *padded_batch(SOURCES), settings, **special)
     for index, source in enumerate(SOURCES):
         alone = generate(model, *padded_batch([source]), settings, source_ids=[index], **special)
@@ -63,7 +64,7 @@ def test_degenerate_sampling_is_greedy(
 ) -> None:
     model = hash_model(seed=10, sharpness=0.5)
     batch = padded_batch(SOURCES)
-    greedy = generate(model, *batch, GenerationSettings(strategy="greedy", **COMMON), **special)
+    greedy = generate(model, *batch, GenerationConfig(strategy="greedy", **COMMON), **special)
     greedy_tokens = [hyps[0].tokens for hyps in greedy]
     for seed in range(3):
         assert sample_tokens(model, batch, special, seed=seed, **fields) == greedy_tokens
@@ -76,7 +77,7 @@ def first_token_frequencies(
     and the model's logits for it. min_len=1 keeps eos out of the first position."""
     copies = 4000
     batch = padded_batch([[3, 4]] * copies)
-    settings = GenerationSettings(strategy="sample", max_len_b=1, min_len=1, **fields)
+    settings = GenerationConfig(strategy="sample", max_len_b=1, min_len=1, **fields)
     firsts = torch.tensor(
         [hyps[0].tokens[0] for hyps in generate(model, *batch, settings, **special)]
     )
@@ -127,7 +128,7 @@ def test_sampled_log_prob_is_the_models_own(
     sequence_log_prob: Callable[..., float],
 ) -> None:
     model = hash_model(seed=14)
-    settings = GenerationSettings(strategy="sample", temperature=3.0, top_k=2, **COMMON)
+    settings = GenerationConfig(strategy="sample", temperature=3.0, top_k=2, **COMMON)
     src_tokens, src_mask = padded_batch(SOURCES)
     for row, [h] in enumerate(generate(model, src_tokens, src_mask, settings, **special)):
         expected = sequence_log_prob(

@@ -21,7 +21,7 @@ from seq2seq.config.model import (
     LinearAttentionConfig,
     ModelConfig,
 )
-from seq2seq.model import build_model
+from seq2seq.model import ModelKind, build_model
 from seq2seq.model.norms import ReZeroResidual
 
 VOCAB = 20
@@ -29,6 +29,13 @@ PAD = 0
 D_MODEL = 32
 HEADS = 4
 HEAD_DIM = D_MODEL // HEADS
+
+
+@dataclass
+class KindConfig(ModelConfig):
+    """A ModelConfig with the model kind beside it (a task picks the kind in a run)."""
+
+    kind: ModelKind = "encoder_decoder"
 
 
 def tiny_config(
@@ -40,7 +47,7 @@ def tiny_config(
     linear: dict[str, Any] | None = None,
     layers: int = 2,
     **fields: Any,
-) -> ModelConfig:
+) -> KindConfig:
     """A tiny ModelConfig; `linear` sets `model.linear.*` explicitly, `fields` the rest."""
     values: dict[str, Any] = {
         "d_model": D_MODEL,
@@ -50,8 +57,8 @@ def tiny_config(
         "max_len": 128,
     }
     values.update(fields)
-    return ModelConfig(
-        kind=kind,
+    return KindConfig(
+        kind=kind,  # type: ignore[arg-type]
         encoder=EncoderConfig(layers=layers, self_attention=encoder),
         decoder=DecoderConfig(layers=layers, self_attention=decoder, cross_attention=cross),
         linear=LinearAttentionConfig(**(linear or {})),
@@ -60,9 +67,13 @@ def tiny_config(
 
 
 def tiny_model(cfg: ModelConfig, *, seed: int = 0, **kwargs: Any) -> Any:
-    """`build_model` at the tiny vocabulary; typed Any so tests reach submodules freely."""
+    """`build_model` at the tiny vocabulary, of the config's kind (a `KindConfig`'s, else
+    encoder-decoder); typed Any so tests reach submodules freely."""
     kwargs.setdefault("src_vocab_size", VOCAB)
     kwargs.setdefault("tgt_vocab_size", VOCAB)
+    kwargs.setdefault("kind", getattr(cfg, "kind", "encoder_decoder"))
+    if kwargs["kind"] != "encoder_classifier":
+        kwargs.pop("num_classes", None)
     return build_model(cfg, pad_id=PAD, seed=seed, **kwargs)
 
 
@@ -110,7 +121,7 @@ def _seeded_single_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_config() -> Callable[..., ModelConfig]:
+def make_config() -> Callable[..., KindConfig]:
     return tiny_config
 
 

@@ -20,9 +20,12 @@ from seq2seq.model.attention import (
     EluFeatureMap,
     FavorFeatureMap,
     ReluFeatureMap,
+)
+from seq2seq.model.attention.feature_maps import (
+    make_feature_map_factory,
+    orthogonal_gaussian,
     redraw_feature_maps,
 )
-from seq2seq.model.attention.feature_maps import make_feature_map_factory, orthogonal_gaussian
 
 DH = 8
 

@@ -16,11 +16,11 @@ import datasets
 import pytest
 import torch
 
-import seq2seq.cli.train as train_module
+from seq2seq.tasks import TASKS
 
 
 class DataLoaded(Exception):
-    """Raised in place of `prepare_data`: the run got past every config check."""
+    """Raised in place of a task's `prepare`: the run got past every config check."""
 
 
 @pytest.fixture(autouse=True)
@@ -37,27 +37,29 @@ def _one_thread_private_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture
 def block_data(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Replace `prepare_data` in the train CLI by a sentinel that records its call and
-    raises `DataLoaded`: a test asserts that a bad config never gets that far."""
+    """Replace every task's `prepare` (its data work) by a sentinel that records its call
+    and raises `DataLoaded`: a test asserts that a bad config never gets that far."""
     calls: list[Any] = []
 
-    def prepare_data(*args: Any, **kwargs: Any) -> Any:
+    def prepare(*args: Any, **kwargs: Any) -> Any:
         calls.append((args, kwargs))
         raise DataLoaded
 
-    monkeypatch.setattr(train_module, "prepare_data", prepare_data)
+    for task in TASKS.values():
+        monkeypatch.setattr(task, "prepare", prepare)
     return calls
 
 
 @pytest.fixture
 def stop_after_data(monkeypatch: pytest.MonkeyPatch) -> type[Exception]:
-    """Stop a run right after its data is prepared (at `build_model`), for tests of data
-    loading and cleaning that need no training; returns the exception to expect."""
+    """Stop a run right after its data is prepared (at the task's `build_model`), for tests
+    of data loading and cleaning that need no training; returns the exception to expect."""
 
     def build_model(*args: Any, **kwargs: Any) -> Any:
         raise DataLoaded
 
-    monkeypatch.setattr(train_module, "build_model", build_model)
+    for task in TASKS.values():
+        monkeypatch.setattr(task, "build_model", build_model)
     return DataLoaded
 
 

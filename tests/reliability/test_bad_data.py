@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from seq2seq.cli.train import train
+from seq2seq.training.run import train
 
 Compose = Callable[..., DictConfig]
 

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
 
-import seq2seq.cli.train as train_module
-from seq2seq.cli.train import train
+from seq2seq.tasks.seq2seq import Seq2SeqTask
+from seq2seq.training.run import train
 from seq2seq.training.trainer import NonFiniteError
 
 Compose = Callable[..., DictConfig]
@@ -42,11 +42,11 @@ def poison_feedforward(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     step, no accumulation); the trainer's no-grad rerun that looks for the culprit, during
     that same step, sees the inf too, while evaluation (eval mode) never does. Returns the
     steps at which the hook poisoned an output."""
-    real_build_model = train_module.build_model
+    real_build_model = Seq2SeqTask.build_model
     poisoned: list[int] = []
 
-    def build_model(*args: Any, **kwargs: Any) -> nn.Module:
-        model = real_build_model(*args, **kwargs)
+    def build_model(self: Seq2SeqTask) -> nn.Module:
+        model = real_build_model(self)
         calls = [0]
 
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
@@ -62,7 +62,7 @@ def poison_feedforward(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         model.decoder.layers[0].feedforward.register_forward_hook(hook)  # type: ignore[union-attr, index, operator]
         return model
 
-    monkeypatch.setattr(train_module, "build_model", build_model)
+    monkeypatch.setattr(Seq2SeqTask, "build_model", build_model)
     return poisoned
 
 

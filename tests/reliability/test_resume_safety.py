@@ -15,10 +15,10 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.cli.prepare import load_raw_splits
-from seq2seq.cli.train import train
 from seq2seq.config.schema import TrainConfig
+from seq2seq.data.prepare import load_raw_splits
 from seq2seq.tokenizer import build_tokenizers
+from seq2seq.training.run import train
 from seq2seq.training.trainer import Trainer
 
 Compose = Callable[..., DictConfig]

@@ -22,8 +22,10 @@ import pytest
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-from seq2seq.cli.train import _signal_status, run_training, train
-from seq2seq.training.evaluator import EvaluationResult, Evaluator
+from seq2seq.tasks.seq2seq_evaluation import Seq2SeqEvaluator as Evaluator
+from seq2seq.training.evaluation import EvaluationResult
+from seq2seq.training.run import run_training, train
+from seq2seq.training.run_files import signal_status
 from seq2seq.training.signals import graceful_stop
 
 # Enough steps (over a second) that the signal lands long before the end, even under load.
@@ -200,7 +202,7 @@ def test_a_signal_during_the_test_decoding_still_ends_the_sweep(
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["stopped"], metrics["signal"]) == ("max_steps", "SIGTERM")
     assert "test" in metrics and (run / "predictions.txt").is_file()
-    assert _signal_status(run) == 128 + signal.SIGTERM
+    assert signal_status(run) == 128 + signal.SIGTERM
     # Rerun (the sweep resumed): the finished run is not trained again, and the signal it
     # recorded is history, not this call's: the sweep goes on past it.
     again = run_training(compose_config("experiment=toy_reverse", "trainer.resume=auto"), run)

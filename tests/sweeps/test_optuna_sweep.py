@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.cli.train import CONFIG_DIR
-from seq2seq.cli.validate import validate_config
+from seq2seq.config.checks import check_config
+from seq2seq.config.store import CONFIG_MODULE, builtin_options
 
 optuna_sweeper = pytest.importorskip(
     "hydra_plugins.hydra_optuna_sweeper._impl",
@@ -27,12 +27,12 @@ optuna_sweeper = pytest.importorskip(
 optuna = pytest.importorskip("optuna")
 
 Sweep = Callable[..., "subprocess.CompletedProcess[str]"]
-SEARCHES = sorted(path.stem for path in (CONFIG_DIR / "hparams_search").glob("*.yaml"))
+SEARCHES = builtin_options("hparams_search")
 
 
 def compose_train(*overrides: str, hydra: bool = True) -> DictConfig:
     """The train config; with `hydra`, its hydra node (sweeper, launcher) too."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=hydra)
 
 
@@ -81,7 +81,7 @@ def test_every_choice_of_the_search_space_is_a_valid_config(search: str) -> None
             values = [distribution.low, distribution.high]
         for value in values:
             cfg = compose_train(*base, f"{key}={value}", hydra=False)
-            validate_config(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
+            check_config(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

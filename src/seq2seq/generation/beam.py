@@ -17,18 +17,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation.constraints import check_special_ids, forbid_tokens
 from seq2seq.generation.hypothesis import Hypothesis
 from seq2seq.generation.length_penalty import normalised_score
 from seq2seq.generation.protocol import IncrementalModel
-from seq2seq.generation.settings import GenerationSettings
 
 
 def beam_search(
     model: IncrementalModel,
     src_tokens: Tensor,
     src_mask: Tensor,
-    settings: GenerationSettings,
+    settings: GenerationConfig,
     *,
     bos_id: int,
     eos_id: int,

@@ -8,12 +8,12 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation.beam import beam_search
 from seq2seq.generation.greedy import greedy_search
 from seq2seq.generation.hypothesis import Hypothesis
 from seq2seq.generation.protocol import IncrementalModel
 from seq2seq.generation.sampling import sample_sequences
-from seq2seq.generation.settings import GenerationSettings
 
 
 class Strategy(Protocol):
@@ -24,7 +24,7 @@ class Strategy(Protocol):
         model: IncrementalModel,
         src_tokens: Tensor,
         src_mask: Tensor,
-        settings: GenerationSettings,
+        settings: GenerationConfig,
         *,
         bos_id: int,
         eos_id: int,
@@ -54,7 +54,7 @@ def generate(
     model: IncrementalModel,
     src_tokens: Tensor,
     src_mask: Tensor,
-    settings: GenerationSettings,
+    settings: GenerationConfig,
     *,
     bos_id: int,
     eos_id: int,

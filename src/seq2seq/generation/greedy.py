@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation.hypothesis import Hypothesis
 from seq2seq.generation.protocol import IncrementalModel
-from seq2seq.generation.settings import GenerationSettings
 from seq2seq.generation.single_path import decode_single_path
 
 
@@ -16,7 +16,7 @@ def greedy_search(
     model: IncrementalModel,
     src_tokens: Tensor,
     src_mask: Tensor,
-    settings: GenerationSettings,
+    settings: GenerationConfig,
     *,
     bos_id: int,
     eos_id: int,

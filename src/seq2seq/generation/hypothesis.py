@@ -11,7 +11,7 @@ class Hypothesis:
 
     tokens: the output token ids, without bos and eos.
     score: the length-normalised log-probability that ranks hypotheses,
-        ``log_prob / lp(len(tokens) + 1)`` (see ``GenerationSettings.length_penalty``).
+        ``log_prob / lp(len(tokens) + 1)`` (see ``GenerationConfig.length_penalty``).
     log_prob: the model's log-probability of the tokens followed by eos, a raw sum of
         log-softmax values (no temperature, no filtering; forced tokens included).
     """

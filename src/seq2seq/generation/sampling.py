@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation.hypothesis import Hypothesis
 from seq2seq.generation.protocol import IncrementalModel
-from seq2seq.generation.settings import GenerationSettings
 from seq2seq.generation.single_path import decode_single_path
 
 
@@ -18,7 +18,7 @@ def sample_sequences(
     model: IncrementalModel,
     src_tokens: Tensor,
     src_mask: Tensor,
-    settings: GenerationSettings,
+    settings: GenerationConfig,
     *,
     bos_id: int,
     eos_id: int,

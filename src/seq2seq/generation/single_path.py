@@ -10,11 +10,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation.constraints import check_special_ids, forbid_tokens
 from seq2seq.generation.hypothesis import Hypothesis
 from seq2seq.generation.length_penalty import normalised_score
 from seq2seq.generation.protocol import IncrementalModel
-from seq2seq.generation.settings import GenerationSettings
 
 TokenChooser = Callable[[Tensor], Tensor]
 """Picks the next tokens: logits (B, V), forbidden tokens at -inf -> token ids (B,) long."""
@@ -24,7 +24,7 @@ def decode_single_path(
     model: IncrementalModel,
     src_tokens: Tensor,
     src_mask: Tensor,
-    settings: GenerationSettings,
+    settings: GenerationConfig,
     *,
     choose: TokenChooser,
     bos_id: int,

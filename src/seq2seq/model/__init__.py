@@ -1,13 +1,19 @@
 """The universal Performer layer stack and the models built from it."""
 
 from seq2seq.model.build import (
+    ModelKind,
+    attention_fields,
     build_model,
     linear_settings,
     uses_linear_attention,
-    validate_model_config,
 )
 from seq2seq.model.layer import LayerState, PerformerLayer
-from seq2seq.model.seq2seq import DecoderLanguageModel, EncoderClassifier, EncoderDecoderTransformer
+from seq2seq.model.seq2seq import (
+    DecoderLanguageModel,
+    EncoderClassifier,
+    EncoderDecoderTransformer,
+    PerformerModel,
+)
 from seq2seq.model.stack import DecoderState, PerformerDecoder, PerformerEncoder
 
 __all__ = [
@@ -16,11 +22,13 @@ __all__ = [
     "EncoderClassifier",
     "EncoderDecoderTransformer",
     "LayerState",
+    "ModelKind",
     "PerformerDecoder",
     "PerformerEncoder",
     "PerformerLayer",
+    "PerformerModel",
+    "attention_fields",
     "build_model",
     "linear_settings",
     "uses_linear_attention",
-    "validate_model_config",
 ]

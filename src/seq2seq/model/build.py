@@ -1,39 +1,37 @@
-"""Config -> modules. The only place in the model package that reads a config object."""
+"""Config -> modules. The only place in the model package that reads a config object.
+
+Its settings are checked by `seq2seq.config.checks` before anything is built; here each
+choice is one registry lookup.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
-from seq2seq.config.model import ModelConfig
+from seq2seq.config.model import AttentionKind, FeatureMap, ModelConfig
 from seq2seq.model.activations import activation_spec
-from seq2seq.model.attention import (
-    ATTENTIONS,
-    Attention,
-    CausalLinearAttention,
-    LinearAttention,
-    MultiHeadAttention,
-    SoftmaxAttention,
-    attention_class,
-)
+from seq2seq.model.attention import ATTENTIONS, AttentionSettings, MultiHeadAttention
 from seq2seq.model.attention.feature_maps import FeatureMapFactory, make_feature_map_factory
+from seq2seq.model.attention.registry import build_attention
 from seq2seq.model.embedding import TokenEmbedding, make_positions
 from seq2seq.model.feedforward import FeedForward
 from seq2seq.model.layer import PerformerLayer
 from seq2seq.model.norms import norm_scheme
 from seq2seq.model.seq2seq import (
-    POOLINGS,
     DecoderLanguageModel,
     EncoderClassifier,
     EncoderDecoderTransformer,
+    PerformerModel,
 )
 from seq2seq.model.stack import PerformerDecoder, PerformerEncoder
 
-MODEL_KINDS = ("encoder_decoder", "encoder_classifier", "decoder_lm")
-DEFAULT_FEATURE_MAP = "favor"
+ModelKind = Literal["encoder_decoder", "encoder_classifier", "decoder_lm"]
+"""The three models built from the same layers; a task picks one."""
+DEFAULT_FEATURE_MAP = FeatureMap.favor
 DEFAULT_REDRAW_INTERVAL = 1000
 DEFAULT_CHUNK_SIZE = 64
 
@@ -42,33 +40,29 @@ DEFAULT_CHUNK_SIZE = 64
 class LinearSettings:
     """`model.linear` with its defaults filled in."""
 
-    feature_map: str
+    feature_map: FeatureMap
     nb_features: int
     redraw_interval: int
     chunk_size: int
 
 
-def _attention_fields(cfg: ModelConfig) -> dict[str, str]:
-    """The attention choice of every stack this model kind builds, keyed by config field."""
+def attention_fields(cfg: ModelConfig, kind: ModelKind) -> dict[str, AttentionKind]:
+    """The attention choice of every stack a model of `kind` builds, keyed by config field."""
     fields = {}
-    if cfg.kind in ("encoder_decoder", "encoder_classifier"):
+    if kind in ("encoder_decoder", "encoder_classifier"):
         fields["model.encoder.self_attention"] = cfg.encoder.self_attention
-    if cfg.kind in ("encoder_decoder", "decoder_lm"):
+    if kind in ("encoder_decoder", "decoder_lm"):
         fields["model.decoder.self_attention"] = cfg.decoder.self_attention
-    if cfg.kind == "encoder_decoder":
+    if kind == "encoder_decoder":
         fields["model.decoder.cross_attention"] = cfg.decoder.cross_attention
     return fields
 
 
-def _choices_text(fields: dict[str, str]) -> str:
-    """`model.encoder.self_attention='softmax', ...`: the stacks' choices, for errors."""
-    return ", ".join(f"{field}={choice!r}" for field, choice in fields.items())
-
-
-def uses_linear_attention(cfg: ModelConfig) -> bool:
-    """Whether a stack this model kind builds uses a feature-map (linear) attention.
-    Call after `validate_model_config`: the names must be registered."""
-    return any(ATTENTIONS[choice].uses_feature_map for choice in _attention_fields(cfg).values())
+def uses_linear_attention(cfg: ModelConfig, kind: ModelKind) -> bool:
+    """Whether a stack a model of `kind` builds uses a feature-map (linear) attention."""
+    return any(
+        ATTENTIONS[choice].uses_feature_map for choice in attention_fields(cfg, kind).values()
+    )
 
 
 def linear_settings(cfg: ModelConfig) -> LinearSettings:
@@ -86,106 +80,6 @@ def linear_settings(cfg: ModelConfig) -> LinearSettings:
     )
 
 
-def validate_model_config(cfg: ModelConfig) -> None:
-    """Reject a wrong choice or an incompatible combination before anything is built."""
-    if cfg.kind not in MODEL_KINDS:
-        raise ValueError(f"model.kind={cfg.kind!r} is unknown; choose one of {MODEL_KINDS}")
-    for name, value in {
-        "model.d_model": cfg.d_model,
-        "model.heads": cfg.heads,
-        "model.d_ff": cfg.d_ff,
-        "model.max_len": cfg.max_len,
-    }.items():
-        if value < 1:
-            raise ValueError(f"{name}={value} must be a positive integer")
-    if cfg.d_model % cfg.heads:
-        raise ValueError(
-            f"model.d_model={cfg.d_model} is not divisible by model.heads={cfg.heads}; "
-            f"choose heads among {[h for h in range(1, cfg.d_model + 1) if cfg.d_model % h == 0]}"
-        )
-    built = _attention_fields(cfg)
-    for stack, layers in (("encoder", cfg.encoder.layers), ("decoder", cfg.decoder.layers)):
-        if f"model.{stack}.self_attention" in built and layers < 1:
-            raise ValueError(f"model.{stack}.layers={layers} must be at least 1")
-    for name, p in {
-        "model.dropout": cfg.dropout,
-        "model.attention_dropout": cfg.attention_dropout,
-    }.items():
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"{name}={p} must be in [0, 1)")
-    norm_scheme(cfg.norm, cfg.norm_position)
-    activation_spec(cfg.activation)
-    make_positions(cfg.position, max_len=1, d_model=2)
-    if cfg.kind == "encoder_classifier" and cfg.pooling not in POOLINGS:
-        raise ValueError(f"model.pooling={cfg.pooling!r} is unknown; choose one of {POOLINGS}")
-
-    for field_name, choice in built.items():
-        kind = attention_class(choice, field=field_name)
-        causal = field_name == "model.decoder.self_attention"
-        if causal and not kind.supports_causal:
-            valid = sorted(n for n, c in ATTENTIONS.items() if c.supports_causal)
-            raise ValueError(
-                f"{field_name}={choice!r} is not causal and cannot be decoder self-attention; "
-                f"choose one of {valid}"
-            )
-        if not causal and not kind.supports_bidirectional:
-            valid = sorted(n for n, c in ATTENTIONS.items() if c.supports_bidirectional)
-            raise ValueError(
-                f"{field_name}={choice!r} is causal-only and cannot attend in both directions; "
-                f"choose one of {valid}"
-            )
-
-    explicit = {
-        f"model.linear.{name}": value
-        for name, value in vars(cfg.linear).items()
-        if value is not None
-    }
-    uses_feature_map = uses_linear_attention(cfg)
-    if explicit and not uses_feature_map:
-        setting, value = next(iter(explicit.items()))
-        raise ValueError(
-            f"{setting}={value!r} is set, but no stack uses a linear attention "
-            f"({_choices_text(built)}); "
-            "remove it, or choose 'linear' / 'causal_linear' for a stack"
-        )
-    if uses_feature_map:
-        settings = linear_settings(cfg)
-        make_feature_map_factory(settings.feature_map, nb_features=1, seed=0)
-        _check_unread_linear_settings(settings.feature_map, explicit)
-        for name, value, least in (
-            ("nb_features", settings.nb_features, 1),
-            ("chunk_size", settings.chunk_size, 1),
-            ("redraw_interval", settings.redraw_interval, 0),
-        ):
-            if value < least:
-                raise ValueError(f"model.linear.{name}={value} must be >= {least}")
-    if cfg.attention_dropout > 0 and "softmax" not in built.values():
-        raise ValueError(
-            f"model.attention_dropout={cfg.attention_dropout} is read only by softmax "
-            f"attention, which no stack uses ({_choices_text(built)}); remove it"
-        )
-    if cfg.share_embeddings and cfg.kind != "encoder_decoder":
-        raise ValueError(
-            f"model.share_embeddings=true needs model.kind='encoder_decoder', not {cfg.kind!r}"
-        )
-
-
-FAVOR_ONLY = ("nb_features", "redraw_interval")
-"""Linear-attention settings that only random features (FAVOR+) read."""
-
-
-def _check_unread_linear_settings(feature_map: str, explicit: dict[str, Any]) -> None:
-    """A random-feature setting beside deterministic features is an error, not a no-op
-    (as any linear setting is on an all-softmax model)."""
-    if feature_map != "favor":
-        for name in FAVOR_ONLY:
-            if f"model.linear.{name}" in explicit:
-                raise ValueError(
-                    f"model.linear.{name}={explicit[f'model.linear.{name}']!r} is read only by "
-                    f"model.linear.feature_map='favor', but it is {feature_map!r}; remove it"
-                )
-
-
 class _Builder:
     """Builds the pieces of one model; holds the settings every layer shares."""
 
@@ -198,23 +92,20 @@ class _Builder:
         self.scheme = norm_scheme(cfg.norm, cfg.norm_position)
         self.layer_count = 0
 
-    def attention(self, name: str, *, causal: bool) -> MultiHeadAttention:
+    def attention(self, name: AttentionKind, *, causal: bool) -> MultiHeadAttention:
         cfg = self.cfg
-        head_dim = cfg.d_model // cfg.heads
         self.layer_count += 1
-        kernel: Attention
-        if name == "softmax":
-            kernel = SoftmaxAttention(causal=causal, dropout=cfg.attention_dropout)
-        elif name == "linear":
-            kernel = LinearAttention(self.feature_maps(head_dim, self.layer_count))
-        else:
-            kernel = CausalLinearAttention(
-                self.feature_maps(head_dim, self.layer_count), chunk_size=self.linear.chunk_size
-            )
-        return MultiHeadAttention(cfg.d_model, cfg.heads, kernel)
+        layer_id, head_dim = self.layer_count, cfg.d_model // cfg.heads
+        settings = AttentionSettings(
+            causal=causal,
+            dropout=cfg.attention_dropout,
+            feature_map=lambda: self.feature_maps(head_dim, layer_id),
+            chunk_size=self.linear.chunk_size,
+        )
+        return MultiHeadAttention(cfg.d_model, cfg.heads, build_attention(name, settings))
 
     def layer(
-        self, self_attention: str, cross_attention: str | None, causal: bool
+        self, self_attention: AttentionKind, cross_attention: AttentionKind | None, causal: bool
     ) -> PerformerLayer:
         cfg = self.cfg
         activation = activation_spec(cfg.activation)
@@ -271,36 +162,35 @@ class _Builder:
 def build_model(
     cfg: ModelConfig,
     *,
+    kind: ModelKind = "encoder_decoder",
     src_vocab_size: int,
     tgt_vocab_size: int,
     pad_id: int,
     seed: int = 0,
     num_classes: int | None = None,
-) -> nn.Module:
-    """Build the model `cfg.kind` names. `seed` fixes the FAVOR+ projections.
-
-    `encoder_classifier` needs `num_classes`; `decoder_lm` uses `tgt_vocab_size`.
-    """
-    validate_model_config(cfg)
+) -> PerformerModel:
+    """Build the model of `kind` from checked settings (`seq2seq.config.checks.check_model`).
+    `seed` fixes the FAVOR+ projections. `encoder_classifier` needs `num_classes`;
+    `decoder_lm` uses `tgt_vocab_size`."""
     builder = _Builder(cfg, seed=seed)
-    if cfg.kind == "encoder_classifier":
-        if num_classes is None or num_classes < 2:
-            raise ValueError(f"an encoder classifier needs num_classes >= 2, got {num_classes}")
+    redraw = builder.linear.redraw_interval if uses_linear_attention(cfg, kind) else 0
+    if kind == "encoder_classifier":
+        assert num_classes is not None and num_classes >= 1, num_classes
         encoder = builder.encoder(TokenEmbedding(src_vocab_size, cfg.d_model, pad_id=pad_id))
-        return EncoderClassifier(encoder, num_classes=num_classes, pooling=cfg.pooling)
-    if cfg.kind == "decoder_lm":
+        return EncoderClassifier(
+            encoder, num_classes=num_classes, pooling=cfg.pooling, redraw_interval=redraw
+        )
+    if kind == "decoder_lm":
         embedding = TokenEmbedding(tgt_vocab_size, cfg.d_model, pad_id=pad_id)
-        return DecoderLanguageModel(builder.decoder(embedding, cross=False))
+        return DecoderLanguageModel(builder.decoder(embedding, cross=False), redraw_interval=redraw)
     source_embedding = TokenEmbedding(src_vocab_size, cfg.d_model, pad_id=pad_id)
     if cfg.share_embeddings:
-        if src_vocab_size != tgt_vocab_size:
-            raise ValueError(
-                f"model.share_embeddings=true needs one vocabulary, but the source has "
-                f"{src_vocab_size} tokens and the target {tgt_vocab_size}; set tokenizer.shared=true"
-            )
+        assert src_vocab_size == tgt_vocab_size, "shared embeddings need one vocabulary"
         target_embedding = source_embedding
     else:
         target_embedding = TokenEmbedding(tgt_vocab_size, cfg.d_model, pad_id=pad_id)
     return EncoderDecoderTransformer(
-        builder.encoder(source_embedding), builder.decoder(target_embedding, cross=True)
+        builder.encoder(source_embedding),
+        builder.decoder(target_embedding, cross=True),
+        redraw_interval=redraw,
     )

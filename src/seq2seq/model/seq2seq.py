@@ -4,12 +4,29 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from seq2seq.model.attention.feature_maps import redraw_feature_maps
 from seq2seq.model.stack import DecoderState, PerformerDecoder, PerformerEncoder
 
 
-class EncoderDecoderTransformer(nn.Module):
-    def __init__(self, encoder: PerformerEncoder, decoder: PerformerDecoder) -> None:
+class PerformerModel(nn.Module):
+    """What every model kind offers a training loop besides its forward pass."""
+
+    def __init__(self, *, redraw_interval: int = 0) -> None:
         super().__init__()
+        self.redraw_interval = redraw_interval
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called by the trainer after optimizer step `step` (counted from 1): redraws the
+        FAVOR+ projections every `redraw_interval` steps (0: never), from `(seed, layer,
+        step // interval)`, so a resumed run draws as an unbroken one."""
+        redraw_feature_maps(self, optimizer_step=step, interval=self.redraw_interval)
+
+
+class EncoderDecoderTransformer(PerformerModel):
+    def __init__(
+        self, encoder: PerformerEncoder, decoder: PerformerDecoder, *, redraw_interval: int = 0
+    ) -> None:
+        super().__init__(redraw_interval=redraw_interval)
         self.encoder = encoder
         self.decoder = decoder
 
@@ -35,13 +52,19 @@ class EncoderDecoderTransformer(nn.Module):
 POOLINGS = ("mean", "first")
 
 
-class EncoderClassifier(nn.Module):
+class EncoderClassifier(PerformerModel):
     """Encoder, pooled over real tokens (`mean`) or the first token (`first`), then a linear head."""
 
-    def __init__(self, encoder: PerformerEncoder, *, num_classes: int, pooling: str) -> None:
-        super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"model.pooling={pooling!r} is unknown; choose one of {POOLINGS}")
+    def __init__(
+        self,
+        encoder: PerformerEncoder,
+        *,
+        num_classes: int,
+        pooling: str,
+        redraw_interval: int = 0,
+    ) -> None:
+        super().__init__(redraw_interval=redraw_interval)
+        assert pooling in POOLINGS, pooling
         self.encoder = encoder
         self.pooling = pooling
         self.head = nn.Linear(encoder.embedding.embedding_dim, num_classes)
@@ -56,11 +79,11 @@ class EncoderClassifier(nn.Module):
         return self.head(pooled)
 
 
-class DecoderLanguageModel(nn.Module):
+class DecoderLanguageModel(PerformerModel):
     """A decoder stack without cross-attention: next-token prediction."""
 
-    def __init__(self, decoder: PerformerDecoder) -> None:
-        super().__init__()
+    def __init__(self, decoder: PerformerDecoder, *, redraw_interval: int = 0) -> None:
+        super().__init__(redraw_interval=redraw_interval)
         self.decoder = decoder
 
     def forward(self, tokens: Tensor, mask: Tensor | None) -> Tensor:

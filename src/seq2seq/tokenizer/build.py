@@ -45,37 +45,38 @@ def build_tokenizers(
     vocab_size: int,
     character_coverage: float,
     cache_dir: Path,
+    source_model_type: ModelType | None = None,
 ) -> tuple[Tokenizer, Tokenizer]:
     """(source, target) tokenizers trained on `train`'s text columns; one object if `shared`.
+    `source_model_type`: the source side's model type when not shared (default `model_type`).
 
     Each is cached under a key made of `train`'s fingerprint, the columns it reads and
     the settings, so the same data and settings reuse the model of an earlier run.
     """
     _require_text_columns(train, split="train")
-    settings = {
-        "model_type": model_type,
-        "vocab_size": vocab_size,
-        "character_coverage": character_coverage,
-    }
 
-    def tokenizer(columns: list[str]) -> Tokenizer:
-        key = cache_key(
-            data_fingerprint=train._fingerprint, settings={**settings, "columns": columns}
-        )
+    def tokenizer(columns: list[str], kind: ModelType) -> Tokenizer:
+        settings = {
+            "model_type": str(kind),
+            "vocab_size": vocab_size,
+            "character_coverage": character_coverage,
+            "columns": columns,
+        }
+        key = cache_key(data_fingerprint=train._fingerprint, settings=settings)
         tok, _ = load_or_train(
             cache_dir=cache_dir,
             key=key,
             texts_fn=_texts(train, columns),
-            model_type=model_type,
+            model_type=kind,
             vocab_size=vocab_size,
             character_coverage=character_coverage,
         )
         return tok
 
     if shared:
-        both = tokenizer([SOURCE, TARGET])
+        both = tokenizer([SOURCE, TARGET], model_type)
         return both, both
-    return tokenizer([SOURCE]), tokenizer([TARGET])
+    return tokenizer([SOURCE], source_model_type or model_type), tokenizer([TARGET], model_type)
 
 
 def _encoder(

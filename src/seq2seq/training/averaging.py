@@ -11,6 +11,7 @@ newest one's weights and the sum, however many are averaged.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,18 @@ import torch
 from torch import Tensor
 
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
-from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
+from seq2seq.training.checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_PATTERN,
+    atomic_save,
+    checkpoint_paths,
+    load_checkpoint,
+    strip_prefixes,
+)
 from seq2seq.training.config_diff import check_same_model
+from seq2seq.training.trained_run import rebuild_run
+
+log = logging.getLogger("seq2seq.average")
 
 AVERAGED_KEY = "averaged_from"
 """Marks an averaged checkpoint: the file names and steps it was averaged from."""
@@ -162,3 +173,86 @@ def checkpoint_step(checkpoint: Mapping[str, Any]) -> int:
     """The optimizer step a training checkpoint was written at; -1 when it has none."""
     trainer = checkpoint.get("trainer")
     return int(trainer.get("step", -1)) if isinstance(trainer, Mapping) else -1
+
+
+def input_files(inputs: Sequence[Path], last: int | None) -> list[Path]:
+    """The checkpoint files to average: the newest `last` step checkpoints of one run dir,
+    or the `.pt` files given."""
+    missing = [str(path) for path in inputs if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such checkpoint file or run dir: {', '.join(missing)}")
+    if any(path.is_dir() for path in inputs):
+        if len(inputs) != 1:
+            raise ValueError(
+                "give one run dir (with --last N) or several checkpoint files, not both: "
+                f"got {[str(path) for path in inputs]}"
+            )
+        if last is None:
+            raise ValueError(f"{inputs[0]} is a run dir: say how many checkpoints with --last N")
+        run_dir = inputs[0]
+        directory = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+        found = checkpoint_paths(directory)
+        if len(found) < last:
+            raise ValueError(
+                f"--last {last}: {directory} holds {len(found)} step checkpoints "
+                f"({', '.join(path.name for path in found) or 'none'}); keep more with "
+                "trainer.keep_last, or ask for fewer"
+            )
+        return found[-last:]
+    if last is not None:
+        raise ValueError("--last N picks from a run dir; with checkpoint files, list them all")
+    if len(set(path.resolve() for path in inputs)) != len(inputs):
+        raise ValueError(f"a checkpoint is listed twice: {[str(path) for path in inputs]}")
+    return list(inputs)
+
+
+def output_file(output: Path | None, inputs: Sequence[Path], files: Sequence[Path]) -> Path:
+    """Where the average goes; never over one of its inputs or a trainer-written file."""
+    if output is None:
+        if not inputs[0].is_dir():
+            raise ValueError("with checkpoint files, name the result with --output FILE")
+        output = files[-1].parent / f"average_last{len(files)}.pt"
+    if output.resolve() in {path.resolve() for path in files}:
+        raise ValueError(f"--output {output} is one of the checkpoints being averaged")
+    if CHECKPOINT_PATTERN.match(output.name) or output.name == BEST_NAME:
+        raise ValueError(
+            f"--output {output}: the trainer owns step_*.pt and {BEST_NAME} names (it prunes "
+            "and resumes from them); choose another name"
+        )
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a directory; give a file name")
+    if output.exists() and not _is_average(output):
+        raise ValueError(
+            f"--output {output} exists and is not an averaged checkpoint; choose another name "
+            "(only an earlier average is replaced)"
+        )
+    return output
+
+
+def _is_average(path: Path) -> bool:
+    try:
+        return AVERAGED_KEY in load_checkpoint(path)
+    except ValueError:  # not a checkpoint at all
+        return False
+
+
+def parameter_names(checkpoint: dict[str, Any], path: Path) -> set[str]:
+    """The names of the checkpoint's model parameters (its other entries are buffers).
+
+    Rebuilding the model also loads the checkpoint's weights strictly; every other input
+    must match their names and shapes, so the average loads wherever this one does."""
+    return {name for name, _ in rebuild_run(checkpoint, path).model.named_parameters()}
+
+
+def average(inputs: Sequence[Path], *, last: int | None, output: Path | None) -> Path:
+    """Average, write the result atomically, return its path."""
+    if last is not None and last < 1:
+        raise ValueError(f"--last {last} must be at least 1")
+    files = input_files(inputs, last)
+    destination = output_file(output, inputs, files)
+    averaged = average_checkpoint_files(files, parameter_names)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(averaged, destination)
+    steps = averaged[AVERAGED_KEY]["steps"]
+    log.info("averaged %d checkpoints (steps %s) into %s", len(files), steps, destination)
+    return destination

@@ -65,6 +65,15 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP's and torch.compile's wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def unwrapped_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict without torch.compile's or DDP's key prefixes."""
     return strip_prefixes(model.state_dict())

@@ -11,7 +11,7 @@ import yaml
 from seq2seq.training.logger import flatten
 
 # Settings that change parameter shapes or meaning; everything else may differ on resume.
-ARCHITECTURE_SECTIONS = ("model", "tokenizer")
+ARCHITECTURE_SECTIONS = ("task", "model", "tokenizer")
 # Where tokenizers are cached, not what they are (a checkpoint carries its own).
 NOT_ARCHITECTURE = ("tokenizer.cache_dir",)
 # What a resumed run cannot change either: the optimizer's saved state belongs to its

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
@@ -44,6 +45,10 @@ class RunLogger:
 
     def text(self, tag: str, text: str, step: int) -> None:
         self.writer.add_text(tag, text, step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """`image`: HWC uint8."""
+        self.writer.add_image(tag, image, step, dataformats="HWC")
 
     def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
         """One HParams row: every scalar config value against the final metrics, written

@@ -1,8 +1,9 @@
-"""Optimizer registry. Biases, norm gains and other 0-/1-d parameters get no weight decay."""
+"""Optimizer registry. Biases, norm gains and other 0-/1-d parameters get no weight decay.
+
+The settings are checked by `seq2seq.config.checks.check_optim`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -22,36 +23,7 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
 
 
 def _betas(cfg: OptimConfig) -> tuple[float, float]:
-    if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
-        raise ValueError(f"optim.betas={list(cfg.betas)} must be two numbers in [0, 1)")
     return (cfg.betas[0], cfg.betas[1])
-
-
-def validate_optim_config(cfg: OptimConfig) -> None:
-    if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"optim.name={cfg.name!r} is unknown; choose one of {sorted(OPTIMIZERS)}")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise ValueError(f"optim.lr={cfg.lr} must be positive and finite")
-    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
-        raise ValueError(f"optim.weight_decay={cfg.weight_decay} must be >= 0 and finite")
-    if not (math.isfinite(cfg.eps) and cfg.eps > 0):
-        raise ValueError(f"optim.eps={cfg.eps} must be positive and finite")
-    if not 0.0 <= cfg.momentum < 1.0:
-        raise ValueError(f"optim.momentum={cfg.momentum} must be in [0, 1)")
-    default = OptimConfig()
-    if cfg.name == "sgd":
-        if list(cfg.betas) != default.betas:
-            raise ValueError(
-                f"optim.betas={list(cfg.betas)} is read only by adam and adamw, but "
-                "optim.name='sgd'; remove optim.betas"
-            )
-        return
-    _betas(cfg)
-    if cfg.momentum != default.momentum:
-        raise ValueError(
-            f"optim.momentum={cfg.momentum} is read only by sgd, but optim.name={cfg.name!r} "
-            "(Adam's momentum is optim.betas[0]); remove optim.momentum"
-        )
 
 
 def parameter_groups(
@@ -72,5 +44,4 @@ def parameter_groups(
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    validate_optim_config(cfg)
     return OPTIMIZERS[cfg.name](parameter_groups(model.named_parameters(), cfg.weight_decay), cfg)

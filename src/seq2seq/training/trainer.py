@@ -1,7 +1,7 @@
 """The training loop: accumulation, clipping, mixed precision, validation, checkpoints.
 
-One `Trainer` drives an encoder-decoder model over a resumable token-budget sampler.
-Everything a run depends on (model, optimizer, scheduler, scaler, RNG states, the data
+One `Trainer` drives any task's model: the task supplies the batches, the loss and the
+evaluator, and the loop never asks what kind of training it runs. Everything a run depends on (model, optimizer, scheduler, scaler, RNG states, the data
 position, the step, the best figure) goes into each checkpoint, so a resumed run takes the
 same steps with the same losses as an unbroken one.
 """
@@ -11,29 +11,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from seq2seq.config.training import TrainerConfig
-from seq2seq.data.batching import Batch
-from seq2seq.model.attention.feature_maps import redraw_feature_maps
-from seq2seq.training.averaging import AVERAGED_KEY
-from seq2seq.training.checkpoint import CheckpointManager, unwrapped_state_dict
-from seq2seq.training.devices import check_device_name
+from seq2seq.config.training import NonFinite, TrainerConfig
+from seq2seq.training.checkpoint import CheckpointManager, unwrap, unwrapped_state_dict
 from seq2seq.training.distributed import Distributed
-from seq2seq.training.evaluator import EvaluationResult, Evaluator
+from seq2seq.training.evaluation import EvaluationResult, Evaluator
 from seq2seq.training.logger import RunLogger
-from seq2seq.training.loss import label_smoothed_cross_entropy
+from seq2seq.training.loss import LossSums
 from seq2seq.training.nonfinite import first_nonfinite_gradient, first_nonfinite_module
-from seq2seq.training.progress import PROGRESS_MODES, Progress
+from seq2seq.training.progress import Progress
 from seq2seq.training.rng import capture_rng, restore_rng
 from seq2seq.training.schedule import sync_learning_rates
 from seq2seq.training.signals import StopRequest
@@ -41,7 +37,7 @@ from seq2seq.training.signals import StopRequest
 log = logging.getLogger("seq2seq.train")
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-NONFINITE_POLICIES = ("skip", "stop")
+"""The autocast dtype of each `trainer.precision` (None: no autocast)."""
 MIN_LOSS_SCALE = 1e-4
 """Below this fp16 loss scale an overflow is no longer the scaler's to absorb."""
 
@@ -79,43 +75,6 @@ class Monitor:
         return value > best if self.higher_is_better else value < best
 
 
-def validate_trainer_config(cfg: TrainerConfig) -> None:
-    checks = {
-        "trainer.max_steps": (cfg.max_steps, 1),
-        "trainer.grad_accum": (cfg.grad_accum, 1),
-        "trainer.eval_every": (cfg.eval_every, 1),
-        "trainer.log_every": (cfg.log_every, 1),
-        "trainer.keep_last": (cfg.keep_last, 1),
-        "trainer.patience": (cfg.patience, 0),
-        "trainer.num_samples": (cfg.num_samples, 0),
-        "trainer.max_skipped_steps": (cfg.max_skipped_steps, 0),
-    }
-    for name, (value, minimum) in checks.items():
-        if value < minimum:
-            raise ValueError(f"{name}={value} must be >= {minimum}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ValueError(f"trainer.threads={cfg.threads} must be >= 1 or null (torch's default)")
-    if cfg.max_epochs is not None and cfg.max_epochs < 1:
-        raise ValueError(f"trainer.max_epochs={cfg.max_epochs} must be >= 1 or null")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(
-            f"trainer.precision={cfg.precision!r} is unknown; choose one of {sorted(PRECISIONS)}"
-        )
-    if cfg.nonfinite not in NONFINITE_POLICIES:
-        raise ValueError(
-            f"trainer.nonfinite={cfg.nonfinite!r} is unknown; choose one of {NONFINITE_POLICIES}"
-        )
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise ValueError(f"trainer.label_smoothing={cfg.label_smoothing} must be in [0, 1)")
-    if not (math.isfinite(cfg.clip_norm) and cfg.clip_norm >= 0):
-        raise ValueError(f"trainer.clip_norm={cfg.clip_norm} must be >= 0 and finite (0 disables)")
-    check_device_name(cfg.device, field="trainer.device")
-    if cfg.progress not in PROGRESS_MODES:
-        raise ValueError(
-            f"trainer.progress={cfg.progress!r} is unknown; choose one of {PROGRESS_MODES}"
-        )
-
-
 def use_tf32(device: torch.device, enabled: bool) -> None:
     """On CUDA, let float32 matmuls use TF32 tensor cores (`trainer.tf32`), or keep them
     IEEE; elsewhere nothing changes."""
@@ -123,41 +82,26 @@ def use_tf32(device: torch.device, enabled: bool) -> None:
         torch.set_float32_matmul_precision("high" if enabled else "highest")
 
 
-TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "trainer")
-"""What `Trainer.load_state_dict` restores besides the weights: a checkpoint without it (an
-average of checkpoints, a weights-only file) can be decoded but not resumed."""
+class Batch(Protocol):
+    """What the loop needs of a batch (the task makes them)."""
+
+    @property
+    def num_targets(self) -> int: ...
+
+    def to(self, device: torch.device) -> Batch: ...
 
 
-def check_resumable(checkpoint: Mapping[str, Any], source: Path, *, world_size: int) -> None:
-    """One clear error, before anything is built, for a checkpoint with no training state
-    or one written by another number of processes (each restores its own RNG states)."""
-    missing = [key for key in TRAINING_STATE if key not in checkpoint]
-    if missing:
-        what = (
-            "an average of checkpoints (seq2seq-average), for generation only"
-            if AVERAGED_KEY in checkpoint
-            else "not a training checkpoint"
-        )
-        raise ValueError(
-            f"trainer.resume: {source} is {what}; it has no optimizer state to resume from (missing "
-            f"{missing}). Resume from a step_*.pt checkpoint"
-        )
-    written_by = len(checkpoint["rng"])
-    if written_by != world_size:
-        raise ValueError(
-            f"trainer.resume: {source} was written by {written_by} processes but this run has "
-            f"{world_size}; resume with the same number of processes"
-        )
+class BatchStream(Protocol):
+    """`epoch(e, start)`: epoch e's batches from index `start` on; `layout()`: what must
+    match for a saved position to mean the same batches."""
+
+    def epoch(self, epoch: int, start: int) -> Iterator[Any]: ...
+
+    def layout(self) -> dict[str, Any]: ...
 
 
-def check_precision(
-    precision: str, device: torch.device, *, field: str = "trainer.precision"
-) -> None:
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"{field}='fp16' needs a CUDA device, but the device is {device}; "
-            "use 'bf16' or 'fp32' on the CPU"
-        )
+LossFunction = Callable[[nn.Module, Any], LossSums]
+"""`(model, batch) -> summed loss`: the task's forward pass and loss."""
 
 
 class Trainer:
@@ -167,39 +111,37 @@ class Trainer:
         model: nn.Module,
         optimizer: Optimizer,
         scheduler: LRScheduler,
-        batches: Callable[[int, int], Iterator[Batch]],
+        batches: BatchStream,
+        loss: LossFunction,
         evaluator: Evaluator,
         monitor: Monitor,
         checkpoints: CheckpointManager,
         logger: RunLogger | None,
         cfg: TrainerConfig,
         device: torch.device,
-        pad_id: int,
-        redraw_interval: int,
         checkpoint_extras: dict[str, Any],
         distributed: Distributed,
     ) -> None:
-        """`batches(epoch, start)` yields the batches of `epoch` from index `start` on;
-        `checkpoint_extras` (config text, tokenizers) go into every checkpoint. Under DDP,
-        `model` is the wrapped module; rank 0 alone evaluates, logs and saves."""
+        """`checkpoint_extras` (config text, the task's state) go into every checkpoint.
+        Under DDP or torch.compile, `model` is the wrapped module; rank 0 alone evaluates,
+        logs and saves. After each optimizer step the model's `after_optimizer_step(step)`
+        hook runs, if it has one (FAVOR+ redraws)."""
         self.model = model
+        self.module = unwrap(model)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.batches = batches
+        self.loss = loss
         self.evaluator = evaluator
         self.monitor = monitor
         self.checkpoints = checkpoints
         self.logger = logger
         self.cfg = cfg
         self.device = device
-        self.pad_id = pad_id
-        self.redraw_interval = redraw_interval
         self.checkpoint_extras = checkpoint_extras
         self.distributed = distributed
         self.state = TrainState()
-        dtype = PRECISIONS[cfg.precision]
-        check_precision(cfg.precision, device)
-        self.autocast_dtype = dtype
+        self.autocast_dtype = PRECISIONS[cfg.precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.last_evaluation: EvaluationResult | None = None
         self.last_evaluation_step: int | None = None
@@ -254,15 +196,11 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def _forward(self, batch: Batch) -> Tensor:
-        with self._autocast():
-            return self.model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask)
-
     def _micro_batches(self) -> Iterator[list[Batch]]:
         """Groups of `grad_accum` batches, epoch after epoch, until max_epochs."""
         group: list[Batch] = []
         while self.cfg.max_epochs is None or self.state.epoch < self.cfg.max_epochs:
-            for batch in self.batches(self.state.epoch, self.state.epoch_batches):
+            for batch in self.batches.epoch(self.state.epoch, self.state.epoch_batches):
                 self.state.epoch_batches += 1
                 group.append(batch.to(self.device))
                 if len(group) == self.cfg.grad_accum:
@@ -285,7 +223,7 @@ class Trainer:
         stay where they were, and only the data moves on."""
         self.model.train()
         distributed = self.distributed
-        (tokens,) = distributed.sum([float(sum(batch.num_target_tokens for batch in group))])
+        (tokens,) = distributed.sum([float(sum(batch.num_targets for batch in group))])
         # DDP averages gradients over ranks; scaling by the world size makes that a sum.
         scale = distributed.world_size / tokens
         loss_total, nll_total = 0.0, 0.0
@@ -293,10 +231,8 @@ class Trainer:
             last = index == len(group) - 1
             sync = nullcontext() if last or not distributed.enabled else self.model.no_sync()  # type: ignore[operator]
             with sync:
-                logits = self._forward(batch)
-                sums = label_smoothed_cross_entropy(
-                    logits, batch.tgt_output, pad_id=self.pad_id, smoothing=self.cfg.label_smoothing
-                )
+                with self._autocast():
+                    sums = self.loss(self.model, batch)
                 self.scaler.scale(sums.loss * scale).backward()
             loss_total += float(sums.loss.detach())
             nll_total += float(sums.nll.detach())
@@ -326,9 +262,9 @@ class Trainer:
         lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.scheduler.step()
         self.state.step += 1
-        redraw_feature_maps(
-            self.model, optimizer_step=self.state.step, interval=self.redraw_interval
-        )
+        hook = getattr(self.module, "after_optimizer_step", None)
+        if hook is not None:
+            hook(self.state.step)
         return {
             "loss": loss_total / tokens,
             "nll": nll_total / tokens,
@@ -359,13 +295,13 @@ class Trainer:
         self._handle_nonfinite(group, loss, grad_norm)
 
     def _handle_nonfinite(self, group: list[Batch], loss: float, grad_norm: float) -> None:
-        model = self.evaluator.model
+        model = self.module
         culprit = None
         for batch in group:  # the first micro-batch whose forward pass goes non-finite
             with self._autocast():
                 culprit = first_nonfinite_module(
                     model,
-                    lambda b=batch: model(b.src_tokens, b.src_mask, b.tgt_input, b.tgt_mask),  # type: ignore[misc]
+                    lambda b=batch: self.loss(model, b),  # type: ignore[misc]
                 )
             if culprit:
                 break
@@ -383,7 +319,7 @@ class Trainer:
             self.logger.scalars(
                 {"train/skipped_steps": self.state.skipped_steps}, self.state.step + 1
             )
-        if self.cfg.nonfinite == "stop":
+        if self.cfg.nonfinite == NonFinite.stop:
             raise NonFiniteError(message + "; stopping (trainer.nonfinite=stop)")
         if self.state.skipped_steps > self.cfg.max_skipped_steps:
             raise NonFiniteError(
@@ -413,6 +349,8 @@ class Trainer:
                 {f"valid/{k}": v for k, v in result.figures.items()}, self.state.step
             )
             self.logger.text("valid/samples", result.samples_markdown(), self.state.step)
+            for tag, image in result.images.items():
+                self.logger.image(f"valid/{tag}", image, self.state.step)
         return result
 
     def _stop(self, stop: StopRequest, progress: Progress) -> str:

@@ -1,6 +1,6 @@
 """Attention kinds behind one interface: softmax, linear and causal_linear."""
 
-from seq2seq.model.attention.base import Attention, AttentionState
+from seq2seq.model.attention.base import Attention, AttentionSettings, AttentionState
 from seq2seq.model.attention.causal_linear import CausalLinearAttention
 from seq2seq.model.attention.feature_maps import (
     FEATURE_MAPS,
@@ -8,17 +8,17 @@ from seq2seq.model.attention.feature_maps import (
     FavorFeatureMap,
     FeatureMap,
     ReluFeatureMap,
-    redraw_feature_maps,
 )
 from seq2seq.model.attention.linear import LinearAttention
 from seq2seq.model.attention.multihead import MultiHeadAttention
-from seq2seq.model.attention.registry import ATTENTIONS, attention_class
+from seq2seq.model.attention.registry import ATTENTIONS, build_attention
 from seq2seq.model.attention.softmax import SoftmaxAttention
 
 __all__ = [
     "ATTENTIONS",
     "FEATURE_MAPS",
     "Attention",
+    "AttentionSettings",
     "AttentionState",
     "CausalLinearAttention",
     "EluFeatureMap",
@@ -28,6 +28,5 @@ __all__ = [
     "MultiHeadAttention",
     "ReluFeatureMap",
     "SoftmaxAttention",
-    "attention_class",
-    "redraw_feature_maps",
+    "build_attention",
 ]

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from seq2seq.model.attention.feature_maps import FeatureMap
 
 AttentionState = dict[str, Tensor]
 """Per-layer decoding state; every tensor has the batch on dim 0 so beams can reorder it."""
@@ -19,10 +22,24 @@ SMALLEST_DENOMINATOR = 1e-30
 """Linear attentions' denominators are clamped to at least this; a row whose denominator
 is exactly 0 (relu features, or FAVOR+ features that all underflowed) gives 0 and no
 gradient. Features are non-negative, so numerator / denominator is a weighted average of
-the values at any scale: an additive epsilon competed with the tiny real denominators of
-large-norm FAVOR+ keys (1e-12 made causal outputs of keys of std 4 at Dh=64 about 0.35 of
-their values' average). Clamping much lower (to float32's smallest normal, 1e-38) let
+the values at any scale. An additive epsilon would compete with the tiny real denominators
+of large-norm FAVOR+ keys (1e-12 shrinks causal outputs of keys of std 4 at Dh=64 to about
+0.35 of their values' average); a clamp much lower (float32's smallest normal, 1e-38) lets
 1 / denominator overflow in the backward pass of large inputs under bf16 autocast."""
+
+
+@dataclass(frozen=True)
+class AttentionSettings:
+    """What any attention kind may read to build itself; each reads its own fields."""
+
+    causal: bool
+    """Whether each query sees only the keys at or before its position."""
+    dropout: float = 0.0
+    """Dropout on attention probabilities (softmax)."""
+    feature_map: Callable[[], FeatureMap] | None = None
+    """Builds this attention's feature map (the linear kinds); called once per attention."""
+    chunk_size: int = 64
+    """Chunk length of the parallel causal-linear algorithm."""
 
 
 class Attention(nn.Module):
@@ -36,6 +53,11 @@ class Attention(nn.Module):
     supports_bidirectional: bool = False
     uses_feature_map: bool = False
     causal: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: AttentionSettings) -> Attention:
+        """This kind built from the settings it reads."""
+        raise NotImplementedError
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         raise NotImplementedError

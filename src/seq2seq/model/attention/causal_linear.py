@@ -15,7 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention.base import Attention, AttentionState, float32_region
+from seq2seq.model.attention.base import (
+    Attention,
+    AttentionSettings,
+    AttentionState,
+    float32_region,
+)
 from seq2seq.model.attention.feature_maps import FeatureMap
 from seq2seq.model.attention.linear import masked_features, normalized, with_ones
 
@@ -35,10 +40,14 @@ class CausalLinearAttention(Attention):
 
     def __init__(self, feature_map: FeatureMap, *, chunk_size: int = 64) -> None:
         super().__init__()
-        if chunk_size < 1:
-            raise ValueError(f"model.linear.chunk_size={chunk_size} must be >= 1")
+        assert chunk_size >= 1, chunk_size
         self.feature_map = feature_map
         self.chunk_size = chunk_size
+
+    @classmethod
+    def from_settings(cls, settings: AttentionSettings) -> CausalLinearAttention:
+        assert settings.feature_map is not None and settings.causal
+        return cls(settings.feature_map(), chunk_size=settings.chunk_size)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         batch, heads, length, head_dim = v.shape

@@ -59,7 +59,8 @@ class EluFeatureMap(_ElementwiseFeatureMap):
 
 
 class ReluFeatureMap(_ElementwiseFeatureMap):
-    """relu(x); m = Dh. Rows can be all zero: the attentions' epsilon keeps them finite."""
+    """relu(x); m = Dh. A row can be all zero: the attentions then give 0 for it (see
+    `SMALLEST_DENOMINATOR`), not a division by zero."""
 
     @staticmethod
     def function(x: Tensor) -> Tensor:
@@ -101,8 +102,7 @@ class FavorFeatureMap(FeatureMap):
 
     def __init__(self, head_dim: int, *, num_features: int, seed: int, layer_id: int) -> None:
         super().__init__()
-        if num_features < 1:
-            raise ValueError(f"model.linear.nb_features={num_features} must be >= 1")
+        assert num_features >= 1, num_features
         self.num_features = num_features
         self.head_dim = head_dim
         self.seed = seed
@@ -148,20 +148,26 @@ class FavorFeatureMap(FeatureMap):
 FeatureMapFactory = Callable[[int, int], FeatureMap]
 """`(head_dim, layer_id) -> FeatureMap`: build.py closes over the remaining settings."""
 
-FEATURE_MAPS: tuple[str, ...] = ("favor", "elu", "relu")
+FEATURE_MAPS: dict[str, Callable[..., FeatureMap]] = {
+    "favor": lambda head_dim, layer_id, *, nb_features, seed: FavorFeatureMap(
+        head_dim, num_features=nb_features, seed=seed, layer_id=layer_id
+    ),
+    "elu": lambda head_dim, layer_id, *, nb_features, seed: EluFeatureMap(head_dim),
+    "relu": lambda head_dim, layer_id, *, nb_features, seed: ReluFeatureMap(head_dim),
+}
+"""Feature maps by config name: `(head_dim, layer_id, *, nb_features, seed) -> FeatureMap`
+(the deterministic ones ignore the random-feature settings)."""
 
 
 def make_feature_map_factory(name: str, *, nb_features: int, seed: int) -> FeatureMapFactory:
     """The factory for feature map `name`; unknown names fail listing the valid ones."""
-    if name == "favor":
-        return lambda head_dim, layer_id: FavorFeatureMap(
-            head_dim, num_features=nb_features, seed=seed, layer_id=layer_id
-        )
-    if name == "elu":
-        return lambda head_dim, layer_id: EluFeatureMap(head_dim)
-    if name == "relu":
-        return lambda head_dim, layer_id: ReluFeatureMap(head_dim)
-    raise ValueError(f"model.linear.feature_map={name!r} is unknown; choose one of {FEATURE_MAPS}")
+    try:
+        build = FEATURE_MAPS[name]
+    except KeyError:
+        raise ValueError(
+            f"model.linear.feature_map={name!r} is unknown; choose one of {list(FEATURE_MAPS)}"
+        ) from None
+    return lambda head_dim, layer_id: build(head_dim, layer_id, nb_features=nb_features, seed=seed)
 
 
 def favor_maps(module: nn.Module) -> Iterator[FavorFeatureMap]:

@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention.base import SMALLEST_DENOMINATOR, Attention, float32_region
+from seq2seq.model.attention.base import (
+    SMALLEST_DENOMINATOR,
+    Attention,
+    AttentionSettings,
+    float32_region,
+)
 from seq2seq.model.attention.feature_maps import FeatureMap
 
 
@@ -55,6 +60,11 @@ class LinearAttention(Attention):
     def __init__(self, feature_map: FeatureMap) -> None:
         super().__init__()
         self.feature_map = feature_map
+
+    @classmethod
+    def from_settings(cls, settings: AttentionSettings) -> LinearAttention:
+        assert settings.feature_map is not None and not settings.causal
+        return cls(settings.feature_map())
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         with float32_region(q.device):

@@ -18,8 +18,7 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, attention: Attention) -> None:
         super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"model.d_model={d_model} is not divisible by model.heads={num_heads}")
+        assert d_model % num_heads == 0, (d_model, num_heads)
         self.num_heads = num_heads
         self.attention = attention
         self.q_proj = nn.Linear(d_model, d_model)

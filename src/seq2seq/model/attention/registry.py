@@ -1,8 +1,9 @@
-"""The attention registry: one entry per kind, named as in the config."""
+"""The attention registry: one entry per kind, named as in the config, each able to build
+itself from `AttentionSettings` (plain values: modules never read a config)."""
 
 from __future__ import annotations
 
-from seq2seq.model.attention.base import Attention
+from seq2seq.model.attention.base import Attention, AttentionSettings
 from seq2seq.model.attention.causal_linear import CausalLinearAttention
 from seq2seq.model.attention.linear import LinearAttention
 from seq2seq.model.attention.softmax import SoftmaxAttention
@@ -14,11 +15,13 @@ ATTENTIONS: dict[str, type[Attention]] = {
 }
 
 
-def attention_class(name: str, *, field: str) -> type[Attention]:
-    """The class registered as `name`; `field` is the config key, for the error message."""
+def build_attention(name: str, settings: AttentionSettings) -> Attention:
+    """The attention kind `name` built from `settings`; an unknown name fails listing the
+    registered ones."""
     try:
-        return ATTENTIONS[name]
+        kind = ATTENTIONS[name]
     except KeyError:
         raise ValueError(
-            f"{field}={name!r} is not an attention kind; choose one of {sorted(ATTENTIONS)}"
+            f"{name!r} is not an attention kind; choose one of {sorted(ATTENTIONS)}"
         ) from None
+    return kind.from_settings(settings)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention.base import Attention, AttentionState
+from seq2seq.model.attention.base import Attention, AttentionSettings, AttentionState
 
 
 def _padding_and_causal_mask(
@@ -41,6 +41,10 @@ class SoftmaxAttention(Attention):
         super().__init__()
         self.causal = causal
         self.dropout = dropout
+
+    @classmethod
+    def from_settings(cls, settings: AttentionSettings) -> SoftmaxAttention:
+        return cls(causal=settings.causal, dropout=settings.dropout)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         dropout = self.dropout if self.training else 0.0

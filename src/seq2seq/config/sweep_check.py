@@ -10,9 +10,8 @@ is left alone: each of its trials is checked when it starts, and a bad one fails
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -25,13 +24,13 @@ JobCheck = Callable[[DictConfig, list[str]], object]
 """`(composed job config, the job's overrides)`; raises ValueError if bad."""
 
 
-def launch_config(config_dir: Path, config_name: str, arguments: Sequence[str]) -> DictConfig:
+def launch_config(config_module: str, config_name: str, arguments: Sequence[str]) -> DictConfig:
     """The config of the sweep's fixed overrides, with its `hydra` node (the sweeper's
     settings): what every job shares."""
     parser = OverridesParser.create()
     overrides = parser.parse_overrides(list(arguments))
     fixed = [str(o.input_line) for o in overrides if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+    with initialize_config_module(config_module=config_module, version_base="1.3"):
         return compose(config_name, overrides=fixed, return_hydra_config=True)
 
 
@@ -56,7 +55,7 @@ def _swept(job: list[str], jobs: list[list[str]]) -> str:
 
 
 def check_sweep(
-    config_dir: Path,
+    config_module: str,
     config_name: str,
     argv: Sequence[str],
     check: JobCheck,
@@ -72,11 +71,11 @@ def check_sweep(
     arguments = [arg for arg in argv if arg not in MULTIRUN_FLAGS]
     if any(arg.startswith("-") for arg in arguments):
         return
-    launch = launch_config(config_dir, config_name, arguments)
+    launch = launch_config(config_module, config_name, arguments)
     if check_launch is not None:
         check_launch(launch)
     jobs = sweep_jobs(launch, arguments)
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+    with initialize_config_module(config_module=config_module, version_base="1.3"):
         for number, job in enumerate(jobs):
             try:
                 check(compose(config_name, overrides=job), job)

@@ -1,4 +1,5 @@
-"""Config -> tokenized, cleaned splits and their tokenizers (shared by train and generate)."""
+"""Config -> the raw splits of a dataset, and for source/target data their tokenized, cleaned
+forms and tokenizers (training and seq2seq-generate's `split=` read them alike)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ from seq2seq.data.datasets_registry import BUILTIN_DATASETS
 from seq2seq.data.loading import load_splits
 from seq2seq.data.tasks import generate_splits
 from seq2seq.tokenizer import Tokenizer, build_tokenizers, tokenize_splits
-from seq2seq.training.evaluator import EvaluationSet
 
 log = logging.getLogger("seq2seq.data")
 
 
 @dataclass
-class PreparedData:
+class PreparedPairs:
     splits: datasets.DatasetDict
     """Roles `train` and, when present, `validation` and `test`; columns `source`,
     `target`, `source_ids`, `target_ids`."""
@@ -103,7 +103,7 @@ def prepare_data(
     length_limits: tuple[int, int],
     seed: int,
     tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
-) -> PreparedData:
+) -> PreparedPairs:
     """`length_limits`: the longest source and target, in tokens, that are kept whole.
     `tokenizers`: the (source, target) pair to use, such as a resumed checkpoint's; by
     default they are trained on the train split (or found in the tokenizer cache)."""
@@ -114,6 +114,7 @@ def prepare_data(
             raw["train"],
             shared=tokenizer.shared,
             model_type=tokenizer.model_type,  # type: ignore[arg-type]
+            source_model_type=tokenizer.source_model_type,  # type: ignore[arg-type]
             vocab_size=tokenizer.vocab_size,
             character_coverage=tokenizer.character_coverage,
             cache_dir=Path(tokenizer.cache_dir),
@@ -129,7 +130,7 @@ def prepare_data(
                 f"{data.source!r}, data.target={data.target!r} and data.max_*_len"
             )
         splits[role], reports[role] = cleaned, report
-    return PreparedData(
+    return PreparedPairs(
         splits=datasets.DatasetDict(splits),
         source_tokenizer=source_tokenizer,
         target_tokenizer=target_tokenizer,
@@ -159,31 +160,3 @@ def clean_role(
             report.limits,
         )
     return cleaned, report
-
-
-def evaluation_set(split: datasets.Dataset, target_tokenizer: Tokenizer) -> EvaluationSet:
-    """One entry per distinct source; the targets of repeated sources become alternative
-    references (a word with several pronunciations, a sentence with several translations).
-
-    References are normalized as the target tokenizer's `decode` writes hypotheses (NFKC,
-    whitespace collapsed), so a perfect output matches its reference exactly."""
-    first: dict[str, int] = {}
-    references: list[list[str]] = []
-    rows = split.select_columns(["source", "target", "source_ids", "target_ids"]).to_dict()
-    keep: list[int] = []
-    for index, (source, target) in enumerate(zip(rows["source"], rows["target"], strict=True)):
-        reference = target_tokenizer.normalize(target)
-        if source in first:
-            alternatives = references[first[source]]
-            if reference not in alternatives:
-                alternatives.append(reference)
-            continue
-        first[source] = len(keep)
-        keep.append(index)
-        references.append([reference])
-    return EvaluationSet(
-        source_ids=[rows["source_ids"][i] for i in keep],
-        target_ids=[rows["target_ids"][i] for i in keep],
-        sources=[rows["source"][i] for i in keep],
-        references=references,
-    )

@@ -1,0 +1,170 @@
+"""`Task`: what differs between kinds of training, behind one interface.
+
+A task owns the model kind it builds, how it reads and tokenizes its data, its batches, its
+loss, its validation figures and its predictions (what seq2seq-generate writes). The trainer
+loop, checkpoints, resume, logging, sweeps and DDP only talk to this interface, so a new kind
+of training is one module, one config file and one registry entry.
+
+Life of a task in a training run: `check_config` (by the config layer, before anything
+else), then `prepare` (data and tokenizers), `build_model`, `train_batches`, `loss` on
+every batch, `evaluator` for validation and test, and `state` in every checkpoint. For
+seq2seq-generate, `restore` rebuilds it from a checkpoint's `state`, and `predict` turns
+input lines (or a split of the run's data) into output lines.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import datasets
+import torch
+from torch import nn
+
+from seq2seq.config.generation import GenerationConfig
+from seq2seq.config.schema import TrainConfig
+from seq2seq.data.cleaning import CleanReport
+from seq2seq.model import ModelKind, PerformerModel
+from seq2seq.training.evaluation import Evaluator
+from seq2seq.training.loss import LossSums
+
+
+class Batch(Protocol):
+    """What the trainer needs of a batch: moving it, and the count its loss is summed over."""
+
+    @property
+    def num_targets(self) -> int:
+        """The predictions the loss sums over (target tokens, or examples)."""
+        ...
+
+    def to(self, device: torch.device) -> Batch: ...
+
+
+class BatchStream(Protocol):
+    """The training batches, resumable: `epoch(e, start)` yields epoch e's batches from
+    index `start` on; `layout()` is what must match for a saved position to mean the same
+    batches after a resume."""
+
+    def epoch(self, epoch: int, start: int) -> Iterator[Batch]: ...
+
+    def layout(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class PreparedData:
+    """A task's splits after tokenizing and cleaning, by role, with what cleaning did."""
+
+    splits: datasets.DatasetDict
+    reports: dict[str, CleanReport] = field(default_factory=dict)
+
+
+@dataclass
+class Predictions:
+    """What `Task.predict` returns, line for line with its inputs."""
+
+    lines: list[str]
+    """The prediction of every input (an empty line for an empty input)."""
+    nbest: list[str] | None = None
+    """`index<TAB>rank<TAB>score<TAB>prediction` rows, when asked for."""
+    references: list[str] | None = None
+    """A split's references, TAB-separated alternatives per line, when asked for."""
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How `Task.predict` runs: on which device, in which precision, in what batches."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    max_tokens: int
+    nbest: bool = False
+    """Also return the n-best rows."""
+    references: bool = False
+    """Also return the references (a split only)."""
+
+
+class Task(ABC):
+    """One kind of training; see the module docstring for its life cycle."""
+
+    name: ClassVar[str]
+    model_kind: ClassVar[ModelKind]
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    # --- config -------------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def check_config(cls, cfg: TrainConfig, command_line: Sequence[str]) -> None:
+        """The task's own checks of a whole config (the config layer has done the rest).
+        `command_line`: the overrides the user typed."""
+
+    @classmethod
+    @abstractmethod
+    def figures(cls, cfg: TrainConfig) -> dict[str, bool]:
+        """The validation figures a run of `cfg` computes (the valid `trainer.monitor`
+        values), each with whether higher is better."""
+
+    # --- data and model -----------------------------------------------------------------
+
+    @abstractmethod
+    def prepare(self) -> PreparedData:
+        """Load, tokenize and clean the splits; a restored task keeps its tokenizers, a new
+        one trains them on the train split (or finds them in the cache)."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Checkpoint entries (tensors and plain data) that `restore` needs to predict."""
+
+    @abstractmethod
+    def save_files(self, run_dir: Path) -> None:
+        """Readable copies of what the run learned besides the weights (tokenizers)."""
+
+    @abstractmethod
+    def build_model(self) -> PerformerModel:
+        """The model, its vocabulary sizes taken from the prepared tokenizers."""
+
+    @abstractmethod
+    def train_batches(self, *, rank: int, world_size: int) -> BatchStream:
+        """The training split's batches for this rank."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> LossSums:
+        """The summed training loss of `batch` (forward pass included)."""
+
+    @abstractmethod
+    def evaluator(
+        self,
+        split: str,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+    ) -> Evaluator:
+        """Evaluates `model` on a prepared split (`validation` or `test`)."""
+
+    # --- prediction (seq2seq-generate) --------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def restore(cls, cfg: TrainConfig, checkpoint: Mapping[str, Any], path: Path) -> Task:
+        """The task of a trained run, from its checkpoint's `state` (`path` names it in
+        errors); its `build_model` then fits the checkpoint's weights."""
+
+    @abstractmethod
+    def predict(
+        self,
+        model: nn.Module,
+        *,
+        lines: Sequence[str] | None,
+        split: str | None,
+        generation: GenerationConfig,
+        options: DecodingOptions,
+    ) -> Predictions:
+        """Predictions for the input `lines`, or for a `split` of the run's data prepared
+        as training evaluated it; `generation`: the decoding settings (checked here, where
+        the model's limits are known)."""

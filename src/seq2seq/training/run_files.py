@@ -1,0 +1,55 @@
+"""The files of a run dir besides checkpoints and TensorBoard: the resolved config, Hydra's
+record of the launch, `metrics.json`, `predictions.txt` and a failed sweep job's
+`failure.json`; and what they say about how the run ended."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from seq2seq.atomic import write_json_atomic, write_text_atomic
+
+CONFIG_NAME = "config.yaml"
+HYDRA_SUBDIR = ".hydra"
+METRICS_NAME = "metrics.json"
+PREDICTIONS_NAME = "predictions.txt"
+FAILURE_NAME = "failure.json"
+"""What a failed sweep job leaves in its run dir: `{"stopped": "failed", "error": ...}`."""
+
+
+def write_files(directory: Path, files: Mapping[str, str]) -> None:
+    """Each `name: text` of `files` into `directory` (made if missing), atomically."""
+    for name, text in files.items():
+        directory.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(text, directory / name)
+
+
+def write_failure(run_dir: Path, error: BaseException) -> None:
+    write_json_atomic(
+        {"stopped": "failed", "error": f"{type(error).__name__}: {error}"},
+        run_dir / FAILURE_NAME,
+    )
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / METRICS_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def signal_status(run_dir: Path) -> int | None:
+    """128 + the signal number when SIGTERM or SIGINT stopped the run in `run_dir` (it has
+    checkpointed), as a shell reports a process ended by that signal; None otherwise."""
+    metrics = read_metrics(run_dir)
+    stopped = metrics.get("signal", metrics.get("stopped"))
+    if isinstance(stopped, str) and stopped in signal.Signals.__members__:
+        return 128 + signal.Signals[stopped].value
+    return None
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Hydra makes the run dir before the job; a run refused at once leaves nothing."""
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()

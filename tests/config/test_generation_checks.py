@@ -1,0 +1,71 @@
+"""The `generation` settings: each bad value is one error naming the field, checked once
+by `check_generation` against the model's longest output; and the per-source length limits
+that decoding derives from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from seq2seq.config.generation import GenerationConfig, check_generation
+
+LONGEST = 20
+"""The model's longest output in these tests (model.max_len - 1)."""
+
+
+def test_defaults_pass_and_leave_the_cap_to_the_model() -> None:
+    settings = GenerationConfig()
+    check_generation(settings, longest=LONGEST)
+    assert settings.max_len is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"beam_size": 0}, r"generation.beam_size=0 .*>= 1"),
+        ({"strategy": "beam", "beam_size": 3, "nbest": 4}, r"generation.nbest=4 .*beam_size=3"),
+        ({"nbest": 0}, r"generation.nbest=0 "),
+        ({"strategy": "greedy", "nbest": 2}, r"generation.nbest=2 .*strategy='beam'"),
+        ({"length_penalty": float("nan")}, r"generation.length_penalty=nan .*finite"),
+        ({"max_len_a": -0.5}, r"generation.max_len_a=-0.5 .*>= 0"),
+        ({"max_len_b": -1}, r"generation.max_len_b=-1 .*>= 0"),
+        ({"max_len_a": 0.0, "max_len_b": 0}, r"generation.max_len_b=0 .*max_len_a=0"),
+        ({"max_len": 0}, r"generation.max_len=0 .*between 1 and model.max_len - 1 = 20"),
+        ({"max_len": 21}, r"generation.max_len=21 .*between 1 and model.max_len - 1 = 20"),
+        ({"min_len": -1}, r"generation.min_len=-1 .*between 0 and model.max_len - 1 = 20"),
+        ({"min_len": 21}, r"generation.min_len=21 .*between 0 and model.max_len - 1 = 20"),
+        ({"max_len": 5, "min_len": 6}, r"generation.min_len=6 .*generation.max_len = 5"),
+        ({"strategy": "sample", "temperature": 0.0}, r"generation.temperature=0.0 .*> 0"),
+        ({"strategy": "sample", "top_k": -1}, r"generation.top_k=-1 .*>= 0"),
+        ({"strategy": "sample", "top_p": 0.0}, r"generation.top_p=0.0 .*\(0, 1\]"),
+        ({"strategy": "sample", "top_p": 1.5}, r"generation.top_p=1.5 .*\(0, 1\]"),
+        ({"strategy": "sample", "seed": -3}, r"generation.seed=-3 .*>= 0"),
+        ({"strategy": "greedy", "beam_size": 3}, r"generation.beam_size=3 .*only strategy='beam'"),
+        ({"strategy": "beam", "top_p": 0.9}, r"generation.top_p=0.9 .*only strategy='sample'"),
+    ],
+)
+def test_invalid_settings_name_field_value_and_what_is_valid(
+    fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_generation(GenerationConfig(**fields), longest=LONGEST)
+
+
+def test_max_lengths_follow_each_source_and_the_hard_cap() -> None:
+    settings = GenerationConfig(max_len_a=1.5, max_len_b=2, max_len=10)
+    lengths = torch.tensor([0, 1, 2, 4, 7, 100])
+    # floor(1.5 * S + 2), capped at 10.
+    assert settings.max_lengths(lengths).tolist() == [2, 3, 5, 8, 10, 10]
+
+
+def test_max_lengths_without_a_cap_follow_the_source_alone() -> None:
+    settings = GenerationConfig(max_len_a=2.0, max_len_b=1)
+    assert settings.max_lengths(torch.tensor([1, 50])).tolist() == [3, 101]
+
+
+def test_max_lengths_do_not_lose_a_token_to_binary_rounding() -> None:
+    # 0.29 * 100 is 28.999999999999996 in floating point.
+    settings = GenerationConfig(max_len_a=0.29, max_len_b=0)
+    assert settings.max_lengths(torch.tensor([100])).tolist() == [29]
