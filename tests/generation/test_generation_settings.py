@@ -12,8 +12,14 @@ from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation import GenerationSettings
 
 
-def test_defaults_are_valid() -> None:
-    GenerationSettings()
+def test_defaults_decode_greedily_with_the_documented_limits() -> None:
+    """The defaults validate and mean what the docstring says: greedy search, GNMT alpha
+    0.6, at most floor(1.5 S + 10) tokens capped at 512, at least one token."""
+    settings = GenerationSettings()
+    assert settings.strategy == "greedy" and settings.nbest == 1
+    assert settings.length_penalty == 0.6
+    assert settings.max_lengths(torch.tensor([0, 4, 7, 400])).tolist() == [10, 16, 20, 512]
+    assert settings.min_len == 1
 
 
 def test_the_config_schema_and_the_settings_hold_the_same_fields_and_defaults() -> None:
