@@ -1,4 +1,7 @@
-"""Shared fixtures: compose the real Hydra config in-process and run tiny trainings."""
+"""Shared fixtures: compose the real Hydra config in-process and run tiny trainings.
+
+Torch's intra-op thread count is left to the environment (`OMP_NUM_THREADS`), so the
+suite can run on one busy core; fixtures that need one thread set it and restore it."""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from seq2seq.config.store import CONFIG_MODULE, register_configs
 from seq2seq.training.run import train
 
 register_configs()
-torch.set_num_threads(2)
 
 TINY = (
     "model=tiny",

@@ -15,10 +15,15 @@ LONGEST = 20
 """The model's longest output in these tests (model.max_len - 1)."""
 
 
-def test_defaults_pass_and_leave_the_cap_to_the_model() -> None:
+def test_defaults_decode_greedily_with_the_documented_limits() -> None:
+    """The defaults pass and mean what their docs say: greedy search, GNMT alpha 0.6, at
+    most floor(1.5 S + 10) tokens, capped by the model (max_len null), at least one."""
     settings = GenerationConfig()
     check_generation(settings, longest=LONGEST)
+    assert settings.strategy == "greedy" and settings.nbest == 1
+    assert settings.length_penalty == 0.6 and settings.min_len == 1
     assert settings.max_len is None
+    assert settings.max_lengths(torch.tensor([0, 4, 7, 400])).tolist() == [10, 16, 20, 610]
 
 
 @pytest.mark.parametrize(

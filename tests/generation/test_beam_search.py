@@ -1,4 +1,9 @@
-"""Beam search against exhaustive enumeration and hand-computed toy distributions."""
+"""Beam search against exhaustive enumeration and hand-computed toy distributions.
+
+Expected scores use `gnmt_score`, GNMT's length penalty written out here, never the
+implementation's `normalised_score`: a wrong exponent in the code would otherwise change
+the expected values with the found ones.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,37 @@ from typing import Any
 import pytest
 from torch import Tensor
 
+from seq2seq import generation
 from seq2seq.config.generation import GenerationConfig
-from seq2seq.generation import generate, normalised_score
+from seq2seq.generation import generate
 
 MAX_LEN = 4
 Batch = Callable[[list[list[int]]], tuple[Tensor, Tensor]]
+
+
+def gnmt_score(log_prob: float, length: int, alpha: float) -> float:
+    """Wu et al. (2016), eq. 14: `log_prob / ((5 + length) / 6) ** alpha`, where `length`
+    counts the scored tokens, eos included."""
+    return log_prob / ((5 + length) / 6) ** alpha
+
+
+@pytest.mark.parametrize(
+    ("length", "alpha", "penalty"),
+    [
+        (1, 0.6, 1.0),  # (5 + 1) / 6 = 1
+        (4, 0.0, 1.0),  # alpha 0: no normalisation
+        (7, 1.0, 2.0),  # 12 / 6
+        (7, 0.5, math.sqrt(2.0)),
+        (13, 0.5, math.sqrt(3.0)),  # 18 / 6 = 3
+        (31, 2.0, 36.0),  # 36 / 6 = 6, squared
+        (3, 0.6, 1.1884),  # (8 / 6) ** 0.6 = exp(0.6 * 0.28768)
+    ],
+)
+def test_length_penalty_is_gnmt_formula_by_hand(length: int, alpha: float, penalty: float) -> None:
+    assert generation.length_penalty(length, alpha) == pytest.approx(penalty, rel=1e-4)
+    assert generation.normalised_score(-6.0, length, alpha) == pytest.approx(
+        -6.0 / penalty, rel=1e-4
+    )
 
 
 @pytest.mark.parametrize(
@@ -38,7 +69,7 @@ def test_exhaustive_beam_ranks_every_output_like_enumeration(
     expected = []
     for sequence in outputs:
         log_prob = sequence_log_prob(model, src_tokens, src_mask, sequence)
-        score = normalised_score(log_prob, len(sequence) + 1, length_penalty)
+        score = gnmt_score(log_prob, len(sequence) + 1, length_penalty)
         expected.append((score, log_prob, list(sequence)))
     expected.sort(reverse=True)
     settings = GenerationConfig(
@@ -123,6 +154,54 @@ def test_beam_of_two_escapes_the_greedy_trap(
     assert second.log_prob == pytest.approx(math.log(0.6 * 0.4), abs=1e-5)
 
 
+def test_length_penalty_flips_the_narrow_beams_choice_as_in_exhaustive_search(
+    table_model: Callable[..., Any],
+    sequence_log_prob: Callable[..., float],
+    all_outputs: Callable[[int, int], list[tuple[int, ...]]],
+    padded_batch: Batch,
+    special: dict[str, int],
+    words: tuple[int, ...],
+) -> None:
+    """A short output "a" (P = 0.5 * 0.6 = 0.3, 2 scored tokens with eos) against a long
+    one "b b b" (P = 0.5 * 0.7 * 0.7 = 0.245, 4 scored tokens). Raw log-probabilities
+    prefer the short one; GNMT's penalty favours length more as alpha grows:
+    alpha 0.5: ln 0.3 / (7/6)^0.5 = -1.115 > ln 0.245 / (9/6)^0.5 = -1.148 (short);
+    alpha 1: -1.032 < -0.938 (long). A beam of 2 must choose what exhaustive search
+    over all 121 outputs, scored with `gnmt_score`, chooses, with that score."""
+    a, b, eos = words[0], words[1], special["eos_id"]
+    model = table_model(
+        {
+            (): {a: 0.5, b: 0.5},
+            (a,): {eos: 0.6, b: 0.4},
+            (a, b): {b: 1.0},  # "a b b" (P = 0.2) keeps the beam busy until "b b b" ends
+            (b,): {b: 0.7, eos: 0.3},
+            (b, b): {b: 0.7, eos: 0.3},
+            (b, b, b): {eos: 1.0},
+        }
+    )
+    src_tokens, src_mask = padded_batch([[3]])
+    outputs = all_outputs(0, MAX_LEN)
+    log_probs = {seq: sequence_log_prob(model, src_tokens, src_mask, seq) for seq in outputs}
+    chosen = []
+    for alpha in (0.0, 0.5, 1.0, 2.0):
+        best = max(outputs, key=lambda seq: gnmt_score(log_probs[seq], len(seq) + 1, alpha))
+        settings = GenerationConfig(
+            strategy="beam",
+            beam_size=2,
+            length_penalty=alpha,
+            max_len_a=0.0,
+            max_len_b=MAX_LEN,
+            min_len=0,
+        )
+        [[found, *_]] = generate(model, src_tokens, src_mask, settings, **special)
+        assert found.tokens == list(best), alpha
+        assert found.score == pytest.approx(
+            gnmt_score(log_probs[best], len(best) + 1, alpha), abs=1e-5
+        )
+        chosen.append(found.tokens)
+    assert chosen == [[a], [a], [b, b, b], [b, b, b]]
+
+
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
 def test_beam_of_one_is_greedy(
     length_penalty: float,
@@ -163,7 +242,7 @@ def test_nbest_is_sorted_by_score_and_distinct(
         assert scores == sorted(scores, reverse=True)
         assert len({tuple(h.tokens) for h in hypotheses}) == 4
         for h in hypotheses:
-            assert h.score == pytest.approx(normalised_score(h.log_prob, len(h.tokens) + 1, 1.0))
+            assert h.score == pytest.approx(gnmt_score(h.log_prob, len(h.tokens) + 1, 1.0))
             assert not set(h.tokens) & set(special.values())
 
 

@@ -22,6 +22,7 @@ from seq2seq.config.model import (
     ModelConfig,
 )
 from seq2seq.model import ModelKind, build_model
+from seq2seq.model.attention import MultiHeadAttention
 from seq2seq.model.norms import ReZeroResidual
 
 VOCAB = 20
@@ -75,6 +76,31 @@ def tiny_model(cfg: ModelConfig, *, seed: int = 0, **kwargs: Any) -> Any:
     if kwargs["kind"] != "encoder_classifier":
         kwargs.pop("num_classes", None)
     return build_model(cfg, pad_id=PAD, seed=seed, **kwargs)
+
+
+def tiny_attention(
+    name: str,
+    *,
+    causal: bool,
+    feature_map: str | None,
+    chunk_size: int | None = None,
+    seed: int = 0,
+) -> MultiHeadAttention:
+    """The first layer's self-attention of a tiny model using kind `name`, in eval mode:
+    a decoder_lm's when `causal`, an encoder classifier's otherwise. Built through
+    `build_model`, so every registered kind and feature map is reachable."""
+    linear: dict[str, Any] = {}
+    if feature_map is not None:
+        linear = {"feature_map": feature_map, "chunk_size": chunk_size}
+    if causal:
+        cfg = tiny_config(kind="decoder_lm", decoder=name, linear=linear)
+        layers = tiny_model(cfg, seed=seed).decoder.layers
+    else:
+        cfg = tiny_config(kind="encoder_classifier", encoder=name, linear=linear)
+        layers = tiny_model(cfg, seed=seed, num_classes=2).encoder.layers
+    attention = layers[0].self_attention
+    assert isinstance(attention, MultiHeadAttention)
+    return attention.eval()
 
 
 def set_rezero_alpha(model: nn.Module, value: float = 0.5) -> None:
@@ -133,6 +159,12 @@ def make_model() -> Callable[..., Any]:
 @pytest.fixture
 def make_batch() -> Callable[..., Batch]:
     return random_batch
+
+
+@pytest.fixture
+def make_attention() -> Callable[..., MultiHeadAttention]:
+    """`make_attention(name, causal=..., feature_map=..., chunk_size=None, seed=0)`."""
+    return tiny_attention
 
 
 @pytest.fixture

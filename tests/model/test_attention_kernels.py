@@ -49,36 +49,6 @@ CAUSAL_CASES = [p for p in kernel_cases() if p.values[1]]
 BIDIRECTIONAL_CASES = [p for p in kernel_cases() if not p.values[1]]
 
 
-@pytest.fixture
-def make_attention(
-    make_config: Callable[..., Any], make_model: Callable[..., Any]
-) -> Callable[..., MultiHeadAttention]:
-    """The first layer's self-attention of a tiny model using `name` (causal: decoder_lm)."""
-
-    def build(
-        name: str,
-        *,
-        causal: bool,
-        feature_map: str | None,
-        chunk_size: int | None = None,
-        seed: int = 0,
-    ) -> MultiHeadAttention:
-        linear: dict[str, Any] = {}
-        if feature_map is not None:
-            linear = {"feature_map": feature_map, "chunk_size": chunk_size}
-        if causal:
-            cfg = make_config(kind="decoder_lm", decoder=name, linear=linear)
-            layers = make_model(cfg, seed=seed).decoder.layers
-        else:
-            cfg = make_config(kind="encoder_classifier", encoder=name, linear=linear)
-            layers = make_model(cfg, seed=seed, num_classes=2).encoder.layers
-        attention = layers[0].self_attention
-        assert isinstance(attention, MultiHeadAttention)
-        return attention.eval()
-
-    return build
-
-
 def reference(
     kernel: Attention,
     q: Tensor,

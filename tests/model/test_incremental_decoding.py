@@ -124,3 +124,47 @@ def test_language_model_steps_match_full_forward(
         extended = model(torch.cat([tokens[[1, 1]], tokens[[1, 1], :2]], dim=1), None)
     torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(reordered, extended[:, T:], atol=1e-5, rtol=1e-4)
+
+
+LONG = 200  # the softmax KV cache starts with room for 64 and doubles: grows at 64 and 128
+
+
+@pytest.mark.parametrize("decoder", CAUSAL)
+def test_long_decoding_matches_full_forward_across_cache_growth(
+    make_config: Callable[..., Any],
+    make_model: Callable[..., Any],
+    make_batch: Callable[..., Any],
+    decoder: str,
+) -> None:
+    """200 steps, every step's logits against the full pass: past the softmax KV cache's
+    growths (a cache that lost its old keys when it grew would pass any shorter test)
+    and past several causal-linear chunks of the default size 64."""
+    cfg = make_config(kind="decoder_lm", decoder=decoder, max_len=256)
+    model = make_model(cfg).eval()
+    tokens = make_batch([1], [LONG, LONG], seed=5).tgt
+    with torch.no_grad():
+        full = model(tokens, None)
+        stepped, state = decode(model, model.init_state(), tokens)
+    assert state.position == LONG
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("decoder", CAUSAL)
+def test_reordered_state_carries_across_cache_growth(
+    make_config: Callable[..., Any],
+    make_model: Callable[..., Any],
+    make_batch: Callable[..., Any],
+    decoder: str,
+) -> None:
+    """Beam reordering (a duplicate row, a dropped row) before the cache's first growth,
+    then decoding on past its second: the logits are those of the full pass over each
+    reordered row's whole sequence."""
+    cfg = make_config(kind="decoder_lm", decoder=decoder, max_len=256)
+    model = make_model(cfg).eval()
+    tokens = make_batch([1], [140, 140, 140], seed=6).tgt
+    index = torch.tensor([2, 0, 2])
+    with torch.no_grad():
+        _, state = decode(model, model.init_state(), tokens[:, :60])
+        continued, _ = decode(model, state.reorder(index), tokens[index, 60:])
+        full = model(tokens[index], None)
+    torch.testing.assert_close(continued, full[:, 60:], atol=1e-5, rtol=1e-4)

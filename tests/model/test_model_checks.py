@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 
 from seq2seq.config.checks import check_model
-from seq2seq.model.attention import ATTENTIONS
+from seq2seq.model.attention import (
+    ATTENTIONS,
+    CausalLinearAttention,
+    EluFeatureMap,
+    FavorFeatureMap,
+    MultiHeadAttention,
+    ReluFeatureMap,
+    SoftmaxAttention,
+)
+from seq2seq.model.norms import PostNormResidual, PreNormResidual, Residual
 
 CAUSAL = re.escape(str(sorted(n for n, c in ATTENTIONS.items() if c.supports_causal)))
 BIDIRECTIONAL = re.escape(str(sorted(n for n, c in ATTENTIONS.items() if c.supports_bidirectional)))
@@ -150,13 +159,45 @@ def test_shared_embeddings_are_one_module(
         ),
     ],
 )
-def test_good_configuration_builds(
+def test_good_configuration_builds_what_it_names(
     make_config: Callable[..., Any], make_model: Callable[..., Any], fields: dict[str, Any]
 ) -> None:
+    """The built model holds the configured attention kind in every layer (and no
+    decoder when it has no use for one), with the configured feature map, feature
+    count (default int(Dh ln Dh) = 16 at Dh=8), chunk size (default 64) and attention
+    dropout, and the post-norm residual when asked for."""
     cfg = make_config(**fields)
     check_model(cfg, kind=cfg.kind)
     model = make_model(cfg, num_classes=2)
-    assert sum(p.numel() for p in model.parameters()) > 0
+
+    wanted = {"encoder": {"self_attention": cfg.encoder.self_attention}}
+    if cfg.kind == "encoder_decoder":
+        wanted["decoder"] = {
+            "self_attention": cfg.decoder.self_attention,
+            "cross_attention": cfg.decoder.cross_attention,
+        }
+    linear = cfg.linear
+    feature_maps = {"favor": FavorFeatureMap, "elu": EluFeatureMap, "relu": ReluFeatureMap}
+    found = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, MultiHeadAttention):
+            continue
+        stack, _, index, sublayer = name.split(".")
+        assert int(index) < 2 and type(module.attention) is ATTENTIONS[wanted[stack][sublayer]]
+        kernel = module.attention
+        found += 1
+        if isinstance(kernel, SoftmaxAttention):
+            assert kernel.dropout == cfg.attention_dropout, name
+            continue
+        feature_map = kernel.feature_map
+        assert isinstance(feature_map, feature_maps[linear.feature_map or "favor"]), name
+        if isinstance(feature_map, FavorFeatureMap):
+            assert feature_map.num_features == (linear.nb_features or 16), name
+        if isinstance(kernel, CausalLinearAttention):
+            assert kernel.chunk_size == (linear.chunk_size or 64), name
+    assert found == 2 * sum(len(sublayers) for sublayers in wanted.values())
+    residuals = {type(module) for module in model.modules() if isinstance(module, Residual)}
+    assert residuals == ({PostNormResidual} if cfg.norm_position == "post" else {PreNormResidual})
 
 
 @pytest.mark.parametrize("setting", ["nb_features", "chunk_size"])

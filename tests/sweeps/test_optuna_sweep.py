@@ -70,18 +70,27 @@ def test_generic_search_minimizes_the_loss() -> None:
 
 @pytest.mark.parametrize("search", SEARCHES)
 def test_every_choice_of_the_search_space_is_a_valid_config(search: str) -> None:
-    """Each categorical value and each interval end composes and passes validation, so no
-    trial fails on its configuration."""
+    """Each categorical value and each interval end composes, reaches the config field
+    it names and passes validation, so no trial fails on its configuration and no trial
+    silently trains with another value."""
     base = (f"hparams_search={search}", "experiment=toy_reverse")
     space = search_space(compose_train(*base))
+    assert len(space) >= 4
     for key, distribution in space.items():
         if isinstance(distribution, optuna.distributions.CategoricalDistribution):
             values = list(distribution.choices)
         else:
             values = [distribution.low, distribution.high]
+        # A config group (`norm`) is packaged into `model` as the field of its own name.
+        field = key if "." in key else f"model.{key}"
         for value in values:
             cfg = compose_train(*base, f"{key}={value}", hydra=False)
             check_config(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
+            held = OmegaConf.select(cfg, field)
+            if isinstance(value, float):
+                assert held == pytest.approx(value), (key, value, held)
+            else:
+                assert held == value, (key, value, held)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,10 @@
-"""torchrun with 2 CPU processes (gloo) equals one process with the same global batch."""
+"""torchrun with 2 CPU processes (gloo) equals one process with the same global batch.
+
+Final weights after AdamW hide the scale of the gradients (Adam divides it out), so the
+runs are also compared step by step: the logged losses and gradient norms of every
+step, and the gradients of the first step themselves, recorded by
+`record_first_gradients.py` (an optimizer hook around seq2seq-train) on every rank.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.training.checkpoint import load_checkpoint
+
+RECORDER = Path(__file__).with_name("record_first_gradients.py")
 
 COMMON = (
     "experiment=toy_reverse",
@@ -27,12 +37,22 @@ COMMON = (
     # About 30 batches an epoch: 4 steps of 2 batches stay inside the first epoch, where
     # rank r's k-th batch is global batch 2k + r in both layouts.
     "data.max_tokens=64",
+    # Clipping to a norm would give the first step's gradients that norm whatever their
+    # scale; without it the recorded gradients are the ones DDP all-reduced.
+    "trainer.clip_norm=0",
 )
 
 
 def _run(command: list[str], tmp_path: Path, run: str, *overrides: str) -> Path:
+    """Train in `<tmp_path>/<run>`; the first step's gradients go to its `gradients/`."""
     run_dir = tmp_path / run
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    (run_dir / "gradients").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "RECORD_GRADIENTS_DIR": str(run_dir / "gradients"),
+    }
     result = subprocess.run(
         [
             *command,
@@ -51,21 +71,63 @@ def _run(command: list[str], tmp_path: Path, run: str, *overrides: str) -> Path:
     return run_dir
 
 
+def _labelled(label: str) -> Callable[[str], str]:
+    """An `assert_close` message that names what differs."""
+    return lambda message: f"{label}: {message}"
+
+
+def _train_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> None:
-    module = [sys.executable, "-m"]
-    single = _run([*module, "seq2seq.cli.train"], tmp_path, "single", "trainer.grad_accum=2")
+    single = _run([sys.executable, str(RECORDER)], tmp_path, "single", "trainer.grad_accum=2")
     ddp = _run(
         [
-            *module,
+            sys.executable,
+            "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
             "--master_port=29517",
-            "-m",
-            "seq2seq.cli.train",
+            str(RECORDER),
         ],
         tmp_path,
         "ddp",
     )
+
+    # Every step's loss and gradient norm (measured on the all-reduced gradients).
+    for tag in ("train/loss", "train/grad_norm"):
+        one_steps, two_steps = _train_scalars(single, tag), _train_scalars(ddp, tag)
+        assert [step for step, _ in one_steps] == [1, 2, 3, 4], tag
+        assert [step for step, _ in two_steps] == [1, 2, 3, 4], tag
+        torch.testing.assert_close(
+            torch.tensor([value for _, value in two_steps], dtype=torch.float64),
+            torch.tensor([value for _, value in one_steps], dtype=torch.float64),
+            rtol=1e-5,
+            atol=0.0,
+            msg=_labelled(tag),
+        )
+
+    # The first step's gradients: every rank holds the single process's.
+    expected = torch.load(single / "gradients" / "rank0.pt")
+    assert sum(grad is not None for grad in expected) > 10
+    for rank in (0, 1):
+        found = torch.load(ddp / "gradients" / f"rank{rank}.pt")
+        assert len(found) == len(expected)
+        for index, (got, want) in enumerate(zip(found, expected, strict=True)):
+            if want is None:
+                assert got is None, (rank, index)
+                continue
+            torch.testing.assert_close(
+                got,
+                want,
+                rtol=1e-4,
+                atol=1e-6,
+                msg=_labelled(f"rank {rank}, gradient {index}"),
+            )
+
     one = load_checkpoint(single / "checkpoints" / "step_00000004.pt")
     two = load_checkpoint(ddp / "checkpoints" / "step_00000004.pt")
     assert len(two["rng"]) == 2 and len(one["rng"]) == 1
