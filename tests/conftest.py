@@ -53,6 +53,18 @@ def compose_train(*overrides: str, tiny: bool = True, base: Sequence[str] = ()) 
         return compose("train", overrides=[*base, *extra, *overrides])
 
 
+def compose_generate_config(*overrides: str) -> DictConfig:
+    """The composed seq2seq-generate config."""
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose("generate", overrides=list(overrides))
+
+
+@pytest.fixture
+def compose_generate() -> Compose:
+    """`compose_generate(*overrides)` -> the composed seq2seq-generate config."""
+    return compose_generate_config
+
+
 TrainRun = Callable[..., Path]
 
 

@@ -25,9 +25,9 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from seq2seq.cli import evaluate as evaluate_cli
 from seq2seq.config.generate import GenerateConfig
 from seq2seq.config.store import CONFIG_MODULE
+from seq2seq.evaluation import files as evaluate_cli
 from seq2seq.evaluation.scoring import score
 from seq2seq.prediction import files as prediction_files
 from seq2seq.prediction import generate_from_config

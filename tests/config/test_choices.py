@@ -38,6 +38,7 @@ from seq2seq.model.embedding import POSITIONS
 from seq2seq.model.norms import NORMS
 from seq2seq.model.seq2seq import POOLINGS
 from seq2seq.tasks import TASKS
+from seq2seq.tokenizer.build import BYTE
 from seq2seq.tokenizer.sentencepiece import MODEL_TYPES
 from seq2seq.training.optim import OPTIMIZERS
 from seq2seq.training.progress import PROGRESS_MODES
@@ -62,7 +63,7 @@ REGISTRIES: list[tuple[type[Choice], object]] = [
     (ProgressMode, PROGRESS_MODES),
     (Strategy, STRATEGIES),
     (Overlong, OVERLONG_CHOICES),
-    (TokenizerModel, MODEL_TYPES),
+    (TokenizerModel, {*MODEL_TYPES, BYTE}),
     (BuiltinData, {*GENERATED_TASKS, *BUILTIN_DATASETS}),
 ]
 

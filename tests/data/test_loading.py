@@ -63,10 +63,12 @@ def _load(path: str, files: dict[str, str] | None, **overrides: object) -> objec
         "name": None,
         "data_files": files,
         "splits": {"train": "train", "validation": "validation"},
-        "source": "word",
-        "target": "spelled",
     }
-    kwargs.update(overrides)
+    columns = {
+        "source": overrides.pop("source", "word"),
+        "target": overrides.pop("target", "spelled"),
+    }
+    kwargs.update(overrides, columns=columns)
     return load_splits(**kwargs)  # type: ignore[arg-type]
 
 

@@ -2,18 +2,23 @@ from __future__ import annotations
 
 import logging
 import string
+from collections import Counter
 
 import pytest
 
-from seq2seq.data.tasks import TASKS, generate_splits, generate_task
+from seq2seq.data.tasks import TASKS, generate_splits, generate_task, is_balanced
 
 SETTINGS = {"min_len": 2, "max_len": 6, "num_symbols": 5}
 
 
-def _pairs(name: str, *, seed: int = 0, n: int = 200, **settings: int) -> list[tuple[str, str]]:
+def _rows(name: str, *, seed: int = 0, n: int = 200, **settings: int) -> list[tuple[str, ...]]:
     ds = generate_task(name, num_examples=n, seed=seed, **{**SETTINGS, **settings})
-    assert ds.column_names == ["source", "target"]
-    return list(zip(ds["source"], ds["target"], strict=True))
+    assert tuple(ds.column_names) == TASKS[name].fields
+    return list(zip(*(ds[field] for field in TASKS[name].fields), strict=True))
+
+
+def _pairs(name: str, *, seed: int = 0, n: int = 200, **settings: int) -> list[tuple[str, str]]:
+    return [(source, target) for source, target in _rows(name, seed=seed, n=n, **settings)]
 
 
 @pytest.mark.parametrize(
@@ -43,18 +48,55 @@ def test_addition_is_correct_with_exact_digit_counts() -> None:
         assert target == str(int(a) + int(b))
 
 
-def test_registry_holds_the_four_tasks() -> None:
-    assert sorted(TASKS) == ["addition", "copy", "reverse", "sort"]
+def test_majority_labels_the_one_most_frequent_letter() -> None:
+    rows = _rows("majority", n=500)
+    for text, label in rows:
+        counts = Counter(text)
+        assert 2 <= len(text) <= 6 and set(text) <= set(string.ascii_lowercase[:5])
+        assert counts[label] > max([0, *(n for letter, n in counts.items() if letter != label)])
+    # Every letter wins sometimes: the classes are all there.
+    assert {label for _, label in rows} == set(string.ascii_lowercase[:5])
+
+
+def test_dyck_draws_balanced_strings_and_the_rule_rejects_the_rest() -> None:
+    texts = [text for (text,) in _rows("dyck", n=300, min_len=2, max_len=12)]
+    assert all(is_balanced(text) and 2 <= len(text) <= 12 for text in texts)
+    assert len(set(texts)) > 100 and any("[" in t for t in texts) and any("(" in t for t in texts)
+    for bad in ["", "(", ")(", "([)]", "(]", "(()", "ab", "()x"]:
+        assert not is_balanced(bad), bad
+    for good in ["()", "[]", "([])", "()[]([()])"]:
+        assert is_balanced(good), good
+
+
+def test_brackets_classes_hold_the_same_brackets_and_differ_in_order() -> None:
+    rows = _rows("brackets", n=400, min_len=4, max_len=12)
+    labels = Counter(label for _, label in rows)
+    assert set(labels) == {"balanced", "unbalanced"} and min(labels.values()) > 150
+    for text, label in rows:
+        assert is_balanced(text) == (label == "balanced")
+        assert text.count("(") == text.count(")") and text.count("[") == text.count("]")
+
+
+def test_registry_holds_each_kind_of_task() -> None:
+    assert {name: task.fields for name, task in TASKS.items()} == {
+        "addition": ("source", "target"),
+        "copy": ("source", "target"),
+        "reverse": ("source", "target"),
+        "sort": ("source", "target"),
+        "majority": ("text", "label"),
+        "brackets": ("text", "label"),
+        "dyck": ("text",),
+    }
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_same_seed_same_data_and_other_seed_other_data(name: str) -> None:
-    assert _pairs(name, seed=3) == _pairs(name, seed=3)
-    assert _pairs(name, seed=3) != _pairs(name, seed=4)
+    assert _rows(name, seed=3) == _rows(name, seed=3)
+    assert _rows(name, seed=3) != _rows(name, seed=4)
 
 
 def test_unknown_task_lists_the_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"data.task='revrese'.*\['addition', 'copy'"):
+    with pytest.raises(ValueError, match=r"data.task='revrese'.*\['addition', 'brackets', 'copy'"):
         generate_task("revrese", num_examples=1, seed=0, **SETTINGS)
 
 

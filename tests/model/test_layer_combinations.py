@@ -162,7 +162,7 @@ def train_steps(model: nn.Module, loss_fn: Callable[[], Tensor], steps: int = 3)
     return losses
 
 
-@pytest.mark.parametrize("pooling", ["mean", "first"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
 @pytest.mark.parametrize("encoder", BIDIRECTIONAL)
 def test_encoder_classifier_trains(
     make_config: Callable[..., Any],

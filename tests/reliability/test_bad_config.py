@@ -452,7 +452,7 @@ def test_a_typed_task_setting_beside_a_path_is_refused(
         (
             "data=addition",
             "data.num_symbols=5",
-            r"^data\.num_symbols=5 is read only by the letter tasks; addition's symbols are the ten digits; remove data\.num_symbols$",
+            r"^data\.num_symbols=5 is read only by the letter tasks; data\.task='addition' has its own symbols; remove data\.num_symbols$",
         ),
     ],
 )

@@ -10,7 +10,8 @@ import pytest
 from seq2seq.data.loading import load_splits
 from seq2seq.data.tasks import generate_splits
 from seq2seq.tokenizer.build import build_tokenizers, tokenize_splits
-from seq2seq.tokenizer.sentencepiece import UNK_ID, Tokenizer
+from seq2seq.tokenizer.sentencepiece import UNK_ID
+from seq2seq.tokenizer.sentencepiece import SentencePieceTokenizer as Tokenizer
 
 SETTINGS = {"model_type": "char", "vocab_size": 40, "character_coverage": 1.0}
 
@@ -74,8 +75,7 @@ def _from_files(tmp_path: Path) -> datasets.DatasetDict:
         name=None,
         data_files={"train": str(path)},
         splits={"train": "train"},
-        source="source",
-        target="target",
+        columns={"source": "source", "target": "target"},
     )
 
 

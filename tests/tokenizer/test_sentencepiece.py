@@ -12,8 +12,10 @@ from seq2seq.tokenizer.sentencepiece import (
     MODEL_TYPES,
     PAD_ID,
     UNK_ID,
-    Tokenizer,
     train_tokenizer,
+)
+from seq2seq.tokenizer.sentencepiece import (
+    SentencePieceTokenizer as Tokenizer,
 )
 
 TEXTS = ["the cat sat", "on the mat", "abcd", "dcba", "hello world", "123+45", "168"] * 4

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -22,8 +23,21 @@ from seq2seq.training.checkpoint import load_checkpoint
 
 RECORDER = Path(__file__).with_name("record_first_gradients.py")
 
+# About 30 batches an epoch: 4 steps of 2 batches stay inside the first epoch, where
+# rank r's k-th batch is global batch 2k + r in both layouts.
+TASKS = {
+    "seq2seq": ("experiment=toy_reverse", "data.max_len=8", "data.max_tokens=64"),
+    "language_modeling": (
+        "experiment=lm_dyck",
+        "data.max_len=12",
+        "data.block_size=16",
+        "data.max_tokens=32",
+        "trainer.sampled_documents=8",
+    ),
+}
+PORTS = {"seq2seq": 29517, "language_modeling": 29518}
+
 COMMON = (
-    "experiment=toy_reverse",
     "model=tiny",
     "trainer.max_steps=4",
     "trainer.eval_every=4",
@@ -33,10 +47,6 @@ COMMON = (
     "data.train_size=200",
     "data.validation_size=8",
     "data.test_size=8",
-    "data.max_len=8",
-    # About 30 batches an epoch: 4 steps of 2 batches stay inside the first epoch, where
-    # rank r's k-th batch is global batch 2k + r in both layouts.
-    "data.max_tokens=64",
     # Clipping to a norm would give the first step's gradients that norm whatever their
     # scale; without it the recorded gradients are the ones DDP all-reduced.
     "trainer.clip_norm=0",
@@ -82,19 +92,24 @@ def _train_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(event.step, event.value) for event in events.Scalars(tag)]
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> None:
-    single = _run([sys.executable, str(RECORDER)], tmp_path, "single", "trainer.grad_accum=2")
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path, task: str) -> None:
+    overrides = TASKS[task]
+    single = _run(
+        [sys.executable, str(RECORDER)], tmp_path, "single", *overrides, "trainer.grad_accum=2"
+    )
     ddp = _run(
         [
             sys.executable,
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29517",
+            f"--master_port={PORTS[task]}",
             str(RECORDER),
         ],
         tmp_path,
         "ddp",
+        *overrides,
     )
 
     # Every step's loss and gradient norm (measured on the all-reduced gradients).

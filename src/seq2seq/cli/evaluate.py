@@ -1,117 +1,39 @@
-"""``seq2seq-evaluate``: score a predictions file against one or more reference files.
+"""``seq2seq-evaluate``: score a predictions file against reference files, or a
+checkpoint on a split of its run's data.
 
 Example::
 
     seq2seq-evaluate --hyp predictions.txt --ref refs.txt --metrics bleu,chrf,wer
     seq2seq-evaluate --hyp predictions.txt --ref ref1.txt --ref ref2.txt --json
     seq2seq-generate checkpoint=<run> input=src.txt | seq2seq-evaluate --hyp - --ref refs.txt
+    seq2seq-evaluate --hyp labels.txt --ref gold.txt --metrics accuracy,f1
+    seq2seq-evaluate --hyp samples.txt --metrics dyck        # a rule needs no references
+    seq2seq-evaluate --checkpoint <run dir> --split test     # the run's test figures
 
 ``-`` reads stdin, for ``--hyp`` or one ``--ref``: at most one input can be ``-``. A file
 that cannot be read is named with its option (``--hyp 'hyps.txt': no such file``).
+``--checkpoint`` evaluates as training's test did (a language model's perplexity and bits
+per byte, a classifier's accuracy and F1, a seq2seq model's decoded metrics).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from seq2seq.evaluation.files import (
+    check_one_stdin,
+    parse_metric_names,
+    read_lines,
+    read_references,
+)
 from seq2seq.evaluation.metrics import METRICS, get_metric
 from seq2seq.evaluation.scoring import format_table, score
-from seq2seq.utf8 import decode_utf8
+from seq2seq.training.devices import resolve_device
+from seq2seq.training.trained_run import checkpoint_file, evaluate_run
 
 DEFAULT_METRICS = "bleu,chrf"
-STDIN = "-"
-
-
-def read_bytes(source: str | Path, *, option: str) -> bytes:
-    """The bytes of a file, or of stdin for ``-``; an unreadable file is named with its
-    option."""
-    name = str(source)
-    if name == STDIN:
-        return sys.stdin.buffer.read()
-    try:
-        return Path(source).read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{option} {name!r}: no such file") from None
-    except IsADirectoryError:
-        raise IsADirectoryError(f"{option} {name!r}: is a directory, not a text file") from None
-    except OSError as error:
-        raise OSError(f"{option} {name!r}: {error.strerror or error}") from error
-
-
-def read_lines(source: str | Path, *, option: str) -> list[str]:
-    """The lines of a UTF-8 text file (``-``: stdin), trailing whitespace removed as
-    sacrebleu's CLI does.
-
-    Only ``\\n`` ends a line: ``str.splitlines`` would also split on form feeds and
-    Unicode separators that may occur inside a sentence. Stripping the trailing
-    whitespace keeps an invisible space (or a Windows ``\\r``) from failing exact match.
-    """
-    text = decode_utf8(read_bytes(source, option=option), what=f"{option} {source}")
-    if text == "":
-        return []
-    text = text.removesuffix("\n")
-    return [line.rstrip() for line in text.split("\n")]
-
-
-def split_alternatives(line: str) -> list[str]:
-    """The non-empty TAB-separated alternative references on one line."""
-    return [field for field in line.split("\t") if field != ""]
-
-
-def read_references(
-    hyp_path: str | Path, hyp_count: int, ref_paths: Sequence[str | Path]
-) -> list[list[str]]:
-    """Merge reference files into one list of alternatives per example.
-
-    Every file is parallel to the hypotheses (one line per example); alternatives from
-    all files and all TAB-separated fields of a line are pooled. A file with the wrong
-    line count raises ValueError naming both files and both counts.
-    """
-    references: list[list[str]] = [[] for _ in range(hyp_count)]
-    for ref_path in ref_paths:
-        lines = read_lines(ref_path, option="--ref")
-        if len(lines) != hyp_count:
-            raise ValueError(
-                f"--ref {ref_path} has {len(lines)} lines but --hyp {hyp_path} has "
-                f"{hyp_count}; reference files must be parallel to the hypotheses "
-                "(one line per example, alternatives separated by a TAB)"
-            )
-        for refs, line in zip(references, lines, strict=True):
-            refs.extend(split_alternatives(line))
-    # A blank line (or field) next to real references elsewhere means "no reference
-    # here", so reference files of unequal coverage work; only an example with no
-    # reference text at all is scored against the empty string.
-    return [refs or [""] for refs in references]
-
-
-def parse_metric_names(value: str) -> list[str]:
-    """Split ``bleu,chrf,wer`` into names, each checked against the registry."""
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise ValueError(
-            f"--metrics {value!r} names no metric; valid: {', '.join(sorted(METRICS))}"
-        )
-    for name in names:
-        get_metric(name)
-    return names
-
-
-def check_one_stdin(hyp: str, refs: Sequence[str]) -> None:
-    """Stdin can be read once: at most one of the inputs is ``-``."""
-    readers = [
-        option
-        for option, name in [("--hyp", hyp), *(("--ref", ref) for ref in refs)]
-        if name == STDIN
-    ]
-    if len(readers) > 1:
-        raise ValueError(
-            f"more than one input is '-' ({', '.join(readers)}), but stdin can be read only "
-            "once; give the others as files"
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,12 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="seq2seq-evaluate",
         description="Score hypotheses against references with corpus-level metrics.",
     )
-    parser.add_argument(
-        "--hyp", required=True, metavar="FILE", help="one hypothesis per line ('-': stdin)"
-    )
+    parser.add_argument("--hyp", metavar="FILE", help="one hypothesis per line ('-': stdin)")
     parser.add_argument(
         "--ref",
-        required=True,
         action="append",
         metavar="FILE",
         help=(
@@ -140,8 +59,37 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated metric names (default: {DEFAULT_METRICS}); "
         f"valid: {', '.join(sorted(METRICS))}",
     )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="RUN",
+        help="a run dir (its best.pt) or checkpoint: evaluate it on --split as training did",
+    )
+    parser.add_argument(
+        "--split", default="test", choices=("validation", "test"), help="with --checkpoint"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="with --checkpoint: auto, cpu, cuda or cuda:N"
+    )
     parser.add_argument("--json", action="store_true", help="print the scores as a JSON object")
     return parser
+
+
+def _scores(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, float]:
+    if args.checkpoint is not None:
+        if args.hyp is not None or args.ref:
+            parser.error("--checkpoint evaluates a model; it takes no --hyp or --ref")
+        device = resolve_device(args.device, field="--device")
+        return evaluate_run(checkpoint_file(args.checkpoint), args.split, device)
+    if args.hyp is None:
+        parser.error("give --hyp (with --ref), or --checkpoint")
+    metric_names = parse_metric_names(args.metrics)
+    refs = args.ref or []
+    if not refs and any(get_metric(name).needs_references for name in metric_names):
+        parser.error(f"--metrics {args.metrics} compare with references: give --ref")
+    check_one_stdin(args.hyp, refs)
+    hypotheses = read_lines(args.hyp, option="--hyp")
+    references = read_references(args.hyp, len(hypotheses), refs)
+    return score(hypotheses, references, metric_names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,11 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        metric_names = parse_metric_names(args.metrics)
-        check_one_stdin(args.hyp, args.ref)
-        hypotheses = read_lines(args.hyp, option="--hyp")
-        references = read_references(args.hyp, len(hypotheses), args.ref)
-        scores = score(hypotheses, references, metric_names)
+        scores = _scores(args, parser)
     except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
         parser.error(str(error))
     if args.json:

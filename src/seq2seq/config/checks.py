@@ -28,8 +28,9 @@ from seq2seq.config.training import (
     ScheduleConfig,
     TrainerConfig,
 )
-from seq2seq.data.datasets_registry import BUILTIN_DATASETS
+from seq2seq.data.datasets_registry import BUILTIN_DATASETS, builtin_fields
 from seq2seq.data.loading import ROLES
+from seq2seq.data.tasks import TASKS
 from seq2seq.evaluation import get_metric
 from seq2seq.model.attention.registry import ATTENTIONS
 from seq2seq.model.build import ModelKind, attention_fields, linear_settings, uses_linear_attention
@@ -264,7 +265,15 @@ def check_monitor(cfg: TrainerConfig, figures: Sequence[str]) -> None:
 
 # What only data.path reads, and what only data.task reads: set beside the other one,
 # they would be silently ignored.
-PATH_SETTINGS = ("name", "source", "target", *(f"data_files.{role}" for role in ROLES))
+PATH_SETTINGS = (
+    "name",
+    "source",
+    "target",
+    "text",
+    "text_pair",
+    "label",
+    *(f"data_files.{role}" for role in ROLES),
+)
 TASK_SETTINGS = ("train_size", "validation_size", "test_size", "min_len", "max_len", "num_symbols")
 # What only the generators read: a built-in dataset ignores it, and addition's symbols
 # are the ten digits.
@@ -328,7 +337,7 @@ def _check_task_settings(data: DataConfig) -> None:
             raise ValueError(
                 f"data.max_len={data.max_len} must be at least data.min_len={data.min_len}"
             )
-        if data.task != BuiltinData.addition and not 1 <= data.num_symbols <= 26:
+        if TASKS[str(data.task)].reads_symbols and not 1 <= data.num_symbols <= 26:
             raise ValueError(
                 f"data.num_symbols={data.num_symbols} must be in 1..26 (lowercase letters)"
             )
@@ -340,8 +349,8 @@ def _unread_settings(data: DataConfig) -> tuple[tuple[str, ...], str]:
         return TASK_SETTINGS, f"with data.task, but data.path={data.path!r} is set"
     if data.task in BUILTIN_DATASETS:
         return GENERATOR_SETTINGS, f"by the generated tasks, but data.task={data.task!r} is set"
-    if data.task == BuiltinData.addition:
-        return ("num_symbols",), "by the letter tasks; addition's symbols are the ten digits"
+    if data.task is not None and not TASKS[str(data.task)].reads_symbols:
+        return ("num_symbols",), f"by the letter tasks; data.task={data.task!r} has its own symbols"
     return (), ""
 
 
@@ -355,6 +364,36 @@ def _check_typed_settings(data: DataConfig, command_line: Sequence[str]) -> None
         if f"data.{key}" in typed:
             raise ValueError(
                 f"data.{key}={attrgetter(key)(data)!r} is read only {readers}; remove data.{key}"
+            )
+
+
+def check_builtin_fits(cfg: TrainConfig, fields: Sequence[str], *, task: str) -> None:
+    """A built-in `data.task` makes the columns of one kind of training: it must be the
+    run's task's (`fields`)."""
+    if cfg.data.task is None:
+        return
+    made = builtin_fields(str(cfg.data.task))
+    if set(made) != set(fields):
+        fitting = sorted(
+            name for name in BuiltinData.names() if set(builtin_fields(name)) == set(fields)
+        )
+        raise ValueError(
+            f"data.task={cfg.data.task!r} makes {list(made)} columns, for another task than "
+            f"task={task}; choose one of {fitting}, or set data.path"
+        )
+
+
+def check_unread_typed(
+    cfg: TrainConfig, command_line: Sequence[str], keys: Sequence[str], *, reader: str
+) -> None:
+    """A setting (or group) of `keys` typed on the command line that `reader` (the task)
+    does not read would be silently ignored: refuse it. A recipe's own values are not
+    checked: a user switching tasks never typed them and cannot remove them."""
+    typed = typed_keys(command_line)
+    for key in keys:
+        if key in typed:
+            raise ValueError(
+                f"{key}={attrgetter(key)(cfg)!r} is not read by {reader}; remove {key}"
             )
 
 

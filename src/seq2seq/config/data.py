@@ -15,6 +15,14 @@ class BuiltinData(Choice):
     sort = "sort"
     addition = "addition"
     g2p_cmudict = "g2p_cmudict"
+    majority = "majority"
+    brackets = "brackets"
+    dyck = "dyck"
+
+
+class Packing(Choice):
+    packed = "packed"
+    document = "document"
 
 
 class Overlong(Choice):
@@ -27,6 +35,7 @@ class TokenizerModel(Choice):
     bpe = "bpe"
     char = "char"
     word = "word"
+    byte = "byte"
 
 
 @dataclass
@@ -61,9 +70,25 @@ class DataConfig:
     data_files: DataFilesConfig = field(default_factory=DataFilesConfig)
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     source: str = "source"
-    """Source column."""
+    """seq2seq: the source column."""
     target: str = "target"
-    """Target column."""
+    """seq2seq: the target column."""
+    text: str = "text"
+    """classification and language_modeling: the text column."""
+    text_pair: str | None = None
+    """classification: a second text column (sentence pairs), joined to the first with a
+    separator token; null: one text per example."""
+    label: str = "label"
+    """classification: the label column, strings or integers; the label set is the train
+    split's, stored with the run."""
+    block_size: int = 256
+    """language_modeling: tokens per block, the context a step trains on; the positions
+    must cover it (at most model.max_len)."""
+    packing: Packing = Packing.packed
+    """language_modeling: `packed` concatenates the documents, an end-of-document token
+    after each, and cuts the stream into blocks of block_size (a training split's last
+    incomplete block is dropped and counted; held-out splits keep it, so every token is
+    scored); `document` makes one block per document, cut to block_size (counted)."""
     train_size: int | None = None
     """Generated tasks: training examples (null: 10,000). Built-in datasets: a cap on the
     split's entries (g2p_cmudict: words), a fixed subset; null keeps all of them."""
@@ -81,10 +106,11 @@ class DataConfig:
     num_symbols: int = 10
     """Generated tasks: alphabet size (at most 26)."""
     max_source_len: int | None = None
-    """Longest source in tokens; longer examples are dropped or truncated (`overlong`).
-    Default: model.max_len."""
+    """seq2seq: longest source in tokens; longer examples are dropped or truncated
+    (`overlong`). Default: model.max_len. (classification: the input's limit is
+    model.max_len.)"""
     max_target_len: int | None = None
-    """Longest target in tokens (without bos/eos). Default: model.max_len - 1."""
+    """seq2seq: longest target in tokens (without bos/eos). Default: model.max_len - 1."""
     overlong: Overlong = Overlong.drop
     """`drop` or `truncate` over-long train examples; the count is logged either way.
     Over-long validation and test examples are always truncated (and warned about), so
@@ -98,7 +124,9 @@ class DataConfig:
 @dataclass
 class TokenizerConfig:
     model_type: TokenizerModel = TokenizerModel.unigram
-    """SentencePiece model: `unigram`, `bpe`, `char` or `word`."""
+    """SentencePiece model `unigram`, `bpe`, `char` or `word`, trained on the train split;
+    or `byte`: the 256 byte values of UTF-8 plus the specials, untrained (any text
+    round-trips exactly; `vocab_size` and `character_coverage` are not read)."""
     source_model_type: TokenizerModel | None = None
     """The source side's model, when it differs from `model_type` (needs `shared: false`):
     G2P reads a word as its characters (`char`) and writes phonemes as words (`word`)."""

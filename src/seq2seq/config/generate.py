@@ -43,6 +43,9 @@ class GenerateConfig:
     typed `generation.<key>=`), and `generation.<key>=value` alone changes only those
     keys. A library call without `command_line` decodes with this node as composed (the
     `greedy` group by default)."""
+    top_k: int = 5
+    """classification: labels per input in `nbest_output` (`index<TAB>rank<TAB>probability
+    <TAB>label` rows), most probable first."""
     max_tokens: int | None = None
     """Padded input tokens per batch; null takes the run's `data.max_tokens`."""
     device: str = "auto"
@@ -66,6 +69,8 @@ def check_generate_config(cfg: GenerateConfig) -> None:
             f"references_output={cfg.references_output!r} needs split=validation or "
             "split=test: inputs from input have no references"
         )
+    if cfg.top_k < 1:
+        raise ValueError(f"top_k={cfg.top_k} must be a positive integer")
     if cfg.max_tokens is not None and cfg.max_tokens < 1:
         raise ValueError(f"max_tokens={cfg.max_tokens} must be a positive integer (or null)")
     check_device_name(cfg.device, field="device")

@@ -50,6 +50,9 @@ class GenerationConfig:
     longest the model takes, model.max_len - 1 (the decoder reads bos and the output)."""
     min_len: int = 1
     """Shortest output; eos is forbidden before it (a per-source limit below it still wins)."""
+    max_new_tokens: int = 128
+    """language_modeling: the most tokens a continuation adds to its prompt (also capped
+    by the positions left after the prompt, model.max_len). seq2seq reads max_len_a/b."""
     temperature: float = 1.0
     """Sampling divides the logits by it (`sample`); below 1 sharpens, above 1 flattens."""
     top_k: int = 0
@@ -135,6 +138,8 @@ def check_generation(cfg: GenerationConfig, *, longest: int) -> None:
         _fail("top_p", cfg.top_p, "it must be in (0, 1] (1 disables nucleus filtering)")
     if cfg.seed < 0:
         _fail("seed", cfg.seed, "it must be >= 0")
+    if cfg.max_new_tokens < 1:
+        _fail("max_new_tokens", cfg.max_new_tokens, "it must be >= 1")
     for name, strategy in STRATEGY_FIELDS.items():
         value, default = getattr(cfg, name), _DEFAULTS[name]
         if cfg.strategy != strategy and value != default:

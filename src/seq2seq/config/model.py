@@ -46,7 +46,8 @@ class FeatureMap(Choice):
 
 class Pooling(Choice):
     mean = "mean"
-    first = "first"
+    cls = "cls"
+    max = "max"
 
 
 @dataclass
@@ -112,4 +113,5 @@ class ModelConfig:
     share_embeddings: bool = False
     """One embedding for source and target; needs a shared vocabulary (`tokenizer.shared`)."""
     pooling: Pooling = Pooling.mean
-    """Classifier pooling: `mean` over real tokens, or `first` token."""
+    """Classifier pooling: `mean` or `max` over the real tokens, or `cls`: the output at
+    the first token (a bos token the classification task puts first)."""

@@ -16,12 +16,16 @@ class TaskName(Choice):
     layers, and owns its data, batches, loss, metrics and predictions."""
 
     seq2seq = "seq2seq"
+    classification = "classification"
+    language_modeling = "language_modeling"
 
 
 @dataclass
 class TrainConfig:
     task: TaskName = TaskName.seq2seq
-    """What is trained: `seq2seq` (an encoder-decoder from source to target text)."""
+    """What is trained: `seq2seq` (an encoder-decoder from source to target text),
+    `classification` (an encoder classifier from text to a label) or `language_modeling`
+    (a decoder-only language model of a text column)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

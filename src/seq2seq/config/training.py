@@ -105,6 +105,10 @@ class TrainerConfig:
     """Stop after this many validations without improvement of `monitor` (0: never)."""
     num_samples: int = 4
     """Validation examples whose predictions are logged as text."""
+    sampled_documents: int = 200
+    """language_modeling: documents sampled from an empty prompt (with the `generation`
+    settings) at each validation and test, on which `metrics` are scored; none without
+    metrics."""
     keep_last: int = 2
     """Checkpoints kept besides the best one."""
     resume: str | None = None

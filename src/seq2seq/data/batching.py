@@ -371,17 +371,36 @@ def make_dataloader(
 ) -> ResumableDataLoader:
     """A DataLoader of `Batch`es over the tokenized split `ds`, in `sampler`'s order."""
     require_token_columns(ds)
+    return make_loader(
+        ds,
+        sampler=sampler,
+        columns=[SOURCE_IDS, TARGET_IDS],
+        collate_fn=functools.partial(collate, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id),
+        num_workers=num_workers,
+    )
+
+
+def make_loader(
+    ds: datasets.Dataset,
+    *,
+    sampler: TokenBatchSampler,
+    columns: Sequence[str],
+    collate_fn: Callable[[list[dict[str, Any]]], Any],
+    num_workers: int = 0,
+) -> ResumableDataLoader:
+    """A DataLoader over the `columns` of `ds` in `sampler`'s order, batches made by
+    `collate_fn` (a task's collation)."""
     if sampler.num_examples != len(ds):
         raise ValueError(
             f"the sampler was built for {sampler.num_examples} examples but the split has "
             f"{len(ds)}; build it from this split's lengths (after cleaning)"
         )
-    # Only the ids, as Python lists: the text columns would be read for nothing.
-    ids = ds.select_columns([SOURCE_IDS, TARGET_IDS]).with_format(None)
+    # Only the columns the batches need, as Python lists: the text would be read for nothing.
+    rows = ds.select_columns(list(columns)).with_format(None)
     return ResumableDataLoader(
-        ids,
+        rows,
         sampler=sampler,
-        collate_fn=functools.partial(collate, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id),
+        collate_fn=collate_fn,
         num_workers=num_workers,
         # Starting an iterator draws a seed from this generator; with the global one, a
         # resumed run (which starts one mid-epoch) would shift every later dropout mask.

@@ -32,7 +32,8 @@ class CleanReport:
     dropped_overlong: int
     truncated: int
     max_source_len: int
-    max_target_len: int
+    max_target_len: int | None
+    """None for one-sequence examples (classification inputs)."""
 
     @property
     def kept(self) -> int:
@@ -41,6 +42,8 @@ class CleanReport:
     @property
     def limits(self) -> str:
         """What counts as over-long, in words."""
+        if self.max_target_len is None:
+            return f"input > {self.max_source_len} tokens"
         return f"source > {self.max_source_len} or target > {self.max_target_len} tokens"
 
     def __str__(self) -> str:
@@ -124,4 +127,36 @@ def clean_split(
         cleaned = cleaned.filter(_keep(~drop), batched=True, with_indices=True)
     if report.truncated:
         cleaned = cleaned.map(_truncate(max_source_len, max_target_len), batched=True)
+    return _restore_format(cleaned, ds), report
+
+
+def clean_inputs(
+    ds: datasets.Dataset, column: str, *, max_len: int, overlong: Overlong
+) -> tuple[datasets.Dataset, CleanReport]:
+    """`clean_split` for one-sequence examples: drops those whose `column` (token ids) is
+    empty, then drops or truncates those longer than `max_len` (the first ids are kept)."""
+    table = ds.with_format("arrow")
+    lengths = pc.fill_null(pc.list_value_length(table[column]), 0).to_numpy().astype(np.int64)
+    empty = lengths == 0
+    long = ~empty & (lengths > max_len)
+    drop = empty | long if overlong == "drop" else empty
+    report = CleanReport(
+        overlong=overlong,
+        total=len(ds),
+        dropped_empty=int(empty.sum()),
+        dropped_overlong=int(long.sum()) if overlong == "drop" else 0,
+        truncated=int(long.sum()) if overlong == "truncate" else 0,
+        max_source_len=max_len,
+        max_target_len=None,
+    )
+    cleaned = table
+    if drop.any():
+        cleaned = cleaned.filter(_keep(~drop), batched=True, with_indices=True)
+    if report.truncated:
+
+        def truncate(batch: pa.Table) -> pa.Table:
+            index = batch.schema.get_field_index(column)
+            return batch.set_column(index, column, pc.list_slice(batch[column], 0, max_len))
+
+        cleaned = cleaned.map(truncate, batched=True)
     return _restore_format(cleaned, ds), report

@@ -14,6 +14,7 @@ from typing import Protocol
 import datasets
 
 from seq2seq.data.cmudict import cmudict_splits
+from seq2seq.data.columns import SOURCE, TARGET
 from seq2seq.data.tasks import TASKS
 
 
@@ -52,3 +53,10 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 
 TASK_CHOICES: tuple[str, ...] = tuple(sorted({*TASKS, *BUILTIN_DATASETS}))
 """Every valid `data.task`: the generated tasks and the built-in datasets."""
+
+BUILTIN_FIELDS: dict[str, tuple[str, ...]] = {"g2p_cmudict": (SOURCE, TARGET)}
+
+
+def builtin_fields(name: str) -> tuple[str, ...]:
+    """The columns the built-in `data.task=name` makes (which kind of training it is for)."""
+    return TASKS[name].fields if name in TASKS else BUILTIN_FIELDS[name]

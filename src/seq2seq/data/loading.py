@@ -1,13 +1,15 @@
 """Load a dataset the way `datasets.load_dataset` takes it and map it onto our split roles.
 
 The result is a `DatasetDict` keyed by role (`train`, `validation`, `test`), each split
-with exactly two string columns, `source` and `target`.
+with exactly the string columns the task asks for, under the task's names (`source` and
+`target` for seq2seq; `text` and `label` for classification ...), taken from the dataset
+columns the config names (`data.source`, `data.text` ...).
 
 Line format of the `text` builder: its one column, `text`, holds whole lines. When the
-configured source and target columns are absent and `text` is there, each line is read
-as `source<TAB>target`, split on the first tab (the target may contain more tabs). A
-line without a tab is an error; an empty line gives an empty example, which
-`clean_split` drops and counts.
+configured columns are absent and `text` is there, each line holds the fields in the
+task's order, separated by tabs (`source<TAB>target`; the last field may contain more
+tabs); a line with too few tabs is an error. With one field, a line is the field. An
+empty line gives an empty example, which cleaning drops and counts.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import pyarrow as pa
 from datasets.exceptions import DatasetGenerationError
 from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
-from seq2seq.data.columns import SOURCE, TARGET
 from seq2seq.utf8 import not_utf8
 
 ROLES = ("train", "validation", "test")
@@ -164,7 +165,9 @@ def _check_utf8(
     pyarrow's JSON reader stores such bytes in string columns without complaint; the
     error would surface only when a row is read, far from its cause.
     """
-    for column in (SOURCE, TARGET):
+    for column in ds.column_names:
+        if not _is_text(ds.features[column]):
+            continue
         try:
             ds.data.column(column).validate(full=True)
         except pa.ArrowInvalid as error:
@@ -172,11 +175,11 @@ def _check_utf8(
             raise _not_utf8(path, own, error) from error
 
 
-def _builder_kwargs(path: str, *, source: str, target: str) -> dict[str, Any]:
+def _builder_kwargs(path: str, *, columns: Sequence[str]) -> dict[str, Any]:
     if path == "csv":
         # pandas would read "NA", "null", "nan" and empty cells as missing and digits as
-        # integers (dropping leading zeros); text pairs mean the characters as written.
-        return {"na_filter": False, "converters": {source: str, target: str}}
+        # integers (dropping leading zeros); text means the characters as written.
+        return {"na_filter": False, "converters": dict.fromkeys(columns, str)}
     return {}
 
 
@@ -210,24 +213,23 @@ def _load(
     return loaded
 
 
-def _split_tabs(ds: datasets.Dataset, *, role: str) -> datasets.Dataset:
-    """Turns the `text` column's `source<TAB>target` lines into `source` and `target`."""
+def _split_tabs(ds: datasets.Dataset, *, role: str, fields: Sequence[str]) -> datasets.Dataset:
+    """Turns the `text` column's lines into `fields`, split on the first tabs."""
+    layout = "<TAB>".join(fields)
 
     def split(lines: list[str], indices: list[int]) -> dict[str, list[str]]:
-        sources, targets = [], []
+        columns: list[list[str]] = [[] for _ in fields]
         for line, index in zip(lines, indices, strict=True):
-            if not line.strip():
-                source, target = "", ""
-            else:
-                source, tab, target = line.partition("\t")
-                if not tab:
-                    raise ValueError(
-                        f"line {index + 1} of the {role} split has no tab: {line[:80]!r}; the "
-                        "text format is one `source<TAB>target` pair per line"
-                    )
-            sources.append(source)
-            targets.append(target)
-        return {SOURCE: sources, TARGET: targets}
+            parts = [""] * len(fields) if not line.strip() else line.split("\t", len(fields) - 1)
+            if len(parts) < len(fields):
+                tabs = "no tab" if len(parts) == 1 else f"only {len(parts) - 1} tabs"
+                raise ValueError(
+                    f"line {index + 1} of the {role} split has {tabs}: {line[:80]!r}; "
+                    f"the text format is one `{layout}` example per line"
+                )
+            for column, part in zip(columns, parts, strict=True):
+                column.append(part)
+        return dict(zip(fields, columns, strict=True))
 
     return ds.map(
         split,
@@ -256,31 +258,36 @@ def _as_string(ds: datasets.Dataset, column: str, *, field: str) -> datasets.Dat
     return ds.cast_column(column, datasets.Value("string"))
 
 
-def _source_target(
-    ds: datasets.Dataset, *, role: str, split: str, source: str, target: str
+def _our_columns(
+    ds: datasets.Dataset, *, role: str, split: str, columns: Mapping[str, str]
 ) -> datasets.Dataset:
-    columns = ds.column_names
-    if source not in columns and target not in columns and columns == [TEXT_COLUMN]:
-        return _split_tabs(ds, role=role)
-    for field, column in (("data.source", source), ("data.target", target)):
-        if column not in columns:
+    """`ds` with exactly our fields (the keys of `columns`) as string columns, taken from
+    the dataset columns they name (`data.<field>`)."""
+    available = ds.column_names
+    missing = [column for column in columns.values() if column not in available]
+    if len(missing) == len(set(columns.values())) and available == [TEXT_COLUMN]:
+        return _split_tabs(ds, role=role, fields=list(columns))
+    for field, column in columns.items():
+        if column not in available:
             raise ValueError(
-                f"{field}={column!r} is not a column of split {split!r} ({role}); "
-                f"available columns: {columns}"
+                f"data.{field}={column!r} is not a column of split {split!r} ({role}); "
+                f"available columns: {available}"
             )
-    ds = _as_string(ds, source, field="data.source")
-    ds = _as_string(ds, target, field="data.target")
-    if source == target:
-        return ds.map(
-            lambda texts: {SOURCE: texts, TARGET: texts},
+    for field, column in columns.items():
+        ds = _as_string(ds, column, field=f"data.{field}")
+    temporary = {field: f"__seq2seq_{field}" for field in columns}
+    if len(set(columns.values())) == len(columns):
+        # Through temporary names, so that swapped columns (source='target') rename cleanly.
+        ds = ds.select_columns(list(columns.values()))
+        ds = ds.rename_columns({columns[field]: name for field, name in temporary.items()})
+    else:  # one column read as two fields (source = target): copy it
+        ds = ds.map(
+            lambda *values: dict(zip(temporary.values(), values, strict=True)),
             batched=True,
-            input_columns=[source],
-            remove_columns=columns,
+            input_columns=list(columns.values()),
+            remove_columns=available,
         )
-    # Through temporary names, so that swapped columns (source='target') rename cleanly.
-    ds = ds.select_columns([source, target])
-    ds = ds.rename_columns({source: "__seq2seq_source", target: "__seq2seq_target"})
-    return ds.rename_columns({"__seq2seq_source": SOURCE, "__seq2seq_target": TARGET})
+    return ds.rename_columns({name: field for field, name in temporary.items()})
 
 
 def _roles_with_files(splits: Mapping[str, str], files: Mapping[str, list[str]]) -> dict[str, str]:
@@ -315,15 +322,15 @@ def load_splits(
     name: str | None,
     data_files: Mapping[str, str | Sequence[str] | None] | None,
     splits: Mapping[str, str],
-    source: str,
-    target: str,
+    columns: Mapping[str, str],
 ) -> datasets.DatasetDict:
     """Load `path` (a builder such as `json`, `csv`, `parquet`, `text`, or a hub name).
 
     `data_files` maps a split name to a file, a glob or a list of them (None values are
-    unset keys); `splits` maps each wanted role to the dataset's split name. Returns the
-    roles of `splits`, each with string columns `source` and `target` taken from the
-    `source` and `target` columns (see the module docstring for `text` files).
+    unset keys); `splits` maps each wanted role to the dataset's split name; `columns`
+    maps each of our fields, in order, to the dataset column it is read from
+    (`{"source": "src", "target": "tgt"}`). Returns the roles of `splits`, each with
+    exactly those fields as string columns (see the module docstring for `text` files).
     """
     for role in splits:
         if role not in ROLES:
@@ -340,7 +347,7 @@ def load_splits(
     local = _check_files(base, files, header=path == "csv") if base is not None else {}
     try:
         loaded = _load(
-            path, name, files or None, _builder_kwargs(path, source=source, target=target)
+            path, name, files or None, _builder_kwargs(path, columns=list(columns.values()))
         )
     except (DatasetGenerationError, UnicodeDecodeError) as error:
         decode_error = _decode_error(error)
@@ -370,10 +377,8 @@ def load_splits(
                 f"data.splits.{role}={split!r} is not a split of {path!r}; "
                 f"available splits: {sorted(loaded)}"
             )
-        result[role] = _source_target(
-            loaded[split], role=role, split=split, source=source, target=target
-        )
-        _check_utf8(result[role], split=split, path=path, files=local)
+        _check_utf8(loaded[split], split=split, path=path, files=local)
+        result[role] = _our_columns(loaded[split], role=role, split=split, columns=columns)
     if "train" in result and len(result["train"]) == 0:
         raise ValueError(f"data.splits.train={splits['train']!r}: the train split is empty")
     return datasets.DatasetDict(result)

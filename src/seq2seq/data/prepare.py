@@ -4,7 +4,7 @@ forms and tokenizers (training and seq2seq-generate's `split=` read them alike).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,11 +30,21 @@ class PreparedPairs:
     reports: dict[str, CleanReport]
 
 
+PAIR_COLUMNS = ("source", "target")
+"""The fields of seq2seq data (`data.source`, `data.target` name their columns)."""
+
+
 def load_raw_splits(
-    cfg: DataConfig, *, seed: int, roles: Collection[str] | None = None
+    cfg: DataConfig,
+    *,
+    seed: int,
+    fields: Sequence[str] = PAIR_COLUMNS,
+    roles: Collection[str] | None = None,
 ) -> datasets.DatasetDict:
-    """The splits `cfg` asks for, by role; a role whose `data.splits` entry is null is
-    left out, and so is one not in `roles` when it is given (its files are not read)."""
+    """The splits `cfg` asks for, by role, with the task's `fields` as string columns (a
+    file's columns are the ones `data.<field>` names; a built-in dataset has them); a role
+    whose `data.splits` entry is null is left out, and so is one not in `roles` when it is
+    given (its files are not read)."""
     wanted = {
         role: split
         for role, split in asdict(cfg.splits).items()
@@ -53,8 +63,7 @@ def load_raw_splits(
         name=cfg.name,
         data_files=files if roles is not None else every_file,
         splits=wanted,
-        source=cfg.source,
-        target=cfg.target,
+        columns={field: getattr(cfg, field) for field in fields},
     )
 
 
@@ -74,6 +83,17 @@ def _task_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
         num_symbols=cfg.num_symbols,
         seed=seed,
     )
+
+
+def split_origin(data: DataConfig, role: str) -> str:
+    """Where a split's examples come from, for errors: the built-in task, or the file or
+    split name of the dataset."""
+    if data.task is not None:
+        return f"data.task={data.task!r}"
+    file = getattr(data.data_files, role, None)
+    if file is not None:
+        return f"data.data_files.{role}={file!r}"
+    return f"data.path={data.path!r}, split {getattr(data.splits, role)!r}"
 
 
 def _require_usable_examples(train: datasets.Dataset, data: DataConfig) -> None:
@@ -113,8 +133,8 @@ def prepare_data(
         tokenizers = build_tokenizers(
             raw["train"],
             shared=tokenizer.shared,
-            model_type=tokenizer.model_type,  # type: ignore[arg-type]
-            source_model_type=tokenizer.source_model_type,  # type: ignore[arg-type]
+            model_type=tokenizer.model_type,
+            source_model_type=tokenizer.source_model_type,
             vocab_size=tokenizer.vocab_size,
             character_coverage=tokenizer.character_coverage,
             cache_dir=Path(tokenizer.cache_dir),

@@ -1,9 +1,18 @@
-"""Built-in generated tasks: reverse, copy, sort and addition.
+"""Built-in generated tasks, each for one kind of training.
+
+- seq2seq (`source`, `target`): reverse, copy, sort ("abcd" -> "dcba"), and addition of
+  decimal integers ("123+45" -> "168");
+- classification (`text`, `label`): majority, the most frequent letter of a string
+  ("abcbb" -> "b"; strings with a tie are not drawn), which a model has to count for; and
+  brackets, whether a string of brackets is balanced, where an unbalanced string is a
+  shuffle of a balanced one (same brackets, same counts: only their order tells);
+- language modeling (`text`): dyck, balanced strings of two kinds of brackets ("([]())"),
+  a formal language whose samples can be checked by a rule (`is_balanced`).
 
 Each task draws one example at a time from a `random.Random`, so a dataset is a pure
-function of its settings and seed. Symbols are the first `num_symbols` lowercase
-letters, written without separators ("abcd" -> "dcba"); addition writes decimal
-integers ("123+45" -> "168") and ignores `num_symbols`.
+function of its settings and seed. Letters are the first `num_symbols` lowercase ones;
+addition and dyck ignore `num_symbols`. `min_len` and `max_len` bound the length (letters,
+digits of each addend, or brackets).
 """
 
 from __future__ import annotations
@@ -12,11 +21,13 @@ import hashlib
 import logging
 import random
 import string
+from collections import Counter
+from dataclasses import dataclass
 from typing import Protocol
 
 import datasets
 
-from seq2seq.data.columns import SOURCE, TARGET
+from seq2seq.data.columns import LABEL, SOURCE, TARGET, TEXT
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +41,11 @@ _EXTRA_DRAWS = 1000
 
 
 class TaskFn(Protocol):
-    """Draws one `(source, target)` example."""
+    """Draws one example: its fields, in the task's order."""
 
     def __call__(
         self, rng: random.Random, *, min_len: int, max_len: int, num_symbols: int
-    ) -> tuple[str, str]: ...
+    ) -> tuple[str, ...]: ...
 
 
 def _symbols(rng: random.Random, *, min_len: int, max_len: int, num_symbols: int) -> str:
@@ -74,15 +85,85 @@ def _addition(
     return f"{a}+{b}", str(a + b)
 
 
-TASKS: dict[str, TaskFn] = {
-    "reverse": _reverse,
-    "copy": _copy,
-    "sort": _sort,
-    "addition": _addition,
+def _majority(
+    rng: random.Random, *, min_len: int, max_len: int, num_symbols: int
+) -> tuple[str, str]:
+    while True:
+        text = _symbols(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+        counts = [count for _, count in Counter(text).most_common(2)]
+        if len(counts) == 1 or counts[0] > counts[1]:
+            return text, Counter(text).most_common(1)[0][0]
+
+
+BRACKETS = {"(": ")", "[": "]"}
+"""Each opening bracket of the Dyck language and the bracket that closes it."""
+
+
+def is_balanced(text: str) -> bool:
+    """Whether `text` is a non-empty string of `BRACKETS` in which every bracket closes
+    the last one opened: a word of the Dyck language."""
+    stack: list[str] = []
+    for character in text:
+        if character in BRACKETS:
+            stack.append(BRACKETS[character])
+        elif not stack or stack.pop() != character:
+            return False
+    return bool(text) and not stack
+
+
+def _dyck(rng: random.Random, *, min_len: int, max_len: int, num_symbols: int) -> tuple[str]:
+    """A balanced string of an even length in `min_len..max_len` (rounded up to even)."""
+    length = rng.randint((min_len + 1) // 2, max(max_len // 2, (min_len + 1) // 2)) * 2
+    stack: list[str] = []
+    out = []
+    for position in range(length):
+        remaining = length - position
+        if stack and (remaining == len(stack) or rng.random() < 0.5):
+            out.append(stack.pop())
+        else:
+            opening = rng.choice(sorted(BRACKETS))
+            out.append(opening)
+            stack.append(BRACKETS[opening])
+    return ("".join(out),)
+
+
+def _brackets(
+    rng: random.Random, *, min_len: int, max_len: int, num_symbols: int
+) -> tuple[str, str]:
+    """A bracket string labelled `balanced` or `unbalanced`, each half the time. An
+    unbalanced one is a shuffle of a balanced one, so both classes hold the same brackets
+    in the same numbers: only their order tells them apart, not their counts."""
+    (text,) = _dyck(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+    if rng.random() < 0.5:
+        return text, "balanced"
+    while True:
+        shuffled = "".join(rng.sample(text, len(text)))
+        if not is_balanced(shuffled):
+            return shuffled, "unbalanced"
+
+
+@dataclass(frozen=True)
+class GeneratedTask:
+    draw: TaskFn
+    fields: tuple[str, ...]
+    """The columns it makes, in the order `draw` returns them."""
+    reads_symbols: bool = True
+    """Whether `num_symbols` picks its alphabet."""
+
+
+PAIRS = (SOURCE, TARGET)
+TASKS: dict[str, GeneratedTask] = {
+    "reverse": GeneratedTask(_reverse, PAIRS),
+    "copy": GeneratedTask(_copy, PAIRS),
+    "sort": GeneratedTask(_sort, PAIRS),
+    "addition": GeneratedTask(_addition, PAIRS, reads_symbols=False),
+    "majority": GeneratedTask(_majority, (TEXT, LABEL)),
+    "brackets": GeneratedTask(_brackets, (TEXT, LABEL), reads_symbols=False),
+    "dyck": GeneratedTask(_dyck, (TEXT,), reads_symbols=False),
 }
 
 
-def _task(name: str) -> TaskFn:
+def _task(name: str) -> GeneratedTask:
     try:
         return TASKS[name]
     except KeyError:
@@ -96,7 +177,7 @@ def _check_settings(name: str, *, min_len: int, max_len: int, num_symbols: int) 
         raise ValueError(f"data.min_len={min_len} must be at least 1")
     if max_len < min_len:
         raise ValueError(f"data.max_len={max_len} must be at least data.min_len={min_len}")
-    if name != "addition" and not 1 <= num_symbols <= MAX_SYMBOLS:
+    if TASKS[name].reads_symbols and not 1 <= num_symbols <= MAX_SYMBOLS:
         raise ValueError(
             f"data.num_symbols={num_symbols} must be in 1..{MAX_SYMBOLS} (lowercase letters)"
         )
@@ -107,19 +188,16 @@ def _check_size(field: str, value: int) -> None:
         raise ValueError(f"data.{field}={value} must be non-negative")
 
 
-def _to_dataset(pairs: list[tuple[str, str]]) -> datasets.Dataset:
-    features = datasets.Features(
-        {SOURCE: datasets.Value("string"), TARGET: datasets.Value("string")}
-    )
-    return datasets.Dataset.from_dict(
-        {SOURCE: [s for s, _ in pairs], TARGET: [t for _, t in pairs]}, features=features
-    )
+def _to_dataset(rows: list[tuple[str, ...]], fields: tuple[str, ...]) -> datasets.Dataset:
+    features = datasets.Features({field: datasets.Value("string") for field in fields})
+    columns = {field: [row[i] for row in rows] for i, field in enumerate(fields)}
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 def generate_task(
     name: str, *, num_examples: int, min_len: int, max_len: int, num_symbols: int, seed: int
 ) -> datasets.Dataset:
-    """`num_examples` examples of task `name`, with string columns `source` and `target`.
+    """`num_examples` examples of task `name`, with its string columns (`TASKS[name].fields`).
 
     Sequence lengths (letters, or digits of each addend for addition) are uniform in
     `min_len..max_len`. The same arguments always give the same dataset.
@@ -128,11 +206,11 @@ def generate_task(
     _check_settings(name, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
     _check_size("num_examples", num_examples)
     rng = random.Random(seed)
-    pairs = [
-        task(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+    rows = [
+        task.draw(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
         for _ in range(num_examples)
     ]
-    return _to_dataset(pairs)
+    return _to_dataset(rows, task.fields)
 
 
 def _derived_seed(seed: int, split: str) -> int:
@@ -151,21 +229,22 @@ def _unseen_examples(
     min_len: int,
     max_len: int,
     num_symbols: int,
-) -> list[tuple[str, str]]:
-    """`size` examples whose sources are not in `seen` (nor repeated), where the space allows.
+) -> list[tuple[str, ...]]:
+    """`size` examples whose inputs (first fields) are not in `seen` (nor repeated), where
+    the space allows.
 
     When the task's space is too small, the remainder is drawn without that rule and a
     warning says how many examples may overlap.
     """
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, ...]] = []
     sources: set[str] = set()
     for _ in range(_DRAWS_PER_EXAMPLE * size + _EXTRA_DRAWS):
         if len(pairs) == size:
             break
-        source, target = task(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
-        if source not in seen and source not in sources:
-            sources.add(source)
-            pairs.append((source, target))
+        row = task(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+        if row[0] not in seen and row[0] not in sources:
+            sources.add(row[0])
+            pairs.append(row)
     if len(pairs) < size:
         logger.warning(
             "only %d of %d %s examples are unseen in earlier splits: the task's space is too "
@@ -199,7 +278,7 @@ def generate_splits(
 ) -> datasets.DatasetDict:
     """`train`, `validation` and `test` splits of task `name`, each from its own derived seed.
 
-    Validation and test sources are distinct, unseen in train and in each other, as far
+    Validation and test inputs are distinct, unseen in train and in each other, as far
     as the task's space allows (see `_unseen_examples`). Train may repeat itself, like
     any sample.
     """
@@ -212,14 +291,14 @@ def generate_splits(
 
     train_rng = random.Random(_derived_seed(seed, "train"))
     train = [
-        task(train_rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+        task.draw(train_rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
         for _ in range(sizes["train"])
     ]
-    seen = {source for source, _ in train}
-    result = {"train": _to_dataset(train)}
+    seen = {row[0] for row in train}
+    result = {"train": _to_dataset(train, task.fields)}
     for split in ("validation", "test"):
         pairs = _unseen_examples(
-            task,
+            task.draw,
             random.Random(_derived_seed(seed, split)),
             size=sizes[split],
             seen=seen,
@@ -228,6 +307,6 @@ def generate_splits(
             max_len=max_len,
             num_symbols=num_symbols,
         )
-        seen.update(source for source, _ in pairs)
-        result[split] = _to_dataset(pairs)
+        seen.update(row[0] for row in pairs)
+        result[split] = _to_dataset(pairs, task.fields)
     return datasets.DatasetDict(result)

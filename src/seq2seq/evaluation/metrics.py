@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import sacrebleu
 
+from seq2seq.data.tasks import is_balanced
 from seq2seq.evaluation.edit_distance import levenshtein
+from seq2seq.evaluation.labels import macro_f1
 
 MetricFn = Callable[[Sequence[str], Sequence[Sequence[str]]], float]
 
@@ -31,6 +33,8 @@ class Metric:
     name: str
     fn: MetricFn
     higher_is_better: bool
+    needs_references: bool = True
+    """False for a rule that judges each output alone (`dyck`)."""
 
     def __call__(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
         return self.fn(hypotheses, references)
@@ -153,6 +157,22 @@ def accuracy(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> 
     return 100.0 * correct / len(hypotheses)
 
 
+def f1(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Macro-averaged F1 of label predictions against the first reference, in percent:
+    the unweighted mean over every label that occurs as a reference or a prediction, so
+    a rare class counts as much as a common one."""
+    check_corpus(hypotheses, references)
+    return macro_f1(hypotheses, [refs[0] for refs in references])
+
+
+def dyck(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Percentage of hypotheses that are balanced bracket strings (the `dyck` language
+    model task's rule); references are not read."""
+    if not hypotheses:
+        raise ValueError("cannot score an empty corpus: no hypotheses given")
+    return 100.0 * sum(is_balanced(hypothesis) for hypothesis in hypotheses) / len(hypotheses)
+
+
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
@@ -164,6 +184,8 @@ METRICS: dict[str, Metric] = {
         Metric("ser", ser, higher_is_better=False),
         Metric("exact_match", exact_match, higher_is_better=True),
         Metric("accuracy", accuracy, higher_is_better=True),
+        Metric("f1", f1, higher_is_better=True),
+        Metric("dyck", dyck, higher_is_better=True, needs_references=False),
     )
 }
 

@@ -49,11 +49,13 @@ class EncoderDecoderTransformer(PerformerModel):
         return self.decoder.step(tokens, state)
 
 
-POOLINGS = ("mean", "first")
+POOLINGS = ("mean", "cls", "max")
 
 
 class EncoderClassifier(PerformerModel):
-    """Encoder, pooled over real tokens (`mean`) or the first token (`first`), then a linear head."""
+    """Encoder, pooled into one vector per sequence, then a linear head. Pooling: `mean`
+    or `max` over the real tokens, or `cls`, the first token's output (the task puts a
+    bos token first, as BERT puts [CLS])."""
 
     def __init__(
         self,
@@ -72,9 +74,13 @@ class EncoderClassifier(PerformerModel):
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """`tokens, mask: (B, S)` -> class logits `(B, C)`."""
         hidden = self.encoder(tokens, mask)
-        if self.pooling == "first":
+        if self.pooling == "cls":
             return self.head(hidden[:, 0])
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        real = mask.unsqueeze(-1)
+        if self.pooling == "max":
+            pooled = hidden.masked_fill(~real, float("-inf")).amax(1)
+            return self.head(pooled.masked_fill(~real.any(1), 0.0))
+        weights = real.to(hidden.dtype)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return self.head(pooled)
 

@@ -19,8 +19,7 @@ OUTPUT_OPTIONS = ("output", "nbest_output", "references_output")
 
 def read_lines(source: str) -> list[str]:
     """The lines of a UTF-8 file (or FIFO, or `/dev/fd/N` of a shell's `<(...)`), or of
-    stdin for `-`; only `\\n` ends a line. Input with no line that holds more than
-    whitespace is an error: there is nothing to decode."""
+    stdin for `-`; only `\\n` ends a line. Empty input is an error: nothing to decode."""
     if source == STDIO:
         data = sys.stdin.buffer.read()
     else:
@@ -31,10 +30,16 @@ def read_lines(source: str) -> list[str]:
             raise FileNotFoundError(f"input={source!r} does not exist; give a text file or '-'")
         data = path.read_bytes()
     text = decode_utf8(data, what=f"input={source!r}")
-    if not text.strip():
-        raise ValueError(f"input={source!r} has no line to decode (it is empty or blank)")
+    if not text:
+        raise ValueError(f"input={source!r} has no line to decode (it is empty)")
     # Split on "\n" alone: a lone "\r" stays inside its line.
     return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+
+
+def require_text(lines: Sequence[str], source: str) -> None:
+    """Refuse input whose every line is blank: a task that reads text has nothing to do."""
+    if not any(line.strip() for line in lines):
+        raise ValueError(f"input={source!r} has no line to decode (it is empty or blank)")
 
 
 def in_job_dir(cfg: GenerateConfig, job_dir: Path) -> GenerateConfig:

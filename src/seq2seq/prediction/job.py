@@ -25,6 +25,7 @@ from seq2seq.prediction.files import (
     check_destinations,
     in_job_dir,
     read_lines,
+    require_text,
     write_output,
 )
 from seq2seq.tasks import DecodingOptions
@@ -83,6 +84,8 @@ def generate_from_config(
     lines = None if cfg.input is None else read_lines(cfg.input)
 
     run = load_run(checkpoint, device)
+    if lines is not None and not run.task.blank_inputs:
+        require_text(lines, str(cfg.input))
     precision = decoding_precision(cfg.precision, run.config.trainer.precision, device)
     generation = decoding_generation(run.config.generation, cfg.generation, command_line)
     options = DecodingOptions(
@@ -91,6 +94,7 @@ def generate_from_config(
         max_tokens=run.config.data.max_tokens if cfg.max_tokens is None else cfg.max_tokens,
         nbest=cfg.nbest_output is not None,
         references=cfg.references_output is not None,
+        top_k=cfg.top_k,
     )
     try:
         # The same settings as training's test decoding: split=test reproduces

@@ -5,10 +5,14 @@ Adding one: a module with a `Task` subclass, its entry in `TASKS`, its name in
 """
 
 from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
+from seq2seq.tasks.classification import ClassificationTask
+from seq2seq.tasks.language_modeling import LanguageModelingTask
 from seq2seq.tasks.seq2seq import Seq2SeqTask
 
 TASKS: dict[str, type[Task]] = {
     "seq2seq": Seq2SeqTask,
+    "classification": ClassificationTask,
+    "language_modeling": LanguageModelingTask,
 }
 
 

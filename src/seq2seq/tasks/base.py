@@ -26,7 +26,6 @@ from torch import nn
 
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig
-from seq2seq.data.cleaning import CleanReport
 from seq2seq.model import ModelKind, PerformerModel
 from seq2seq.training.evaluation import Evaluator
 from seq2seq.training.loss import LossSums
@@ -58,7 +57,9 @@ class PreparedData:
     """A task's splits after tokenizing and cleaning, by role, with what cleaning did."""
 
     splits: datasets.DatasetDict
-    reports: dict[str, CleanReport] = field(default_factory=dict)
+    reports: dict[str, Any] = field(default_factory=dict)
+    """Per role, a dataclass saying what cleaning did, with a `kept` count (metrics.json
+    records it whole)."""
 
 
 @dataclass
@@ -84,6 +85,8 @@ class DecodingOptions:
     """Also return the n-best rows."""
     references: bool = False
     """Also return the references (a split only)."""
+    top_k: int = 5
+    """classification: the labels per input of the n-best rows."""
 
 
 class Task(ABC):
@@ -91,6 +94,9 @@ class Task(ABC):
 
     name: ClassVar[str]
     model_kind: ClassVar[ModelKind]
+    blank_inputs: ClassVar[bool] = False
+    """Whether an all-blank `input` to seq2seq-generate means something (a language
+    model samples from an empty prompt)."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg

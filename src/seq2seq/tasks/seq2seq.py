@@ -20,11 +20,12 @@ import datasets
 import torch
 from torch import nn
 
+from seq2seq.config.checks import check_builtin_fits, check_unread_typed
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import Batch, LoaderStream, TokenBatchSampler, make_dataloader
 from seq2seq.data.lengths import token_lengths
-from seq2seq.data.prepare import clean_role, load_raw_splits, prepare_data
+from seq2seq.data.prepare import PAIR_COLUMNS, clean_role, load_raw_splits, prepare_data
 from seq2seq.evaluation import get_metric
 from seq2seq.model import EncoderDecoderTransformer, PerformerModel, build_model
 from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
@@ -42,6 +43,15 @@ from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy
 log = logging.getLogger("seq2seq.generate")
 
 LOSS_FIGURES = {"loss": False, "ppl": False}
+UNREAD = (
+    "data.text",
+    "data.text_pair",
+    "data.label",
+    "data.block_size",
+    "data.packing",
+    "generation.max_new_tokens",
+)
+"""Settings of the other tasks, refused when typed beside this one."""
 """The teacher-forced figures every validation computes (lower is better)."""
 
 
@@ -81,6 +91,8 @@ class Seq2SeqTask(Task):
 
     @classmethod
     def check_config(cls, cfg: TrainConfig, command_line: Sequence[str]) -> None:
+        check_unread_typed(cfg, command_line, UNREAD, reader="task=seq2seq")
+        check_builtin_fits(cfg, PAIR_COLUMNS, task=cls.name)
         max_source, max_target = length_limits(cfg)
         for name, value in {
             "data.max_source_len": max_source,

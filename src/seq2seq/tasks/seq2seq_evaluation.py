@@ -18,7 +18,7 @@ from seq2seq.data.batching import collate, length_sorted_chunks
 from seq2seq.evaluation import score
 from seq2seq.generation import Hypothesis, generate
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
-from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.training.evaluation import EvaluationResult
 from seq2seq.training.loss import label_smoothed_cross_entropy, perplexity
 

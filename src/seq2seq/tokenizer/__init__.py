@@ -1,16 +1,10 @@
-"""SentencePiece tokenizers: training, caching, and tokenizing dataset splits."""
+"""Tokenizers: SentencePiece (trained, cached) and bytes, and tokenizing dataset splits."""
 
+from seq2seq.tokenizer.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from seq2seq.tokenizer.build import build_tokenizers, tokenize_splits
+from seq2seq.tokenizer.byte import ByteTokenizer
 from seq2seq.tokenizer.cache import cache_key, load_or_train
-from seq2seq.tokenizer.sentencepiece import (
-    BOS_ID,
-    EOS_ID,
-    MODEL_TYPES,
-    PAD_ID,
-    UNK_ID,
-    Tokenizer,
-    train_tokenizer,
-)
+from seq2seq.tokenizer.sentencepiece import MODEL_TYPES, SentencePieceTokenizer, train_tokenizer
 
 __all__ = [
     "BOS_ID",
@@ -18,6 +12,8 @@ __all__ = [
     "MODEL_TYPES",
     "PAD_ID",
     "UNK_ID",
+    "ByteTokenizer",
+    "SentencePieceTokenizer",
     "Tokenizer",
     "build_tokenizers",
     "cache_key",

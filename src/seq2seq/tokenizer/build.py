@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import datasets
 
-from seq2seq.data.columns import SOURCE, SOURCE_IDS, TARGET, TARGET_IDS
+from seq2seq.data.columns import SOURCE, TARGET
+from seq2seq.tokenizer.base import Tokenizer
+from seq2seq.tokenizer.byte import ByteTokenizer
 from seq2seq.tokenizer.cache import cache_key, load_or_train
-from seq2seq.tokenizer.sentencepiece import ModelType, Tokenizer
+from seq2seq.tokenizer.sentencepiece import ModelType
+
+BYTE = "byte"
+"""The untrained byte tokenizer's model type; the others are SentencePiece's."""
 
 # Part of the tokenized splits' fingerprints: bump it when tokenization changes.
 _TOKENIZE_VERSION = 1
 _TEXT_BATCH = 1024
 
 
-def _require_text_columns(ds: datasets.Dataset, *, split: str) -> None:
-    missing = [c for c in (SOURCE, TARGET) if c not in ds.column_names]
+def _require_columns(ds: datasets.Dataset, columns: Sequence[str], *, split: str) -> None:
+    missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise ValueError(
             f"split {split!r} has no {missing} column(s) (columns: {ds.column_names}); "
@@ -37,86 +43,114 @@ def _texts(ds: datasets.Dataset, columns: list[str]) -> Callable[[], Iterator[st
     return texts
 
 
+def build_tokenizer(
+    train: datasets.Dataset,
+    columns: Sequence[str],
+    *,
+    model_type: str,
+    vocab_size: int,
+    character_coverage: float,
+    cache_dir: Path,
+) -> Tokenizer:
+    """A tokenizer of `model_type` for the texts of `train`'s `columns`: the byte
+    tokenizer, or a SentencePiece model trained on them, cached under a key made of
+    `train`'s fingerprint, the columns and the settings (the same data and settings reuse
+    the model of an earlier run)."""
+    _require_columns(train, columns, split="train")
+    if model_type == BYTE:
+        return ByteTokenizer()
+    settings = {
+        "model_type": str(model_type),
+        "vocab_size": vocab_size,
+        "character_coverage": character_coverage,
+        "columns": list(columns),
+    }
+    key = cache_key(data_fingerprint=train._fingerprint, settings=settings)
+    tokenizer, _ = load_or_train(
+        cache_dir=cache_dir,
+        key=key,
+        texts_fn=_texts(train, list(columns)),
+        model_type=cast(ModelType, str(model_type)),
+        vocab_size=vocab_size,
+        character_coverage=character_coverage,
+    )
+    return tokenizer
+
+
 def build_tokenizers(
     train: datasets.Dataset,
     *,
     shared: bool,
-    model_type: ModelType,
+    model_type: str,
     vocab_size: int,
     character_coverage: float,
     cache_dir: Path,
-    source_model_type: ModelType | None = None,
+    source_model_type: str | None = None,
 ) -> tuple[Tokenizer, Tokenizer]:
-    """(source, target) tokenizers trained on `train`'s text columns; one object if `shared`.
-    `source_model_type`: the source side's model type when not shared (default `model_type`).
-
-    Each is cached under a key made of `train`'s fingerprint, the columns it reads and
-    the settings, so the same data and settings reuse the model of an earlier run.
-    """
-    _require_text_columns(train, split="train")
-
-    def tokenizer(columns: list[str], kind: ModelType) -> Tokenizer:
-        settings = {
-            "model_type": str(kind),
-            "vocab_size": vocab_size,
-            "character_coverage": character_coverage,
-            "columns": columns,
-        }
-        key = cache_key(data_fingerprint=train._fingerprint, settings=settings)
-        tok, _ = load_or_train(
-            cache_dir=cache_dir,
-            key=key,
-            texts_fn=_texts(train, columns),
-            model_type=kind,
-            vocab_size=vocab_size,
-            character_coverage=character_coverage,
-        )
-        return tok
-
+    """(source, target) tokenizers for `train`'s `source` and `target` columns; one object
+    trained on both if `shared`. `source_model_type`: the source side's model type when
+    not shared (default `model_type`)."""
+    settings = {
+        "vocab_size": vocab_size,
+        "character_coverage": character_coverage,
+        "cache_dir": cache_dir,
+    }
     if shared:
-        both = tokenizer([SOURCE, TARGET], model_type)
+        both = build_tokenizer(train, [SOURCE, TARGET], model_type=model_type, **settings)  # type: ignore[arg-type]
         return both, both
-    return tokenizer([SOURCE], source_model_type or model_type), tokenizer([TARGET], model_type)
+    source = build_tokenizer(
+        train,
+        [SOURCE],
+        model_type=source_model_type or model_type,
+        **settings,  # type: ignore[arg-type]
+    )
+    return source, build_tokenizer(train, [TARGET], model_type=model_type, **settings)  # type: ignore[arg-type]
 
 
-def _encoder(
-    source_tokenizer: Tokenizer, target_tokenizer: Tokenizer
-) -> Callable[[list[str | None], list[str | None]], dict[str, list[list[int]]]]:
-    def encode(sources: list[str | None], targets: list[str | None]) -> dict[str, list[list[int]]]:
+def ids_column(column: str) -> str:
+    """Where `tokenize_columns` puts the ids of `column` (`source` -> `source_ids`)."""
+    return f"{column}_ids"
+
+
+def tokenize_columns(
+    dsd: datasets.DatasetDict, tokenizers: Mapping[str, Tokenizer]
+) -> datasets.DatasetDict:
+    """Adds `<column>_ids` (int32 ids, no bos/eos) for every `column: tokenizer` to every
+    split. A missing text encodes as no ids (cleaning drops or counts it). The result's
+    fingerprint derives from the input's and the tokenizers', so splits loaded from files
+    reuse the tokenized cache of an earlier run with the same tokenizers."""
+    ids = datasets.Sequence(datasets.Value("int32"))
+    columns = list(tokenizers)
+    key = "/".join(tokenizers[column].fingerprint for column in columns)
+
+    def encode(*texts: list[str | None]) -> dict[str, list[list[int]]]:
         return {
-            SOURCE_IDS: source_tokenizer.encode_batch([s or "" for s in sources]),
-            TARGET_IDS: target_tokenizer.encode_batch([t or "" for t in targets]),
+            ids_column(column): tokenizers[column].encode_batch([t or "" for t in column_texts])
+            for column, column_texts in zip(columns, texts, strict=True)
         }
 
-    return encode
-
-
-def tokenize_splits(
-    dsd: datasets.DatasetDict, src_tok: Tokenizer, tgt_tok: Tokenizer
-) -> datasets.DatasetDict:
-    """Adds `source_ids` and `target_ids` (int32 ids, no bos/eos) to every split.
-
-    A missing text encodes as no ids (and `clean_split` drops it). The result's
-    fingerprint derives from the input's and the two models', so splits loaded from
-    files reuse the tokenized cache of an earlier run with the same tokenizers.
-    """
-    ids = datasets.Sequence(datasets.Value("int32"))
     result = {}
     for split, ds in dsd.items():
-        _require_text_columns(ds, split=split)
+        _require_columns(ds, columns, split=split)
         fingerprint = hashlib.sha256(
-            f"{ds._fingerprint}/{src_tok.fingerprint}/{tgt_tok.fingerprint}/"
-            f"{_TOKENIZE_VERSION}".encode()
+            f"{ds._fingerprint}/{key}/{_TOKENIZE_VERSION}".encode()
         ).hexdigest()[:32]
         features = ds.features.copy()
-        features[SOURCE_IDS] = ids
-        features[TARGET_IDS] = ids
+        for column in columns:
+            features[ids_column(column)] = ids
         result[split] = ds.map(
-            _encoder(src_tok, tgt_tok),
+            encode,
             batched=True,
-            input_columns=[SOURCE, TARGET],
+            input_columns=columns,
             features=features,
             new_fingerprint=fingerprint,
             desc=f"tokenizing {split}",
         )
     return datasets.DatasetDict(result)
+
+
+def tokenize_splits(
+    dsd: datasets.DatasetDict, src_tok: Tokenizer, tgt_tok: Tokenizer
+) -> datasets.DatasetDict:
+    """Adds `source_ids` and `target_ids` (int32 ids, no bos/eos) to every split."""
+    return tokenize_columns(dsd, {SOURCE: src_tok, TARGET: tgt_tok})

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from seq2seq.tokenizer.sentencepiece import ModelType, Tokenizer, train_tokenizer
+from seq2seq.tokenizer.sentencepiece import ModelType, SentencePieceTokenizer, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def load_or_train(
     model_type: ModelType,
     vocab_size: int,
     character_coverage: float,
-) -> tuple[Tokenizer, bool]:
+) -> tuple[SentencePieceTokenizer, bool]:
     """The tokenizer cached under `key`, or one trained on `texts_fn()` and cached there.
 
     Returns `(tokenizer, reused)`; `texts_fn` is called only when training.
@@ -107,9 +107,9 @@ def load_or_train(
     return tokenizer, False
 
 
-def _load_entry(model: Path) -> Tokenizer:
+def _load_entry(model: Path) -> SentencePieceTokenizer:
     try:
-        return Tokenizer.load(model)
+        return SentencePieceTokenizer.load(model)
     except (OSError, RuntimeError, ValueError) as error:
         raise ValueError(
             f"cached tokenizer {model} is unreadable ({error}); delete {model.parent} to retrain"

@@ -1,14 +1,11 @@
-"""SentencePiece tokenizers with fixed special ids, trained from in-memory text.
+"""SentencePiece tokenizers with the fixed special ids, trained from in-memory text.
 
-Every model has pad=0, unk=1, bos=2, eos=3, so the model, the collator and decoding
-agree on them whatever the tokenizer. `encode` adds neither bos nor eos; `collate`
-does. Text goes through SentencePiece's default `nmt_nfkc` normalization (NFKC,
+`encode` adds neither bos nor eos; the collators do. Text goes through SentencePiece's default `nmt_nfkc` normalization (NFKC,
 runs of whitespace collapsed), so `decode(encode(x))` is the normalized `x`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -19,12 +16,27 @@ from typing import Literal, get_args
 import sentencepiece as spm
 
 from seq2seq.atomic import write_bytes_atomic
+from seq2seq.tokenizer.base import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SPECIAL_IDS,
+    UNK_ID,
+    Tokenizer,
+    content_ids,
+)
 
-PAD_ID = 0
-UNK_ID = 1
-BOS_ID = 2
-EOS_ID = 3
-SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
+__all__ = [
+    "BOS_ID",
+    "EOS_ID",
+    "MODEL_TYPES",
+    "PAD_ID",
+    "SPECIAL_IDS",
+    "UNK_ID",
+    "SentencePieceTokenizer",
+    "train_tokenizer",
+]
+
 
 ModelType = Literal["unigram", "bpe", "char", "word"]
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
@@ -39,8 +51,8 @@ _SAMPLING_SEED = 0
 _SPACE = "\u2581"
 
 
-class Tokenizer:
-    """A trained SentencePiece model: text <-> ids, with the special ids above."""
+class SentencePieceTokenizer(Tokenizer):
+    """A trained SentencePiece model: text <-> ids, with the special ids."""
 
     def __init__(self, model_proto: bytes) -> None:
         self._setup(model_proto)
@@ -61,7 +73,7 @@ class Tokenizer:
             )
 
     @classmethod
-    def load(cls, path: Path | str) -> Tokenizer:
+    def load(cls, path: Path | str) -> SentencePieceTokenizer:
         """Loads a `.model` file written by `save` (or by `train_tokenizer`)."""
         path = Path(path)
         if not path.is_file():
@@ -90,11 +102,6 @@ class Tokenizer:
         """The serialized SentencePiece model (what `save` writes)."""
         return self._proto
 
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the serialized model: equal fingerprints, equal tokenization."""
-        return hashlib.sha256(self._proto).hexdigest()
-
     def encode(self, text: str) -> list[int]:
         """The ids of `text`, without bos/eos."""
         return list(self._sp.encode(text, out_type=int))
@@ -104,14 +111,7 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids` up to the first eos, skipping pad and bos; unk shows as ' ⁇ '."""
-        kept: list[int] = []
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i not in (PAD_ID, BOS_ID):
-                kept.append(i)
-        return str(self._sp.decode(kept))
+        return str(self._sp.decode(content_ids(ids)))
 
     def normalize(self, text: str) -> str:
         """`text` as `decode(encode(text))` gives it back when every piece is known:
@@ -158,7 +158,9 @@ def _training_error(error: RuntimeError, *, model_type: str, vocab_size: int) ->
     return RuntimeError(f"SentencePiece failed to train a {model_type} model: {message}")
 
 
-def _check_char_coverage(tokenizer: Tokenizer, characters: set[str], *, vocab_size: int) -> None:
+def _check_char_coverage(
+    tokenizer: SentencePieceTokenizer, characters: set[str], *, vocab_size: int
+) -> None:
     """A char model silently caps its vocabulary at vocab_size; fail rather than emit unk."""
     missing = sorted(c for c in characters if not c.isspace() and UNK_ID in tokenizer.encode(c))
     if missing:
@@ -177,7 +179,7 @@ def train_tokenizer(
     character_coverage: float = 1.0,
     output_dir: Path,
     prefix: str,
-) -> Tokenizer:
+) -> SentencePieceTokenizer:
     """Trains a model on `texts` (iterated once) and saves it as `<output_dir>/<prefix>.model`.
 
     `vocab_size` is an upper bound (`hard_vocab_limit=False`), so small data gives a
@@ -221,7 +223,7 @@ def train_tokenizer(
                 "no training text: every text given to the tokenizer is empty"
             ) from error
         raise _training_error(error, model_type=model_type, vocab_size=vocab_size) from error
-    tokenizer = Tokenizer(model.getvalue())
+    tokenizer = SentencePieceTokenizer(model.getvalue())
     if check_chars:
         _check_char_coverage(tokenizer, sentences.characters, vocab_size=vocab_size)
     tokenizer.save(output_dir, prefix)

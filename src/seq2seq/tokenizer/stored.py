@@ -10,7 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seq2seq.tokenizer.sentencepiece import Tokenizer
+from seq2seq.tokenizer.base import Tokenizer
+from seq2seq.tokenizer.byte import PROTO as BYTE_PROTO
+from seq2seq.tokenizer.byte import ByteTokenizer
+from seq2seq.tokenizer.sentencepiece import SentencePieceTokenizer
 
 CHECKPOINT_KEY = "tokenizer"
 SIDES = ("source", "target")
@@ -24,6 +27,11 @@ def tokenizer_tensors(source: Tokenizer, target: Tokenizer) -> dict[str, Tensor]
     }
 
 
+def tokenizer_from_proto(proto: bytes) -> Tokenizer:
+    """The tokenizer a `model_proto` serializes: a byte tokenizer, or a SentencePiece model."""
+    return ByteTokenizer() if proto == BYTE_PROTO else SentencePieceTokenizer(proto)
+
+
 def stored_tokenizers(checkpoint: Mapping[str, Any], path: Path) -> tuple[Tokenizer, Tokenizer]:
     """The (source, target) tokenizers of a loaded checkpoint; `path` names it in errors."""
     blobs = checkpoint.get(CHECKPOINT_KEY)
@@ -35,7 +43,7 @@ def stored_tokenizers(checkpoint: Mapping[str, Any], path: Path) -> tuple[Tokeni
     loaded = []
     for side in SIDES:
         try:
-            loaded.append(Tokenizer(blobs[side].numpy().tobytes()))
+            loaded.append(tokenizer_from_proto(blobs[side].numpy().tobytes()))
         except RuntimeError as error:  # SentencePiece could not parse the bytes
             raise ValueError(
                 f"checkpoint {path}: its stored {side} tokenizer is corrupt ({error})"

@@ -12,7 +12,7 @@ newest one's weights and the sum, however many are averaged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +100,49 @@ class RunningAverage:
         }
 
 
-def _check_same_tokenizers(tokenizers: Any, first: Any, path: Path, first_path: Path) -> None:
-    """Weights trained on other token ids (a tokenizer trained on other data, even of the
-    same size and config) mean other things: averaging them is noise."""
-    sides = (tokenizers or {}).keys() | (first or {}).keys()
-    for side in sorted(sides):
-        mine, theirs = (tokenizers or {}).get(side), (first or {}).get(side)
-        if mine is None or theirs is None or not torch.equal(mine, theirs):
-            raise ValueError(
-                f"{path} and {first_path} have different {side} tokenizers (the same ids "
-                "stand for other pieces); only checkpoints of one run can be averaged"
-            )
+NOT_TASK_STATE = ("model", "config", "optimizer", "scheduler", "scaler", "rng", "trainer")
+"""Checkpoint entries that are not the task's state (tokenizers, labels ...)."""
+
+
+def task_state(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's task state: what its task needs besides the weights to predict."""
+    return {
+        key: value
+        for key, value in checkpoint.items()
+        if key not in NOT_TASK_STATE and key not in (AVERAGED_KEY, "batch_layout", "monitor")
+    }
+
+
+def _same(mine: Any, theirs: Any) -> bool:
+    if isinstance(mine, Tensor) and isinstance(theirs, Tensor):
+        return mine.shape == theirs.shape and bool(torch.equal(mine, theirs))
+    if isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+        return mine.keys() == theirs.keys() and all(_same(mine[k], theirs[k]) for k in mine)
+    return bool(mine == theirs)
+
+
+def _differences(state: Mapping[str, Any], first: Mapping[str, Any]) -> Iterator[str]:
+    """What differs between two task states, in words."""
+    for key in sorted(state.keys() | first.keys()):
+        mine, theirs = state.get(key), first.get(key)
+        if key == TOKENIZER_KEY and isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+            for side in sorted(mine.keys() | theirs.keys()):
+                if side not in mine or side not in theirs or not _same(mine[side], theirs[side]):
+                    yield f"{side} tokenizers (the same ids stand for other pieces)"
+        elif mine is None or theirs is None or not _same(mine, theirs):
+            yield key
+
+
+def _check_same_task_state(
+    state: Mapping[str, Any], first: Mapping[str, Any], path: Path, first_path: Path
+) -> None:
+    """Weights trained on other token ids or other labels (a tokenizer trained on other
+    data, even of the same size and config) mean other things: averaging them is noise."""
+    for what in _differences(state, first):
+        raise ValueError(
+            f"{path} and {first_path} have different {what}; only checkpoints of one run "
+            "can be averaged"
+        )
 
 
 def average_checkpoint_files(
@@ -132,7 +164,7 @@ def average_checkpoint_files(
         if average is None:
             average = RunningAverage(parameter_names(checkpoint, path))
             first_config = checkpoint["config"]
-            first_tokenizers = checkpoint.get(TOKENIZER_KEY)
+            first_state = task_state(checkpoint)
         else:
             check_same_model(
                 checkpoint["config"],
@@ -140,7 +172,7 @@ def average_checkpoint_files(
                 source=path,
                 advice=f"only checkpoints of one model can be averaged (compared with {paths[0]})",
             )
-            _check_same_tokenizers(checkpoint.get(TOKENIZER_KEY), first_tokenizers, path, paths[0])
+            _check_same_task_state(task_state(checkpoint), first_state, path, paths[0])
         weights = strip_prefixes(checkpoint["model"])
         average.add(weights, str(path))
         step = checkpoint_step(checkpoint)
@@ -152,9 +184,7 @@ def average_checkpoint_files(
             )
         entries.append((step, path.name))
         if not newest or step > newest_step:
-            newest = {
-                key: checkpoint[key] for key in ("config", TOKENIZER_KEY) if key in checkpoint
-            }
+            newest = {"config": checkpoint["config"], **task_state(checkpoint)}
             newest["model"] = weights
             newest_step = step
         del checkpoint, weights

@@ -20,6 +20,8 @@ class EvaluationResult:
     """Figures that are not scalars (per-class precision and recall), for metrics.json."""
     images: dict[str, np.ndarray] = field(default_factory=dict)
     """HWC uint8 images (a confusion matrix) for TensorBoard, by tag."""
+    texts: dict[str, str] = field(default_factory=dict)
+    """Markdown for TensorBoard's text tab (the confusion matrix's counts), by tag."""
 
     def summary(self) -> str:
         return " | ".join(f"{name} {value:.4g}" for name, value in self.figures.items())

@@ -1,5 +1,5 @@
 """A trained run rebuilt from one checkpoint: its config, its task and its model, for
-seq2seq-generate and seq2seq-average. The checkpoint alone is enough: it holds the
+seq2seq-generate, seq2seq-evaluate --checkpoint and seq2seq-average. The checkpoint alone is enough: it holds the
 resolved config and the task's state (its tokenizers)."""
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from seq2seq.config.schema import TrainConfig
+from seq2seq.config.training import Precision
 from seq2seq.model import PerformerModel
 from seq2seq.tasks import Task, task_class
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
+from seq2seq.training.trainer import PRECISIONS
 
 
 @dataclass
@@ -81,3 +83,22 @@ def load_run(path: Path, device: torch.device) -> TrainedRun:
     run = rebuild_run(load_checkpoint(path), path)
     run.model.to(device)
     return run
+
+
+def evaluate_run(path: Path, split: str, device: torch.device) -> dict[str, float]:
+    """The figures training's evaluation gives a split (`validation` or `test`) for the
+    checkpoint `path`: its task prepares the split from the run's data config and
+    evaluates the checkpoint's model on it, in the run's precision."""
+    run = load_run(path, device)
+    data = run.task.prepare()
+    if split not in data.splits:
+        raise ValueError(
+            f"--split {split}: the run's data has no {split} split (it has {sorted(data.splits)})"
+        )
+    precision = run.config.trainer.precision
+    if precision == Precision.fp16 and device.type != "cuda":
+        precision = Precision.fp32
+    evaluator = run.task.evaluator(
+        split, run.model, device=device, autocast_dtype=PRECISIONS[precision]
+    )
+    return evaluator.evaluate(step=0).figures

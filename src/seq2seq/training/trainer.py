@@ -351,6 +351,8 @@ class Trainer:
             self.logger.text("valid/samples", result.samples_markdown(), self.state.step)
             for tag, image in result.images.items():
                 self.logger.image(f"valid/{tag}", image, self.state.step)
+            for tag, text in result.texts.items():
+                self.logger.text(f"valid/{tag}", text, self.state.step)
         return result
 
     def _stop(self, stop: StopRequest, progress: Progress) -> str:

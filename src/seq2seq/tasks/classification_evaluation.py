@@ -1,0 +1,187 @@
+"""Classification batches, evaluation and prediction: logits for every input, the label
+metrics on the predicted labels, per-class figures and a confusion-matrix image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from seq2seq.data.batching import length_sorted_chunks
+from seq2seq.evaluation import score
+from seq2seq.evaluation.labels import confusion, per_class
+from seq2seq.training.evaluation import EvaluationResult
+from seq2seq.training.loss import label_smoothed_cross_entropy
+
+INPUT_IDS = "input_ids"
+LABEL_ID = "label_id"
+NO_PAD = -1
+"""Labels have no padding: every example is a target."""
+
+
+@dataclass
+class ClassificationBatch:
+    """tokens, mask: `(B, S)`; labels: `(B,)` class indices."""
+
+    tokens: Tensor
+    mask: Tensor
+    labels: Tensor
+
+    @property
+    def num_targets(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device) -> ClassificationBatch:
+        return ClassificationBatch(
+            self.tokens.to(device), self.mask.to(device), self.labels.to(device)
+        )
+
+
+def collate_inputs(examples: list[dict[str, Any]], *, pad_id: int) -> ClassificationBatch:
+    """Pads `input_ids` on the right; `label_id` (-1 when unknown: prediction) stacks."""
+    rows = [list(example[INPUT_IDS]) for example in examples]
+    width = max(len(row) for row in rows)
+    tokens = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
+    lengths = torch.tensor([len(row) for row in rows])
+    mask = torch.arange(width)[None, :] < lengths[:, None]
+    labels = torch.tensor([example.get(LABEL_ID, NO_PAD) for example in examples])
+    return ClassificationBatch(tokens, mask, labels)
+
+
+def classification_loss(
+    logits: Tensor, labels: Tensor, *, smoothing: float
+) -> Any:  # LossSums, summed over the examples
+    return label_smoothed_cross_entropy(
+        logits.unsqueeze(1), labels.unsqueeze(1), pad_id=NO_PAD, smoothing=smoothing
+    )
+
+
+def class_log_probabilities(
+    model: nn.Module,
+    rows: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    max_tokens: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> Tensor:
+    """`(N, C)` float32 log-probabilities of every input row, in batches of similar length."""
+    probabilities: list[Tensor | None] = [None] * len(rows)
+    autocast = (
+        nullcontext()
+        if autocast_dtype is None
+        else torch.autocast(device_type=device.type, dtype=autocast_dtype)
+    )
+    with torch.no_grad(), autocast:
+        for chunk in length_sorted_chunks([len(row) for row in rows], max_tokens):
+            batch = collate_inputs([{INPUT_IDS: rows[i]} for i in chunk], pad_id=pad_id)
+            logits = model(batch.tokens.to(device), batch.mask.to(device)).float()
+            for index, row in zip(chunk, logits.log_softmax(-1).cpu(), strict=True):
+                probabilities[index] = row
+    return torch.stack([p for p in probabilities if p is not None])
+
+
+def confusion_image(matrix: np.ndarray, *, size: int = 256) -> np.ndarray:
+    """An HWC uint8 heatmap of a confusion matrix (rows: references, columns: predictions,
+    in label order), each row normalized: white is 0, dark blue all of the row; the
+    diagonal is outlined; about `size` pixels wide. The labels and counts go to
+    TensorBoard as text beside it."""
+    cell = max(4, size // max(1, matrix.shape[0]))
+    totals = matrix.sum(1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    colour = np.array([31, 73, 125], dtype=np.float64)
+    cells = 255 - share[..., None] * (255 - colour)
+    image = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1).astype(np.uint8)
+    for i in range(matrix.shape[0]):
+        block = image[i * cell : (i + 1) * cell, i * cell : (i + 1) * cell]
+        block[[0, -1], :] = 0
+        block[:, [0, -1]] = 0
+    return image
+
+
+def confusion_markdown(matrix: np.ndarray, labels: Sequence[str]) -> str:
+    header = "| reference \\ predicted | " + " | ".join(labels) + " |"
+    rows = [header, "|---" * (len(labels) + 1) + "|"]
+    rows += [
+        f"| {label} | " + " | ".join(str(int(n)) for n in row) + " |"
+        for label, row in zip(labels, matrix, strict=True)
+    ]
+    return "\n".join(rows)
+
+
+class ClassificationEvaluator:
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        inputs: list[list[int]],
+        texts: list[str],
+        labels: list[str],
+        label_names: list[str],
+        metrics: Sequence[str],
+        num_samples: int,
+        max_tokens: int,
+        pad_id: int,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+        label_smoothing: float,
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.texts = texts
+        self.labels = labels
+        self.label_names = label_names
+        self.metrics = list(metrics)
+        self.num_samples = num_samples
+        self.max_tokens = max_tokens
+        self.pad_id = pad_id
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.label_smoothing = label_smoothing
+
+    def evaluate(self, step: int) -> EvaluationResult:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            log_probs = class_log_probabilities(
+                model,
+                self.inputs,
+                pad_id=self.pad_id,
+                max_tokens=self.max_tokens,
+                device=self.device,
+                autocast_dtype=self.autocast_dtype,
+            )
+        finally:
+            model.train(was_training)
+        index = {name: i for i, name in enumerate(self.label_names)}
+        targets = torch.tensor([index[label] for label in self.labels])
+        sums = classification_loss(log_probs, targets, smoothing=self.label_smoothing)
+        predictions = [self.label_names[i] for i in log_probs.argmax(-1).tolist()]
+        figures = {"loss": float(sums.loss) / max(sums.tokens, 1)}
+        figures.update(score(predictions, [[label] for label in self.labels], self.metrics))
+        matrix = confusion(predictions, self.labels, self.label_names)
+        details = {
+            "per_class": {
+                label: asdict(figure)
+                for label, figure in per_class(predictions, self.labels).items()
+            },
+            "confusion": {"labels": self.label_names, "counts": matrix.tolist()},
+        }
+        samples = [
+            (self.texts[i], self.labels[i], predictions[i])
+            for i in range(min(self.num_samples, len(predictions)))
+        ]
+        return EvaluationResult(
+            figures=figures,
+            predictions=predictions,
+            samples=samples,
+            details=details,
+            images={"confusion": confusion_image(matrix)},
+            texts={"confusion": confusion_markdown(matrix, self.label_names)},
+        )

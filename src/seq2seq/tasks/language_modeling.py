@@ -1,0 +1,300 @@
+"""`language_modeling`: a decoder-only language model of a text column.
+
+Data: a `text` column of documents (a text file's lines, a JSON field, a built-in corpus),
+tokenized by one tokenizer (`tokenizer=byte` needs no training), cut into blocks of
+`data.block_size` tokens (language_modeling_data.py). Loss: label-smoothed cross-entropy
+over every predicted token. Validation and test: loss, perplexity and bits per UTF-8 byte
+over the whole split, and `trainer.metrics` (rules such as `dyck`) on
+`trainer.sampled_documents` documents sampled from an empty prompt. Prediction: the
+continuation of every input line (a prompt; an empty line samples a document), by greedy
+search, beam search or sampling over the incremental state; a continuation's newlines and
+backslashes are escaped (`one_line`), so each stays on its prompt's line.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch import nn
+
+from seq2seq.config.checks import check_builtin_fits, check_unread_typed
+from seq2seq.config.data import Packing
+from seq2seq.config.generation import GenerationConfig, check_generation
+from seq2seq.config.schema import TrainConfig
+from seq2seq.data.batching import LoaderStream, TokenBatchSampler, make_loader
+from seq2seq.data.columns import TEXT
+from seq2seq.data.prepare import load_raw_splits, split_origin
+from seq2seq.evaluation import get_metric
+from seq2seq.model import PerformerModel, build_model
+from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
+from seq2seq.tasks.language_modeling_data import BLOCK, BYTES, BlockReport, make_blocks
+from seq2seq.tasks.language_modeling_evaluation import (
+    LanguageModelBatch,
+    LanguageModelEvaluator,
+    collate_blocks,
+    continue_prompts,
+    one_line,
+)
+from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from seq2seq.tokenizer.build import build_tokenizer, ids_column, tokenize_columns
+from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
+from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors
+from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy
+
+log = logging.getLogger("seq2seq.data")
+
+FIELDS = (TEXT,)
+LOSS_FIGURES = {"loss": False, "ppl": False, "bpb": False}
+UNREAD = (
+    "data.source",
+    "data.target",
+    "data.text_pair",
+    "data.label",
+    "data.max_source_len",
+    "data.max_target_len",
+    "generation.max_len_a",
+    "generation.max_len_b",
+    "generation.max_len",
+)
+
+
+class LanguageModelingTask(Task):
+    name = "language_modeling"
+    model_kind = "decoder_lm"
+    blank_inputs = True
+
+    def __init__(self, cfg: TrainConfig, tokenizer: Tokenizer | None = None) -> None:
+        super().__init__(cfg)
+        self.tokenizer = tokenizer
+        self.data: PreparedData | None = None
+        self.shares: dict[str, list[float]] = {}
+
+    # --- config -------------------------------------------------------------------------
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig, command_line: Sequence[str]) -> None:
+        check_unread_typed(cfg, command_line, UNREAD, reader="task=language_modeling")
+        check_builtin_fits(cfg, FIELDS, task=cls.name)
+        if cfg.data.block_size < 1:
+            raise ValueError(f"data.block_size={cfg.data.block_size} must be a positive integer")
+        if cfg.data.block_size > cfg.model.max_len:
+            raise ValueError(
+                f"data.block_size={cfg.data.block_size} is longer than the positions cover "
+                f"(model.max_len={cfg.model.max_len}); lower data.block_size or raise "
+                "model.max_len"
+            )
+        for name in cfg.trainer.metrics:
+            if get_metric(name).needs_references:
+                raise ValueError(
+                    f"trainer.metrics={list(cfg.trainer.metrics)}: {name!r} compares outputs "
+                    "with references, which a language model's samples have none of; use "
+                    "rules such as 'dyck', or no metrics (loss, ppl and bpb are always there)"
+                )
+        if cfg.trainer.sampled_documents < 0:
+            raise ValueError(
+                f"trainer.sampled_documents={cfg.trainer.sampled_documents} must be >= 0"
+            )
+        check_generation(cfg.generation, longest=cfg.model.max_len)
+
+    @classmethod
+    def figures(cls, cfg: TrainConfig) -> dict[str, bool]:
+        metrics = {name: get_metric(name).higher_is_better for name in cfg.trainer.metrics}
+        return {**LOSS_FIGURES, **metrics}
+
+    # --- data and model -----------------------------------------------------------------
+
+    def prepare(self) -> PreparedData:
+        cfg = self.cfg
+        raw = load_raw_splits(cfg.data, seed=cfg.seed, fields=FIELDS)
+        if self.tokenizer is None:
+            self.tokenizer = build_tokenizer(
+                raw["train"],
+                [TEXT],
+                model_type=cfg.tokenizer.model_type,
+                vocab_size=cfg.tokenizer.vocab_size,
+                character_coverage=cfg.tokenizer.character_coverage,
+                cache_dir=Path(cfg.tokenizer.cache_dir),
+            )
+        tokenized = tokenize_columns(raw, {TEXT: self.tokenizer})
+        splits, reports = {}, {}
+        for role, split in tokenized.items():
+            splits[role], reports[role] = self._blocks(split, role)
+        self.data = PreparedData(splits=datasets.DatasetDict(splits), reports=reports)
+        return self.data
+
+    def _blocks(self, split: datasets.Dataset, role: str) -> tuple[datasets.Dataset, BlockReport]:
+        data = self.cfg.data
+        blocks, shares, report = make_blocks(
+            [list(ids) for ids in split[ids_column(TEXT)]],
+            [text or "" for text in split[TEXT]],
+            block_size=data.block_size,
+            eos_id=EOS_ID,
+            packed=data.packing == Packing.packed,
+            complete_only=role == "train",
+        )
+        log.info("%s split: %s", role, report)
+        if report.dropped_empty or report.truncated or report.dropped_tokens:
+            log.warning(
+                "%s split: %d empty document(s) dropped, %d document(s) truncated to "
+                "data.block_size=%d, %d token(s) of an incomplete last block dropped",
+                role,
+                report.dropped_empty,
+                report.truncated,
+                data.block_size,
+                report.dropped_tokens,
+            )
+        if not blocks:
+            complete = "complete " if role == "train" and data.packing == Packing.packed else ""
+            raise ValueError(
+                f"the {role} split ({split_origin(data, role)}) has no {complete}block: "
+                f"{report.kept} non-empty documents, {report.tokens + report.dropped_tokens} "
+                f"tokens, data.block_size={data.block_size}; lower data.block_size or give "
+                "more text"
+            )
+        self.shares[role] = shares
+        dataset = datasets.Dataset.from_dict(
+            {BLOCK: blocks, BYTES: shares},
+            features=datasets.Features(
+                {
+                    BLOCK: datasets.Sequence(datasets.Value("int32")),
+                    BYTES: datasets.Value("float64"),
+                }
+            ),
+        )
+        return dataset, report
+
+    def state(self) -> dict[str, Any]:
+        assert self.tokenizer is not None
+        return {TOKENIZER_KEY: tokenizer_tensors(self.tokenizer, self.tokenizer)}
+
+    def save_files(self, run_dir: Path) -> None:
+        assert self.tokenizer is not None
+        self.tokenizer.save(run_dir / "tokenizer", "text")
+
+    def build_model(self) -> PerformerModel:
+        assert self.tokenizer is not None
+        return build_model(
+            self.cfg.model,
+            kind=self.model_kind,
+            src_vocab_size=self.tokenizer.vocab_size,
+            tgt_vocab_size=self.tokenizer.vocab_size,
+            pad_id=PAD_ID,
+            seed=self.cfg.seed,
+        )
+
+    def _split(self, role: str) -> datasets.Dataset:
+        assert self.data is not None, "prepare() first"
+        return self.data.splits[role]
+
+    def train_batches(self, *, rank: int, world_size: int) -> LoaderStream:
+        train = self._split("train")
+        lengths = np.array([len(block) - 1 for block in train[BLOCK]], dtype=np.int64)
+        sampler = TokenBatchSampler(
+            lengths,
+            # The targets are the inputs shifted: a batch's cost is its inputs' length.
+            np.full_like(lengths, -1),
+            max_tokens=self.cfg.data.max_tokens,
+            seed=self.cfg.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        loader = make_loader(
+            train,
+            sampler=sampler,
+            columns=[BLOCK],
+            collate_fn=functools.partial(collate_blocks),
+            num_workers=self.cfg.data.num_workers,
+        )
+        return LoaderStream(sampler, loader)
+
+    def loss(self, model: nn.Module, batch: LanguageModelBatch) -> LossSums:
+        return label_smoothed_cross_entropy(
+            model(batch.tokens, batch.mask),
+            batch.targets,
+            pad_id=PAD_ID,
+            smoothing=self.cfg.trainer.label_smoothing,
+        )
+
+    def evaluator(
+        self,
+        split: str,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+    ) -> LanguageModelEvaluator:
+        assert self.tokenizer is not None
+        cfg = self.cfg
+        return LanguageModelEvaluator(
+            model=model,
+            blocks=[list(block) for block in self._split(split)[BLOCK]],
+            shares=self.shares[split],
+            tokenizer=self.tokenizer,
+            generation=cfg.generation,
+            metrics=cfg.trainer.metrics,
+            sampled_documents=cfg.trainer.sampled_documents,
+            num_samples=cfg.trainer.num_samples,
+            max_len=cfg.model.max_len,
+            max_tokens=cfg.data.max_tokens,
+            device=device,
+            autocast_dtype=autocast_dtype,
+            label_smoothing=cfg.trainer.label_smoothing,
+        )
+
+    # --- prediction ---------------------------------------------------------------------
+
+    @classmethod
+    def restore(
+        cls, cfg: TrainConfig, checkpoint: Mapping[str, Any], path: Path
+    ) -> LanguageModelingTask:
+        tokenizer, _ = stored_tokenizers(checkpoint, path)
+        return cls(cfg, tokenizer)
+
+    def predict(
+        self,
+        model: nn.Module,
+        *,
+        lines: Sequence[str] | None,
+        split: str | None,
+        generation: GenerationConfig,
+        options: DecodingOptions,
+    ) -> Predictions:
+        assert self.tokenizer is not None
+        if lines is None:
+            raise ValueError(
+                f"split={split!r}: a language model continues prompts; give input= (one prompt "
+                "per line; an empty line samples a document), or score a split with "
+                "seq2seq-evaluate --checkpoint"
+            )
+        check_generation(generation, longest=self.cfg.model.max_len)
+        prompts = [[EOS_ID, *self.tokenizer.encode(line)] for line in lines]
+        nbests = continue_prompts(
+            model,
+            prompts,
+            replace(generation, max_len=None),
+            max_len=self.cfg.model.max_len,
+            max_tokens=options.max_tokens,
+            device=options.device,
+            autocast_dtype=options.autocast_dtype,
+        )
+
+        def decode(tokens: list[int]) -> str:
+            assert self.tokenizer is not None
+            return one_line(self.tokenizer.decode(tokens))
+
+        rows = None
+        if options.nbest:
+            rows = [
+                f"{index}\t{rank}\t{hypothesis.score:.6f}\t{decode(hypothesis.tokens)}"
+                for index, nbest in enumerate(nbests)
+                for rank, hypothesis in enumerate(nbest)
+            ]
+        return Predictions(lines=[decode(nbest[0].tokens) for nbest in nbests], nbest=rows)

@@ -1,0 +1,211 @@
+"""Language-modeling batches, evaluation and continuation: loss, perplexity and bits per
+byte over a whole split, rule metrics on sampled documents, and prompts continued by the
+decoding strategies through `PromptedModel`."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from seq2seq.config.generation import GenerationConfig
+from seq2seq.data.batching import length_sorted_chunks
+from seq2seq.evaluation import score
+from seq2seq.generation import Hypothesis, generate
+from seq2seq.generation.prompted import PromptedModel
+from seq2seq.tasks.language_modeling_data import BLOCK
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from seq2seq.training.evaluation import EvaluationResult
+from seq2seq.training.loss import label_smoothed_cross_entropy, perplexity
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: backslashes, newlines and carriage returns written as the
+    two-character escapes backslash-backslash, backslash-n and backslash-r, so that a
+    continuation of several lines keeps one line per prompt."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+@dataclass
+class LanguageModelBatch:
+    """tokens, mask: `(B, L)` inputs; targets: `(B, L)` the next tokens, PAD where none."""
+
+    tokens: Tensor
+    mask: Tensor
+    targets: Tensor
+
+    @property
+    def num_targets(self) -> int:
+        return int((self.targets != PAD_ID).sum())
+
+    def to(self, device: torch.device) -> LanguageModelBatch:
+        return LanguageModelBatch(
+            self.tokens.to(device), self.mask.to(device), self.targets.to(device)
+        )
+
+
+def collate_blocks(examples: list[dict[str, Any]]) -> LanguageModelBatch:
+    """Blocks of up to B + 1 tokens -> inputs (the first L) and targets (the last L)."""
+    rows = [list(example[BLOCK]) for example in examples]
+    width = max(len(row) for row in rows) - 1
+    tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    targets = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row) - 1] = torch.tensor(row[:-1])
+        targets[i, : len(row) - 1] = torch.tensor(row[1:])
+    return LanguageModelBatch(tokens, targets != PAD_ID, targets)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def continue_prompts(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    settings: GenerationConfig,
+    *,
+    max_len: int,
+    max_tokens: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    progress: bool = True,
+) -> list[list[Hypothesis]]:
+    """N-best continuations of every prompt (token ids starting with eos), in order.
+
+    Prompts are batched by length (they share positions); a continuation adds at most
+    `settings.max_new_tokens` tokens, and no more than the positions `max_len` leaves."""
+    results: list[list[Hypothesis]] = [[] for _ in prompts]
+    prompted = PromptedModel(model)  # type: ignore[arg-type]
+    lengths = [len(prompt) for prompt in prompts]
+    groups: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        groups.setdefault(length, []).append(index)
+    bar = tqdm(
+        total=len(prompts), desc="generating", unit="prompt", file=sys.stderr, disable=not progress
+    )
+    with bar, _autocast(device, autocast_dtype):
+        for length, members in sorted(groups.items()):
+            # The strategies feed every output token (the last one to see eos after it):
+            # a prompt of P tokens and N outputs reach position P - 1 + N.
+            room = max_len - length
+            if room < 1:
+                raise ValueError(
+                    f"a prompt of {length - 1} tokens leaves no position for a continuation "
+                    f"(model.max_len={max_len}); shorten it"
+                )
+            limit = replace(
+                settings,
+                max_len_a=0.0,
+                max_len_b=min(settings.max_new_tokens, room),
+                max_len=min(settings.max_new_tokens, room),
+                min_len=min(settings.min_len, room),
+            )
+            for chunk in length_sorted_chunks([length] * len(members), max_tokens):
+                indices = [members[i] for i in chunk]
+                tokens = torch.tensor([list(prompts[i]) for i in indices], device=device)
+                hypotheses = generate(
+                    prompted,
+                    tokens,
+                    torch.ones_like(tokens, dtype=torch.bool),
+                    limit,
+                    bos_id=BOS_ID,
+                    eos_id=EOS_ID,
+                    pad_id=PAD_ID,
+                    source_ids=indices,
+                )
+                for index, nbest in zip(indices, hypotheses, strict=True):
+                    results[index] = nbest
+                bar.update(len(indices))
+    return results
+
+
+class LanguageModelEvaluator:
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        blocks: list[list[int]],
+        shares: list[float],
+        tokenizer: Tokenizer,
+        generation: GenerationConfig,
+        metrics: Sequence[str],
+        sampled_documents: int,
+        num_samples: int,
+        max_len: int,
+        max_tokens: int,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+        label_smoothing: float,
+    ) -> None:
+        self.model = model
+        self.blocks = blocks
+        self.bytes = sum(shares)
+        self.tokenizer = tokenizer
+        self.generation = generation
+        self.metrics = list(metrics)
+        self.sampled_documents = sampled_documents if metrics else 0
+        self.num_samples = num_samples
+        self.max_len = max_len
+        self.max_tokens = max_tokens
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.label_smoothing = label_smoothing
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> EvaluationResult:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        nll_sum, loss_sum, tokens = 0.0, 0.0, 0
+        try:
+            with _autocast(self.device, self.autocast_dtype):
+                chunks = length_sorted_chunks([len(b) - 1 for b in self.blocks], self.max_tokens)
+                for chunk in chunks:
+                    batch = collate_blocks([{BLOCK: self.blocks[i]} for i in chunk])
+                    batch = batch.to(self.device)
+                    sums = label_smoothed_cross_entropy(
+                        model(batch.tokens, batch.mask),
+                        batch.targets,
+                        pad_id=PAD_ID,
+                        smoothing=self.label_smoothing,
+                    )
+                    nll_sum += float(sums.nll)
+                    loss_sum += float(sums.loss)
+                    tokens += sums.tokens
+            documents = self._sample_documents()
+        finally:
+            model.train(was_training)
+        figures = {
+            "loss": loss_sum / max(tokens, 1),
+            "ppl": perplexity(nll_sum, tokens),
+            "bpb": nll_sum / math.log(2) / max(self.bytes, 1e-9),
+        }
+        if documents:
+            figures.update(score(documents, [[""]] * len(documents), self.metrics))
+        samples = [("", "", document) for document in documents[: self.num_samples]]
+        return EvaluationResult(figures=figures, predictions=documents, samples=samples)
+
+    def _sample_documents(self) -> list[str]:
+        """Documents sampled from an empty prompt (with the run's decoding settings), on
+        which the rule metrics (`dyck`) are scored."""
+        if not self.sampled_documents:
+            return []
+        nbests = continue_prompts(
+            self.model,
+            [[EOS_ID]] * self.sampled_documents,
+            self.generation,
+            max_len=self.max_len,
+            max_tokens=self.max_tokens,
+            device=self.device,
+            autocast_dtype=self.autocast_dtype,
+            progress=False,
+        )
+        return [one_line(self.tokenizer.decode(nbest[0].tokens)) for nbest in nbests]
