@@ -22,10 +22,21 @@ class FeatureMap(nn.Module):
     all keys of a head may depend on all of them."""
 
     num_features: int
+    kind: str
+    """The registry name (`favor`, `elu`, `relu`); the Triton kernels form this map themselves."""
 
     def forward(
         self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
     ) -> Tensor:
+        raise NotImplementedError
+
+    def vjp(self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        """float32 `(B, H, L, Dh)` gradient with respect to `x` of `(features * grad).sum()`,
+        where `features: (B, H, L, m)` is `forward(x, ..., mask=mask)`.
+
+        The memory-lean backward recomputes the features instead of saving them and calls this
+        rather than autograd. Stabilizing shifts (a query's max, the keys' shared max) are
+        constants of the forward pass and get no gradient, as in `forward`'s `detach`."""
         raise NotImplementedError
 
 
@@ -44,26 +55,47 @@ class _ElementwiseFeatureMap(FeatureMap):
     def function(x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def derivative(x: Tensor, features: Tensor) -> Tensor:
+        """f'(x), given `features = f(x)`."""
+        raise NotImplementedError
+
     def forward(
         self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
     ) -> Tensor:
         return _zero_masked(self.function(x.float()), mask)
 
+    def vjp(self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        return _zero_masked(grad * self.derivative(x.float(), features), mask)
+
 
 class EluFeatureMap(_ElementwiseFeatureMap):
     """elu(x) + 1 (Katharopoulos et al., 2020); m = Dh."""
+
+    kind = "elu"
 
     @staticmethod
     def function(x: Tensor) -> Tensor:
         return F.elu(x) + 1.0
 
+    @staticmethod
+    def derivative(x: Tensor, features: Tensor) -> Tensor:
+        # elu(x) + 1 is exp(x) where x <= 0, so there the features are their own derivative.
+        return torch.where(x > 0, 1.0, features)
+
 
 class ReluFeatureMap(_ElementwiseFeatureMap):
     """relu(x); m = Dh. Rows can be all zero: the attentions' epsilon keeps them finite."""
 
+    kind = "relu"
+
     @staticmethod
     def function(x: Tensor) -> Tensor:
         return F.relu(x)
+
+    @staticmethod
+    def derivative(x: Tensor, features: Tensor) -> Tensor:
+        return (x > 0).float()
 
 
 def orthogonal_gaussian(num_rows: int, num_cols: int, generator: torch.Generator) -> Tensor:
@@ -98,6 +130,7 @@ class FavorFeatureMap(FeatureMap):
     """
 
     projection: Tensor
+    kind = "favor"
 
     def __init__(self, head_dim: int, *, num_features: int, seed: int, layer_id: int) -> None:
         super().__init__()
@@ -133,7 +166,7 @@ class FavorFeatureMap(FeatureMap):
         offset = offset + 0.5 * math.log(self.num_features)
         if mask is not None:
             offset = offset.masked_fill(~mask[:, None, :, None], math.inf)
-        logits = x @ (self.projection.float() * scale).T - offset
+        logits = x @ self.scaled_projection().T - offset
         if is_query:
             logits = logits - logits.amax(-1, keepdim=True).detach()
         elif all_keys:
@@ -143,6 +176,20 @@ class FavorFeatureMap(FeatureMap):
             shift = logits.detach().amax(dim=(-2, -1), keepdim=True)
             logits = logits - torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
         return torch.exp(logits)
+
+    def scaled_projection(self) -> Tensor:
+        """float32 `(m, Dh)`: the projection with the `Dh^-1/4` input scale folded in."""
+        return self.projection.float() * self.head_dim**-0.25
+
+    def vjp(self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        # logits = x W'^T - (s^2 / 2) |x|^2 - const, s = Dh^-1/4, W' = s W; padded keys have
+        # zero features, so zero logit gradients.
+        logit_grad = grad * features
+        x = x.float()
+        scale_squared = self.head_dim**-0.5
+        return logit_grad @ self.scaled_projection() - (
+            scale_squared * logit_grad.sum(-1, keepdim=True)
+        ) * x
 
 
 FeatureMapFactory = Callable[[int, int], FeatureMap]
