@@ -166,16 +166,17 @@ class FavorFeatureMap(FeatureMap):
         offset = offset + 0.5 * math.log(self.num_features)
         if mask is not None:
             offset = offset.masked_fill(~mask[:, None, :, None], math.inf)
-        logits = x @ self.scaled_projection().T - offset
+        # The shifts and the exp work in place: the (B, H, L, m) tensor is allocated once.
+        logits = (x @ self.scaled_projection().T).sub_(offset)
         if is_query:
-            logits = logits - logits.amax(-1, keepdim=True).detach()
+            logits = logits.sub_(logits.detach().amax(-1, keepdim=True))
         elif all_keys:
             # One shift for all keys of a head cancels in the attention weights and keeps
             # large-norm keys from underflowing to zero. Causal attention cannot use it:
             # the max would look at future keys.
             shift = logits.detach().amax(dim=(-2, -1), keepdim=True)
-            logits = logits - torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-        return torch.exp(logits)
+            logits = logits.sub_(torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift)))
+        return logits.exp_()
 
     def scaled_projection(self) -> Tensor:
         """float32 `(m, Dh)`: the projection with the `Dh^-1/4` input scale folded in."""

@@ -65,15 +65,13 @@ def output_gradient(grad_out: Tensor, out: Tensor, denominator: Tensor) -> Tenso
 
     As autograd differentiates `normalized`: no gradient where the denominator is 0, and
     none to a denominator below the clamp."""
-    grad_numerator = torch.where(
-        denominator > 0, grad_out.float() / denominator.clamp_min(SMALLEST_DENOMINATOR), 0.0
-    )
-    grad_denominator = torch.where(
-        denominator >= SMALLEST_DENOMINATOR,
-        -(grad_numerator * out.float()).sum(-1, keepdim=True),
-        0.0,
-    )
-    return torch.cat([grad_numerator, grad_denominator], dim=-1)
+    grad = grad_out.new_empty((*grad_out.shape[:-1], grad_out.shape[-1] + 1), dtype=torch.float32)
+    grad_numerator, grad_denominator = grad.split([grad_out.shape[-1], 1], dim=-1)
+    torch.div(grad_out, denominator.clamp_min(SMALLEST_DENOMINATOR), out=grad_numerator)
+    grad_numerator.masked_fill_(denominator <= 0, 0.0)
+    torch.sum(grad_numerator * out, dim=-1, keepdim=True, out=grad_denominator)
+    grad_denominator.neg_().masked_fill_(denominator < SMALLEST_DENOMINATOR, 0.0)
+    return grad
 
 
 def exclusive_cumsum(x: Tensor, dim: int, *, reverse: bool = False) -> Tensor:
@@ -81,40 +79,54 @@ def exclusive_cumsum(x: Tensor, dim: int, *, reverse: bool = False) -> Tensor:
     than subtracting (exact)."""
     if reverse:
         return exclusive_cumsum(x.flip(dim), dim).flip(dim)
-    total = x.cumsum(dim)
-    return torch.cat(
-        [torch.zeros_like(x.narrow(dim, 0, 1)), total.narrow(dim, 0, x.shape[dim] - 1)], dim
-    )
+    out = torch.empty_like(x)
+    out.narrow(dim, 0, 1).zero_()
+    torch.cumsum(x.narrow(dim, 0, x.shape[dim] - 1), dim, out=out.narrow(dim, 1, x.shape[dim] - 1))
+    return out
 
 
 def _chunked(x: Tensor, chunk: int) -> Tensor:
-    """`(B, H, L, X) -> (B, H, n, C, X)`, zero-padded to a multiple of C."""
+    """`(B, H, L, X) -> (B * H * n, C, X)`, zero-padded to a multiple of C."""
     batch, heads, length, width = x.shape
     pad = -length % chunk
     if pad:
         x = F.pad(x, (0, 0, 0, pad))
-    return x.view(batch, heads, (length + pad) // chunk, chunk, width)
+    return x.reshape(batch * heads * ((length + pad) // chunk), chunk, width)
 
 
-def _unchunked(x: Tensor, length: int) -> Tensor:
-    """`(B, H, n, C, X) -> (B, H, L, X)`, dropping the padding."""
-    batch, heads, chunks, chunk, width = x.shape
-    return x.reshape(batch, heads, chunks * chunk, width)[:, :, :length]
+def _unchunked(x: Tensor, like: Tensor) -> Tensor:
+    """`(B * H * n, C, X) -> (B, H, L, X)` for `like: (B, H, L, _)`, dropping the padding."""
+    batch, heads, length, _ = like.shape
+    return x.reshape(batch, heads, -1, x.shape[-1])[:, :, :length]
 
 
-def _causal_chunk_products(
+def _chunk_sums(x: Tensor, like: Tensor, *, reverse: bool = False) -> Tensor:
+    """Per-chunk `(B * H * n, a, b)` -> the exclusive sums over the chunks before each (or
+    after, `reverse`), same shape; `like: (B, H, ...)` gives B and H."""
+    batch, heads = like.shape[:2]
+    per_head = x.view(batch * heads, -1, *x.shape[1:])
+    return exclusive_cumsum(per_head, 1, reverse=reverse).view(x.shape)
+
+
+def _future(chunk: int, device: torch.device) -> Tensor:
+    """`(C, C)` True above the diagonal: pairs where the key comes after the query."""
+    return torch.ones(chunk, chunk, dtype=torch.bool, device=device).triu(1)
+
+
+def causal_chunk_products(
     q_features: Tensor, k_features: Tensor, values: Tensor, chunk: int
 ) -> Tensor:
     """`sum_{j <= i} (phi(q_i) . phi(k_j)) values_j`: `(B, H, L, X)` for `values: (B, H, L, X)`.
 
     Inside a chunk, a causally masked C x C product; earlier chunks act through their summed
-    states `(B, H, n, m, X)`, an exclusive cumulative sum over chunks (the parallel form)."""
+    states `(m, X)`, an exclusive cumulative sum over chunks (the parallel form)."""
     qc, kc, vc = (_chunked(x, chunk) for x in (q_features, k_features, values))
-    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=qc.device).tril()
-    out = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0.0) @ vc
-    if qc.shape[2] > 1:
-        out = out + qc @ exclusive_cumsum(kc.transpose(-1, -2) @ vc, dim=2)
-    return _unchunked(out, q_features.shape[2])
+    scores = torch.bmm(qc, kc.transpose(-1, -2)).masked_fill_(_future(chunk, qc.device), 0.0)
+    out = torch.bmm(scores, vc)
+    if qc.shape[0] > q_features.shape[0] * q_features.shape[1]:  # more than one chunk
+        before = _chunk_sums(torch.bmm(kc.transpose(-1, -2), vc), q_features)
+        out = out.baddbmm_(qc, before)
+    return _unchunked(out, q_features)
 
 
 class _LinearAttention(torch.autograd.Function):
@@ -136,7 +148,9 @@ class _LinearAttention(torch.autograd.Function):
         numerator_and_denominator = q_features @ state
         out = normalized(numerator_and_denominator).to(v.dtype)
         ctx.feature_map = feature_map
-        ctx.save_for_backward(q, k, v, key_padding_mask, state, out, numerator_and_denominator[..., -1:])
+        # A copy: a view of the last column would keep the whole product alive.
+        denominator = numerator_and_denominator[..., -1:].clone()
+        ctx.save_for_backward(q, k, v, key_padding_mask, state, out, denominator)
         return out
 
     @staticmethod
@@ -171,13 +185,14 @@ class _CausalLinearAttention(torch.autograd.Function):
         q_features, k_features = masked_features(
             feature_map, q, k, key_padding_mask, all_keys=False
         )
-        numerator_and_denominator = _causal_chunk_products(
+        numerator_and_denominator = causal_chunk_products(
             q_features, k_features, with_ones(v), chunk
         )
         out = normalized(numerator_and_denominator).to(v.dtype)
         ctx.feature_map = feature_map
         ctx.chunk = chunk
-        ctx.save_for_backward(q, k, v, key_padding_mask, out, numerator_and_denominator[..., -1:])
+        denominator = numerator_and_denominator[..., -1:].clone()
+        ctx.save_for_backward(q, k, v, key_padding_mask, out, denominator)
         return out
 
     @staticmethod
@@ -185,7 +200,6 @@ class _CausalLinearAttention(torch.autograd.Function):
         q, k, v, key_padding_mask, out, denominator = ctx.saved_tensors
         feature_map: FeatureMap = ctx.feature_map
         chunk: int = ctx.chunk
-        length = q.shape[2]
         with float32_region(q.device):
             q_features, k_features = masked_features(
                 feature_map, q, k, key_padding_mask, all_keys=False
@@ -193,25 +207,25 @@ class _CausalLinearAttention(torch.autograd.Function):
             qc, kc = _chunked(q_features, chunk), _chunked(k_features, chunk)
             vc = _chunked(with_ones(v), chunk)
             gc = _chunked(output_gradient(grad_out, out, denominator), chunk)
-            future = ~torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-            weights = (qc @ kc.transpose(-1, -2)).masked_fill(future, 0.0)  # (B, H, n, C, C)
-            grad_weights = (gc @ vc.transpose(-1, -2)).masked_fill(future, 0.0)
-            grad_qc = grad_weights @ kc
-            grad_kc = grad_weights.transpose(-1, -2) @ qc
-            grad_vc = weights.transpose(-1, -2) @ gc
-            if qc.shape[2] > 1:
+            future = _future(chunk, q.device)
+            weights = torch.bmm(qc, kc.transpose(-1, -2)).masked_fill_(future, 0.0)
+            grad_weights = torch.bmm(gc, vc.transpose(-1, -2)).masked_fill_(future, 0.0)
+            grad_qc = torch.bmm(grad_weights, kc)
+            grad_kc = torch.bmm(grad_weights.transpose(-1, -2), qc)
+            grad_vc = torch.bmm(weights.transpose(-1, -2), gc)
+            if qc.shape[0] > q.shape[0] * q.shape[1]:  # more than one chunk
                 # Earlier chunks reach a query through their summed states; later chunks'
                 # queries reach a key through the summed `phi(q)^T G` (m x (Dh + 1)) after it.
-                before = exclusive_cumsum(kc.transpose(-1, -2) @ vc, dim=2)
-                grad_qc = grad_qc + gc @ before.transpose(-1, -2)
-                after = exclusive_cumsum(qc.transpose(-1, -2) @ gc, dim=2, reverse=True)
-                grad_kc = grad_kc + vc @ after.transpose(-1, -2)
-                grad_vc = grad_vc + kc @ after
-            grad_q = feature_map.vjp(q, q_features, _unchunked(grad_qc, length))
+                before = _chunk_sums(torch.bmm(kc.transpose(-1, -2), vc), q)
+                grad_qc.baddbmm_(gc, before.transpose(-1, -2))
+                after = _chunk_sums(torch.bmm(qc.transpose(-1, -2), gc), q, reverse=True)
+                grad_kc.baddbmm_(vc, after.transpose(-1, -2))
+                grad_vc.baddbmm_(kc, after)
+            grad_q = feature_map.vjp(q, q_features, _unchunked(grad_qc, q))
             grad_k = feature_map.vjp(
-                k, k_features, _unchunked(grad_kc, length), mask=key_padding_mask
+                k, k_features, _unchunked(grad_kc, k), mask=key_padding_mask
             )
-            grad_v = _unchunked(grad_vc[..., :-1], length)
+            grad_v = _unchunked(grad_vc, v)[..., :-1]
         return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None
 
 
