@@ -65,13 +65,16 @@ def output_gradient(grad_out: Tensor, out: Tensor, denominator: Tensor) -> Tenso
 
     As autograd differentiates `normalized`: no gradient where the denominator is 0, and
     none to a denominator below the clamp."""
-    grad = grad_out.new_empty((*grad_out.shape[:-1], grad_out.shape[-1] + 1), dtype=torch.float32)
-    grad_numerator, grad_denominator = grad.split([grad_out.shape[-1], 1], dim=-1)
-    torch.div(grad_out, denominator.clamp_min(SMALLEST_DENOMINATOR), out=grad_numerator)
-    grad_numerator.masked_fill_(denominator <= 0, 0.0)
-    torch.sum(grad_numerator * out, dim=-1, keepdim=True, out=grad_denominator)
-    grad_denominator.neg_().masked_fill_(denominator < SMALLEST_DENOMINATOR, 0.0)
-    return grad
+    grad_numerator = (grad_out / denominator.clamp_min(SMALLEST_DENOMINATOR)).masked_fill_(
+        denominator <= 0, 0.0
+    )
+    grad_denominator = (
+        (grad_numerator * out)
+        .sum(-1, keepdim=True)
+        .neg_()
+        .masked_fill_(denominator < SMALLEST_DENOMINATOR, 0.0)
+    )
+    return torch.cat([grad_numerator, grad_denominator], dim=-1)
 
 
 def exclusive_cumsum(x: Tensor, dim: int, *, reverse: bool = False) -> Tensor:
@@ -79,10 +82,10 @@ def exclusive_cumsum(x: Tensor, dim: int, *, reverse: bool = False) -> Tensor:
     than subtracting (exact)."""
     if reverse:
         return exclusive_cumsum(x.flip(dim), dim).flip(dim)
-    out = torch.empty_like(x)
-    out.narrow(dim, 0, 1).zero_()
-    torch.cumsum(x.narrow(dim, 0, x.shape[dim] - 1), dim, out=out.narrow(dim, 1, x.shape[dim] - 1))
-    return out
+    total = x.cumsum(dim)
+    return torch.cat(
+        [torch.zeros_like(x.narrow(dim, 0, 1)), total.narrow(dim, 0, x.shape[dim] - 1)], dim
+    )
 
 
 def _chunked(x: Tensor, chunk: int) -> Tensor:
