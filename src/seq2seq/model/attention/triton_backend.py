@@ -360,8 +360,10 @@ def _linear_forward(
         heads, shape.padded_features, shape.block_d, dtype=torch.float32, device=q.device
     )
     normalizer = torch.empty(heads, shape.padded_features, dtype=torch.float32, device=q.device)
-    out = torch.empty(q.shape, dtype=v.dtype, device=q.device)
-    den = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    # float32, cast by PyTorch below: Triton's interpreter truncates float32 -> bf16 stores
+    # rather than rounding to nearest, and the backward pass reads the rounded output.
+    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    den = torch.zeros(q.shape[:3], dtype=torch.float32, device=q.device)
     query_max = _query_max(q, projection, shape)
     if projection is None:
         key_shift = normalizer.new_zeros((heads,))
@@ -372,7 +374,7 @@ def _linear_forward(
         shift = shift.reshape(heads, key_length).amax(-1) if key_length else shift.new_zeros(heads)
         key_shift = torch.where(shift.isfinite(), shift, 0.0).contiguous()
     if heads == 0:
-        return out, den, query_max, state, normalizer, key_shift
+        return out.to(v.dtype), den, query_max, state, normalizer, key_shift
     kernels.key_state_kernel[(shape.feature_blocks, heads)](
         k,
         v,
@@ -412,7 +414,7 @@ def _linear_forward(
             SMALLEST=SMALLEST_DENOMINATOR,
             **shape.constants(),
         )
-    return out, den, query_max, state, normalizer, key_shift
+    return out.to(v.dtype), den, query_max, state, normalizer, key_shift
 
 
 @_linear_forward.register_fake

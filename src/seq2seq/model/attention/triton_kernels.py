@@ -579,7 +579,7 @@ def linear_forward_kernel(
     BLOCK_M: tl.constexpr,
 ):
     """Non-causal, grid (query chunks, B * H): `out = phi(q) S / (phi(q) . z)` over all
-    feature blocks, stored in out's dtype; the denominators into `den: (B * H, Lq)`."""
+    feature blocks; the denominators into `den: (B * H, Lq)`."""
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
     q_ptr += _head_offset(pid_bh, heads, stride_qb, stride_qh)
