@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -25,8 +26,8 @@ from seq2seq.model.attention import (
     FeatureMap,
     LinearAttention,
     ReluFeatureMap,
+    backends,
 )
-from seq2seq.model.attention import backends
 from seq2seq.model.attention.base import SMALLEST_DENOMINATOR, Attention
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -91,9 +92,7 @@ def outputs_and_grads(module: Attention, qkv: Qkv, mask: Tensor | None) -> list[
     return [out, *grads]
 
 
-def reference(
-    features: FeatureMap, qkv: Qkv, mask: Tensor | None, *, causal: bool
-) -> list[Tensor]:
+def reference(features: FeatureMap, qkv: Qkv, mask: Tensor | None, *, causal: bool) -> list[Tensor]:
     """Quadratic masked attention from the module's own features, normalised as the
     kinds do, in float64 after the features; output and autograd's gradients."""
     q, k, v = qkv
@@ -289,3 +288,24 @@ def test_auto_on_cpu_runs_the_torch_backend(monkeypatch: pytest.MonkeyPatch) -> 
     assert module.backend == "auto"
     module(*(torch.randn(1, H, 5, DH) for _ in range(3)), None)
     assert calls == ["torch"]
+
+
+def test_config_backend_reaches_every_linear_attention(
+    make_config: Callable[..., Any], make_model: Callable[..., Any]
+) -> None:
+    cfg = make_config(
+        encoder="linear", decoder="causal_linear", cross="linear", linear={"backend": "torch"}
+    )
+    kernels = [
+        m
+        for m in make_model(cfg).modules()
+        if isinstance(m, LinearAttention | CausalLinearAttention)
+    ]
+    assert len(kernels) == 6 and {k.backend for k in kernels} == {"torch"}
+    assert {
+        k.backend
+        for k in make_model(make_config(decoder="causal_linear")).modules()
+        if isinstance(k, CausalLinearAttention)
+    } == {"auto"}
+    with pytest.raises(ValueError, match=r"model\.linear\.backend='cuda' is unknown"):
+        make_model(make_config(decoder="causal_linear", linear={"backend": "cuda"}))

@@ -206,10 +206,14 @@ class _Builder:
         if name == "softmax":
             kernel = SoftmaxAttention(causal=causal, dropout=cfg.attention_dropout)
         elif name == "linear":
-            kernel = LinearAttention(self.feature_maps(head_dim, self.layer_count))
+            kernel = LinearAttention(
+                self.feature_maps(head_dim, self.layer_count), backend=cfg.linear.backend or "auto"
+            )
         else:
             kernel = CausalLinearAttention(
-                self.feature_maps(head_dim, self.layer_count), chunk_size=self.linear.chunk_size
+                self.feature_maps(head_dim, self.layer_count),
+                chunk_size=self.linear.chunk_size,
+                backend=cfg.linear.backend or "auto",
             )
         return MultiHeadAttention(cfg.d_model, cfg.heads, kernel)
 

@@ -30,7 +30,9 @@ class FeatureMap(nn.Module):
     ) -> Tensor:
         raise NotImplementedError
 
-    def vjp(self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None) -> Tensor:
+    def vjp(
+        self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None
+    ) -> Tensor:
         """float32 `(B, H, L, Dh)` gradient with respect to `x` of `(features * grad).sum()`,
         where `features: (B, H, L, m)` is `forward(x, ..., mask=mask)`.
 
@@ -65,7 +67,9 @@ class _ElementwiseFeatureMap(FeatureMap):
     ) -> Tensor:
         return _zero_masked(self.function(x.float()), mask)
 
-    def vjp(self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None) -> Tensor:
+    def vjp(
+        self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None
+    ) -> Tensor:
         return _zero_masked(grad * self.derivative(x.float(), features), mask)
 
 
@@ -182,15 +186,18 @@ class FavorFeatureMap(FeatureMap):
         """float32 `(m, Dh)`: the projection with the `Dh^-1/4` input scale folded in."""
         return self.projection.float() * self.head_dim**-0.25
 
-    def vjp(self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None) -> Tensor:
+    def vjp(
+        self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None
+    ) -> Tensor:
         # logits = x W'^T - (s^2 / 2) |x|^2 - const, s = Dh^-1/4, W' = s W; padded keys have
         # zero features, so zero logit gradients.
         logit_grad = grad * features
         x = x.float()
         scale_squared = self.head_dim**-0.5
-        return logit_grad @ self.scaled_projection() - (
-            scale_squared * logit_grad.sum(-1, keepdim=True)
-        ) * x
+        return (
+            logit_grad @ self.scaled_projection()
+            - (scale_squared * logit_grad.sum(-1, keepdim=True)) * x
+        )
 
 
 FeatureMapFactory = Callable[[int, int], FeatureMap]

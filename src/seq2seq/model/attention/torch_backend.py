@@ -144,9 +144,7 @@ class _LinearAttention(torch.autograd.Function):
         key_padding_mask: Tensor | None,
         feature_map: FeatureMap,
     ) -> Tensor:
-        q_features, k_features = masked_features(
-            feature_map, q, k, key_padding_mask, all_keys=True
-        )
+        q_features, k_features = masked_features(feature_map, q, k, key_padding_mask, all_keys=True)
         state = k_features.transpose(-1, -2) @ with_ones(v)  # (B, H, m, Dh + 1)
         numerator_and_denominator = q_features @ state
         out = normalized(numerator_and_denominator).to(v.dtype)
@@ -225,9 +223,7 @@ class _CausalLinearAttention(torch.autograd.Function):
                 grad_kc.baddbmm_(vc, after.transpose(-1, -2))
                 grad_vc.baddbmm_(kc, after)
             grad_q = feature_map.vjp(q, q_features, _unchunked(grad_qc, q))
-            grad_k = feature_map.vjp(
-                k, k_features, _unchunked(grad_kc, k), mask=key_padding_mask
-            )
+            grad_k = feature_map.vjp(k, k_features, _unchunked(grad_kc, k), mask=key_padding_mask)
             grad_v = _unchunked(grad_vc, v)[..., :-1]
         return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None
 

@@ -86,7 +86,7 @@ def _features(x, x_cols, w_t, shift, valid, KIND: tl.constexpr, PRECISION: tl.co
 @triton.jit
 def _derivative(x_cols, phi, KIND: tl.constexpr):
     """f'(x) of the elementwise maps, given `phi = f(x)` (elu + 1 is exp(x) where x <= 0)."""
-    if KIND == ELU:
+    if KIND == ELU:  # noqa: SIM108 (a constexpr branch, resolved when Triton compiles)
         slope = tl.where(x_cols > 0, 1.0, phi)
     else:
         slope = tl.where(x_cols > 0, 1.0, 0.0)
@@ -547,7 +547,9 @@ def key_state_kernel(
         state += tl.dot(tl.trans(k_phi), v, input_precision=PRECISION)
         normalizer += tl.sum(k_phi, 0)
     base = pid_bh.to(tl.int64) * padded_features
-    _store_tile(state_ptr + base * BLOCK_D, state, features, dims, padded_features, BLOCK_D, BLOCK_D)
+    _store_tile(
+        state_ptr + base * BLOCK_D, state, features, dims, padded_features, BLOCK_D, BLOCK_D
+    )
     tl.store(normalizer_ptr + base + features, normalizer)
 
 
@@ -591,7 +593,9 @@ def linear_forward_kernel(
     dims = tl.arange(0, BLOCK_D)
     q = _load_tile(q_ptr, rows, dims, length, head_dim, stride_ql)
     if KIND == FAVOR:
-        q_shift = tl.load(query_max_ptr + pid_bh.to(tl.int64) * length + rows, mask=row_ok, other=0.0)
+        q_shift = tl.load(
+            query_max_ptr + pid_bh.to(tl.int64) * length + rows, mask=row_ok, other=0.0
+        )
     else:
         q_shift = 0.0
     numerator = tl.zeros((BLOCK_C, BLOCK_D), tl.float32)
@@ -613,7 +617,9 @@ def linear_forward_kernel(
             KIND,
             PRECISION,
         )
-        state = _load_tile(state_ptr + base * BLOCK_D, features, dims, padded_features, BLOCK_D, BLOCK_D)
+        state = _load_tile(
+            state_ptr + base * BLOCK_D, features, dims, padded_features, BLOCK_D, BLOCK_D
+        )
         normalizer = tl.load(normalizer_ptr + base + features)
         numerator += tl.dot(q_phi, state, input_precision=PRECISION)
         denominator += tl.sum(q_phi * normalizer[None, :], 1)
@@ -698,7 +704,13 @@ def linear_backward_state_kernel(
         grad_normalizer += tl.sum(q_phi * gden[:, None], 0)
     base = pid_bh.to(tl.int64) * padded_features
     _store_tile(
-        grad_state_ptr + base * BLOCK_D, grad_state, features, dims, padded_features, BLOCK_D, BLOCK_D
+        grad_state_ptr + base * BLOCK_D,
+        grad_state,
+        features,
+        dims,
+        padded_features,
+        BLOCK_D,
+        BLOCK_D,
     )
     tl.store(grad_normalizer_ptr + base + features, grad_normalizer)
 
@@ -759,7 +771,9 @@ def linear_backward_query_kernel(
         SMALLEST,
     )
     if KIND == FAVOR:
-        q_shift = tl.load(query_max_ptr + pid_bh.to(tl.int64) * length + rows, mask=row_ok, other=0.0)
+        q_shift = tl.load(
+            query_max_ptr + pid_bh.to(tl.int64) * length + rows, mask=row_ok, other=0.0
+        )
     else:
         q_shift = 0.0
     grad_q = tl.zeros((BLOCK_C, BLOCK_D), tl.float32)
@@ -780,7 +794,9 @@ def linear_backward_query_kernel(
             KIND,
             PRECISION,
         )
-        state = _load_tile(state_ptr + base * BLOCK_D, features, dims, padded_features, BLOCK_D, BLOCK_D)
+        state = _load_tile(
+            state_ptr + base * BLOCK_D, features, dims, padded_features, BLOCK_D, BLOCK_D
+        )
         normalizer = tl.load(normalizer_ptr + base + features)
         grad_q_phi = tl.dot(gnum, tl.trans(state), input_precision=PRECISION)
         grad_q_phi += gden[:, None] * normalizer[None, :]
