@@ -58,8 +58,8 @@ class _ElementwiseFeatureMap(FeatureMap):
         raise NotImplementedError
 
     @staticmethod
-    def derivative(x: Tensor, features: Tensor) -> Tensor:
-        """f'(x), given `features = f(x)`."""
+    def derivative(features: Tensor) -> Tensor:
+        """f'(x) from `features = f(x)` alone, 0 where the features were zeroed (padding)."""
         raise NotImplementedError
 
     def forward(
@@ -70,7 +70,7 @@ class _ElementwiseFeatureMap(FeatureMap):
     def vjp(
         self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None
     ) -> Tensor:
-        return _zero_masked(grad * self.derivative(x.float(), features), mask)
+        return grad * self.derivative(features)
 
 
 class EluFeatureMap(_ElementwiseFeatureMap):
@@ -83,9 +83,10 @@ class EluFeatureMap(_ElementwiseFeatureMap):
         return F.elu(x) + 1.0
 
     @staticmethod
-    def derivative(x: Tensor, features: Tensor) -> Tensor:
-        # elu(x) + 1 is exp(x) where x <= 0, so there the features are their own derivative.
-        return torch.where(x > 0, 1.0, features)
+    def derivative(features: Tensor) -> Tensor:
+        # elu(x) + 1 is x + 1 > 1 where x > 0 (slope 1) and exp(x) <= 1 elsewhere (its own
+        # slope), so the slope is min(features, 1): one pass, no comparison with x.
+        return features.clamp_max(1.0)
 
 
 class ReluFeatureMap(_ElementwiseFeatureMap):
@@ -98,8 +99,8 @@ class ReluFeatureMap(_ElementwiseFeatureMap):
         return F.relu(x)
 
     @staticmethod
-    def derivative(x: Tensor, features: Tensor) -> Tensor:
-        return (x > 0).float()
+    def derivative(features: Tensor) -> Tensor:
+        return (features > 0).float()
 
 
 def orthogonal_gaussian(num_rows: int, num_cols: int, generator: torch.Generator) -> Tensor:

@@ -84,12 +84,13 @@ def _features(x, x_cols, w_t, shift, valid, KIND: tl.constexpr, PRECISION: tl.co
 
 
 @triton.jit
-def _derivative(x_cols, phi, KIND: tl.constexpr):
-    """f'(x) of the elementwise maps, given `phi = f(x)` (elu + 1 is exp(x) where x <= 0)."""
+def _derivative(phi, KIND: tl.constexpr):
+    """f'(x) of the elementwise maps from `phi = f(x)` alone, 0 where phi was zeroed: elu + 1
+    has slope min(phi, 1) (x + 1 > 1 for x > 0, exp(x) <= 1 elsewhere), relu phi > 0."""
     if KIND == ELU:  # noqa: SIM108 (a constexpr branch, resolved when Triton compiles)
-        slope = tl.where(x_cols > 0, 1.0, phi)
+        slope = tl.minimum(phi, 1.0)
     else:
-        slope = tl.where(x_cols > 0, 1.0, 0.0)
+        slope = tl.where(phi > 0, 1.0, 0.0)
     return slope
 
 
@@ -356,7 +357,7 @@ def causal_backward_query_kernel(
             grad_q = tl.dot(grad_q_phi * q_phi, tl.trans(w_t), input_precision=PRECISION)
             _add_tile(grad_q_ptr, grad_q, rows, dims, length, head_dim, head_dim)
         else:
-            grad_q = grad_q_phi * _derivative(q_cols, q_phi, KIND)
+            grad_q = grad_q_phi * _derivative(q_phi, KIND)
             _store_tile(grad_q_ptr, grad_q, rows, features, length, head_dim, head_dim)
         state += tl.dot(tl.trans(k_phi), v, input_precision=PRECISION)
         normalizer += tl.sum(k_phi, 0)
@@ -475,7 +476,7 @@ def causal_backward_key_kernel(
             grad_k -= (2.0 * half_scale_sq) * tl.sum(logit_grad, 1)[:, None] * k
             _add_tile(grad_k_ptr, grad_k, rows, dims, length, head_dim, head_dim)
         else:
-            grad_k = tl.where(k_valid, grad_k_phi * _derivative(k_cols, k_phi, KIND), 0.0)
+            grad_k = grad_k_phi * _derivative(k_phi, KIND)
             _store_tile(grad_k_ptr, grad_k, rows, features, length, head_dim, head_dim)
         later += tl.dot(tl.trans(q_phi), gnum, input_precision=PRECISION)
         later_normalizer += tl.sum(q_phi * gden[:, None], 0)
@@ -803,7 +804,7 @@ def linear_backward_query_kernel(
         if KIND == FAVOR:
             grad_q += tl.dot(grad_q_phi * q_phi, tl.trans(w_t), input_precision=PRECISION)
         else:
-            block = grad_q_phi * _derivative(q_cols, q_phi, KIND)
+            block = grad_q_phi * _derivative(q_phi, KIND)
             _store_tile(grad_q_ptr, block, rows, features, length, head_dim, stride_dql)
     if KIND == FAVOR:
         _store_tile(grad_q_ptr, grad_q, rows, dims, length, head_dim, stride_dql)
@@ -889,7 +890,7 @@ def linear_backward_key_kernel(
             grad_k += tl.dot(logit_grad, tl.trans(w_t), input_precision=PRECISION)
             grad_k -= (2.0 * half_scale_sq) * tl.sum(logit_grad, 1)[:, None] * k
         else:
-            block = tl.where(k_valid, grad_k_phi * _derivative(k_cols, k_phi, KIND), 0.0)
+            block = grad_k_phi * _derivative(k_phi, KIND)
             _store_tile(grad_k_ptr, block, rows, features, length, head_dim, stride_dkl)
     if KIND == FAVOR:
         _store_tile(grad_k_ptr, grad_k, rows, dims, length, head_dim, stride_dkl)
