@@ -254,7 +254,7 @@ def test_feature_map_vjp_matches_autograd(map_name: str) -> None:
         phi = features(x, is_query=is_query, mask=None if is_query else mask)
         grad = torch.randn_like(phi)
         (expected,) = torch.autograd.grad(phi, x, grad)
-        got = features.vjp(x, phi.detach(), grad, mask=None if is_query else mask)
+        got = features.vjp(x, phi.detach(), grad.clone(), mask=None if is_query else mask)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 

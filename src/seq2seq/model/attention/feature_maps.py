@@ -37,8 +37,9 @@ class FeatureMap(nn.Module):
         where `features: (B, H, L, m)` is `forward(x, ..., mask=mask)`.
 
         The memory-lean backward recomputes the features instead of saving them and calls this
-        rather than autograd. Stabilizing shifts (a query's max, the keys' shared max) are
-        constants of the forward pass and get no gradient, as in `forward`'s `detach`."""
+        rather than autograd; it hands over `grad` to be overwritten. Stabilizing shifts (a
+        query's max, the keys' shared max) are constants of the forward pass and get no
+        gradient, as in `forward`'s `detach`."""
         raise NotImplementedError
 
 
@@ -70,7 +71,7 @@ class _ElementwiseFeatureMap(FeatureMap):
     def vjp(
         self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None
     ) -> Tensor:
-        return grad * self.derivative(features)
+        return grad.mul_(self.derivative(features))
 
 
 class EluFeatureMap(_ElementwiseFeatureMap):
@@ -80,7 +81,7 @@ class EluFeatureMap(_ElementwiseFeatureMap):
 
     @staticmethod
     def function(x: Tensor) -> Tensor:
-        return F.elu(x) + 1.0
+        return F.elu(x).add_(1.0)
 
     @staticmethod
     def derivative(features: Tensor) -> Tensor:
@@ -192,7 +193,7 @@ class FavorFeatureMap(FeatureMap):
     ) -> Tensor:
         # logits = x W'^T - (s^2 / 2) |x|^2 - const, s = Dh^-1/4, W' = s W; padded keys have
         # zero features, so zero logit gradients.
-        logit_grad = grad * features
+        logit_grad = grad.mul_(features)
         x = x.float()
         scale_squared = self.head_dim**-0.5
         return (

@@ -54,8 +54,8 @@ def normalized(numerator_and_denominator: Tensor) -> Tensor:
         [numerator_and_denominator.shape[-1] - 1, 1], dim=-1
     )
     # A row with no weight at all (every feature 0) gives 0 and passes no gradient.
-    return torch.where(
-        denominator > 0, numerator / denominator.clamp_min(SMALLEST_DENOMINATOR), 0.0
+    return (numerator / denominator.clamp_min(SMALLEST_DENOMINATOR)).masked_fill_(
+        denominator <= 0, 0.0
     )
 
 
@@ -129,11 +129,6 @@ def _chunk_sums(x: Tensor, like: Tensor, *, reverse: bool = False) -> Tensor:
     return exclusive_cumsum(per_head, 1, reverse=reverse).view(x.shape)
 
 
-def _future(chunk: int, device: torch.device) -> Tensor:
-    """`(C, C)` True above the diagonal: pairs where the key comes after the query."""
-    return torch.ones(chunk, chunk, dtype=torch.bool, device=device).triu(1)
-
-
 def causal_chunk_products(
     q_features: Tensor, k_features: Tensor, values: Tensor, chunk: int
 ) -> Tensor:
@@ -142,7 +137,7 @@ def causal_chunk_products(
     Inside a chunk, a causally masked C x C product; earlier chunks act through their summed
     states `(m, X)`, an exclusive cumulative sum over chunks (the parallel form)."""
     qc, kc, vc = (_chunked(x, chunk) for x in (q_features, k_features, values))
-    scores = torch.bmm(qc, kc.transpose(-1, -2)).masked_fill_(_future(chunk, qc.device), 0.0)
+    scores = torch.bmm(qc, kc.transpose(-1, -2)).tril_()  # keys up to the query
     out = torch.bmm(scores, vc)
     if qc.shape[0] > q_features.shape[0] * q_features.shape[1]:  # more than one chunk
         before = _chunk_sums(torch.bmm(kc.transpose(-1, -2), vc), q_features)
@@ -226,9 +221,8 @@ class _CausalLinearAttention(torch.autograd.Function):
             qc, kc = _chunked(q_features, chunk), _chunked(k_features, chunk)
             vc = _chunked(with_ones(v), chunk)
             gc = _chunked(output_gradient(grad_out, out, denominator), chunk)
-            future = _future(chunk, q.device)
-            weights = torch.bmm(qc, kc.transpose(-1, -2)).masked_fill_(future, 0.0)
-            grad_weights = torch.bmm(gc, vc.transpose(-1, -2)).masked_fill_(future, 0.0)
+            weights = torch.bmm(qc, kc.transpose(-1, -2)).tril_()  # (B * H * n, C, C)
+            grad_weights = torch.bmm(gc, vc.transpose(-1, -2)).tril_()
             grad_qc = torch.bmm(grad_weights, kc)
             grad_kc = torch.bmm(grad_weights.transpose(-1, -2), qc)
             grad_vc = torch.bmm(weights.transpose(-1, -2), gc)
