@@ -9,7 +9,8 @@ the package's own modules:
 - `<kind>/<map>/autograd` (CPU): the same arithmetic with autograd saving the features, as
   the torch path ran before it recomputed them: the time the lean path is held to;
 - `<kind>/<map>/triton` (CUDA): the fused Triton kernels;
-- `<kind>/<map>/compiled` (with `--compile`): the torch backend under `torch.compile`;
+- `causal_linear/<map>/compiled` (with `--compile`): the torch backend under
+  `torch.compile` (causal only: each compilation takes tens of seconds);
 - `fla_chunk/elu` (CUDA, where `fla` imports): flash-linear-attention's `chunk_linear_attn`
   on elu+1 features formed in PyTorch, as a comparison only.
 All are timed in the same process, so the ratios mean more than the milliseconds.
@@ -192,8 +193,10 @@ def kernels(
                 ).to(device)
                 suffix = "" if backend == "torch" else f"/{backend}"
                 fns[f"{kind}/{map_name}{suffix}"] = without_mask(module)
-                if backend == "torch" and compile:
-                    fns[f"{kind}/{map_name}/compiled"] = torch.compile(without_mask(module))
+                if backend == "torch" and compile and kind == "causal_linear":
+                    fns[f"{kind}/{map_name}/compiled"] = torch.compile(
+                        without_mask(module), dynamic=False
+                    )
             if device.type == "cpu":
                 fns[f"{kind}/{map_name}/autograd"] = autograd_path(
                     feature_map(map_name, head_dim, nb_features).to(device),
@@ -382,7 +385,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="q, k, v dtype (default: fp32 on cpu, bf16 on cuda)",
     )
     parser.add_argument(
-        "--compile", action="store_true", help="also time the torch backend under torch.compile"
+        "--compile",
+        action="store_true",
+        help="also time causal_linear's torch backend under torch.compile",
     )
     parser.add_argument(
         "--no-tf32", dest="tf32", action="store_false", help="keep CUDA float32 matmuls exact"
