@@ -81,12 +81,14 @@ run() {
 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 
     # Cold Triton cache: the first launch of each kernel specialization compiles it.
-    step kernel-tests 150 python3 -m pytest -q -p no:cacheprovider \
+    # --confcutdir skips tests/conftest.py (the CLI, hydra, datasets): these two steps need
+    # only torch, triton and the package, whatever the wheels did.
+    step kernel-tests 150 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/model \
         tests/model/test_linear_backends.py
     step bench-attention 200 python3 scripts/bench_attention.py --device cuda \
         --lengths 4096 16384 --tokens 65536 --heads 8 --compile \
         --json "$out/bench_attention.json"
-    step inductor-tests 70 python3 -m pytest -q -p no:cacheprovider -m slow \
+    step inductor-tests 70 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/model -m slow \
         tests/model/test_compile_inductor.py -k cuda
     step bench-train 90 python3 scripts/bench_train.py --device cuda --precision bf16 \
         --compile --json "$out/bench_train.json"
