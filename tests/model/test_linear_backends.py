@@ -3,8 +3,9 @@ backend and a quadratic float64 reference, values and gradients.
 
 Without a GPU the kernels run in Triton's interpreter (`TRITON_INTERPRET=1`, set here before
 triton loads) on CPU tensors; with one, the same tests run the compiled kernels on CUDA.
-Sizes are tiny (Dh = 16, chunks of 16, FAVOR+ with 80 features: two feature blocks, the
-second ragged), so the interpreter takes seconds. Inputs are strided views like the
+Sizes are tiny (Dh = 16; FAVOR+ with 80 features, which the kernels cut into blocks of 64
+or 32 with a ragged last one; the kernels' chunks are 32 or 64 rows, the torch backend's 16),
+so the interpreter takes seconds. Inputs are strided views like the
 multi-head wrapper's `(B, L, H, Dh) -> (B, H, L, Dh)`.
 """
 
@@ -126,7 +127,8 @@ def assert_all_close(
 def test_triton_matches_torch_and_quadratic_reference(
     kind: str, map_name: str, padded: bool
 ) -> None:
-    """37 tokens: two full chunks of 16 and a ragged one."""
+    """37 tokens: a full chunk and a ragged one in the causal kernels, a ragged one in the
+    non-causal ones."""
     qkv = inputs(37, 37)
     mask = padding_mask(37) if padded else None
     triton_module = attention(kind, map_name, "triton")
@@ -150,16 +152,12 @@ def test_triton_cross_attention_other_lengths(map_name: str) -> None:
 
 
 @needs_triton
-@pytest.mark.parametrize(
-    ("length", "chunk_size"), [(5, 16), (16, 16), (40, 20)], ids=["short", "one-chunk", "rounded"]
-)
-def test_triton_causal_lengths_and_chunks(length: int, chunk_size: int) -> None:
-    """Shorter than one chunk, exactly one, and a chunk size the kernels round up (20 -> 32)."""
+@pytest.mark.parametrize("length", [5, 32, 70], ids=["short", "one-chunk", "three-chunks"])
+def test_triton_causal_lengths(length: int) -> None:
+    """Shorter than the kernels' chunk of 32 rows, exactly one, and three with a ragged one."""
     qkv = inputs(length, length)
     mask = padding_mask(length)
-    got = outputs_and_grads(
-        attention("causal_linear", "favor", "triton", chunk_size=chunk_size), qkv, mask
-    )
+    got = outputs_and_grads(attention("causal_linear", "favor", "triton"), qkv, mask)
     expected = outputs_and_grads(attention("causal_linear", "favor", "torch"), qkv, mask)
     assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
 

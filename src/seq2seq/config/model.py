@@ -35,8 +35,8 @@ class LinearAttentionConfig:
     redraw_interval: int | None = None
     """Optimizer steps between FAVOR+ redraws (default 1000; 0 never redraws)."""
     chunk_size: int | None = None
-    """Chunk length C of the parallel causal-linear algorithm (default 64). The `triton`
-    backend rounds it up to a power of two in [16, 128]."""
+    """Chunk length C of the parallel causal-linear algorithm of the `torch` backend (default
+    64); the `triton` kernels use tiles of their own."""
     backend: str | None = None
     """What runs the linear kinds' forward and backward passes: `auto` (default: `triton` for
     CUDA tensors where triton is installed, `torch` everywhere else), `torch` (the chunked

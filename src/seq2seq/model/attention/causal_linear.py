@@ -42,7 +42,7 @@ class CausalLinearAttention(Attention):
             from seq2seq.model.attention import triton_backend
 
             return triton_backend.causal_linear_attention(
-                q, k, v, key_padding_mask, self.feature_map, chunk_size=self.chunk_size
+                q, k, v, key_padding_mask, self.feature_map
             )
         return torch_backend.causal_linear_attention(
             q, k, v, key_padding_mask, self.feature_map, chunk_size=self.chunk_size

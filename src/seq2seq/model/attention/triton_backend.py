@@ -6,11 +6,13 @@ single opaque op (no graph break). Saved for the backward pass: q, k, v, the pad
 the output, the per-row denominators and FAVOR+'s per-query max (and, non-causal, the small
 `(m, Dh)` state and each head's key shift); never the `(L, m)` features.
 
-The chunk is `model.linear.chunk_size` rounded up to a power of two in [16, 128] (the
-kernels' tiles are powers of two); feature blocks hold 64 features (FAVOR+'s m = 266 at
-Dh = 64 runs as 5 blocks). Float32 products use TF32 on CUDA when PyTorch's float32 matmuls
-do (`trainer.tf32`, `torch.backends.cuda.matmul.allow_tf32`), as the torch backend's would.
-This module imports triton; `backends.py` imports it only when a kernel is about to run.
+Each kernel has its own tiles (`Tiles`): rows per chunk and features per block (FAVOR+'s
+m = 266 at Dh = 64 runs as 5 blocks of 64 forwards, 9 of 32 backwards); nothing is kept
+per chunk, so forward and backward need not agree, and `model.linear.chunk_size` (the
+torch backend's chunk) does not apply. Float32 products use TF32 on CUDA when PyTorch's
+float32 matmuls do (`trainer.tf32`, `torch.backends.cuda.matmul.allow_tf32`), as the torch
+backend's would. This module imports triton; `backends.py` imports it only when a kernel is
+about to run.
 """
 
 import math
@@ -26,8 +28,27 @@ from seq2seq.model.attention.feature_maps import FavorFeatureMap, FeatureMap
 
 KINDS = {"favor": 0, "elu": 1, "relu": 2}
 """Feature-map kinds the kernels compute, as the kernels' `KIND` constants."""
-FEATURE_BLOCK = 64
-NUM_WARPS = 4
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """A kernel's rows per chunk, features per block, warps and pipeline stages."""
+
+    chunk: int
+    features: int
+    warps: int
+    stages: int = 2
+
+
+CAUSAL_FORWARD = Tiles(chunk=32, features=64, warps=8)
+CAUSAL_BACKWARD = Tiles(chunk=32, features=32, warps=8)
+NON_CAUSAL = Tiles(chunk=64, features=64, warps=8)
+"""Chosen from ptxas's reports for sm_90 at Dh = 64, the kernels compiled without a GPU and
+never timed: the largest tiles that keep each kernel within 255 registers per thread with
+no spills (the two causal backward kernels spill up to about 200 bytes) and under 100 KB of
+shared memory, for bf16 and fp32 inputs. Chunks of 64 rows spilled 300 to 1,900 bytes in
+the causal kernels, and their fp32 backward needed 247 KB of shared memory with 3 stages,
+more than a Hopper block may have. Tune them on a GPU."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +59,15 @@ class _Shape:
     heads: int
     head_dim: int
     num_features: int
-    chunk: int
     block_d: int
     block_m: int
     precision: str
     kind: int
+    tiles: Tiles
+
+    @property
+    def chunk(self) -> int:
+        return self.tiles.chunk
 
     @property
     def feature_blocks(self) -> int:
@@ -68,11 +93,12 @@ class _Shape:
             "BLOCK_C": self.chunk,
             "BLOCK_D": self.block_d,
             "BLOCK_M": self.block_m,
-            "num_warps": NUM_WARPS,
+            "num_warps": self.tiles.warps,
+            "num_stages": self.tiles.stages,
         }
 
 
-def _shape(q: Tensor, projection: Tensor | None, kind: str, chunk_size: int) -> _Shape:
+def _shape(q: Tensor, projection: Tensor | None, kind: str, tiles: Tiles) -> _Shape:
     if kind not in KINDS:
         raise ValueError(
             f"model.linear.feature_map={kind!r} has no Triton kernel; choose one of "
@@ -83,9 +109,9 @@ def _shape(q: Tensor, projection: Tensor | None, kind: str, chunk_size: int) -> 
     block_d = max(16, triton.next_power_of_2(head_dim))
     # Elementwise maps have one feature per column of x: their blocks are column blocks.
     block_m = (
-        min(FEATURE_BLOCK, block_d)
+        min(tiles.features, block_d)
         if projection is None
-        else min(FEATURE_BLOCK, max(16, triton.next_power_of_2(num_features)))
+        else min(tiles.features, max(16, triton.next_power_of_2(num_features)))
     )
     tf32 = q.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
     return _Shape(
@@ -93,11 +119,11 @@ def _shape(q: Tensor, projection: Tensor | None, kind: str, chunk_size: int) -> 
         heads=heads,
         head_dim=head_dim,
         num_features=num_features,
-        chunk=min(128, max(16, triton.next_power_of_2(chunk_size))),
         block_d=block_d,
         block_m=block_m,
         precision="tf32" if tf32 else "ieee",
         kind=KINDS[kind],
+        tiles=tiles,
     )
 
 
@@ -154,7 +180,7 @@ def _query_max(q: Tensor, projection: Tensor | None, shape: _Shape) -> Tensor:
     "seq2seq::causal_linear_attention",
     mutates_args=(),
     schema="(Tensor q, Tensor k, Tensor v, Tensor? key_padding_mask, Tensor? projection, "
-    "str kind, int chunk_size) -> (Tensor, Tensor, Tensor)",
+    "str kind) -> (Tensor, Tensor, Tensor)",
 )
 def _causal_forward(
     q: Tensor,
@@ -163,11 +189,10 @@ def _causal_forward(
     key_padding_mask: Tensor | None,
     projection: Tensor | None,
     kind: str,
-    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """`(out, den, query_max)`: `out` in v's dtype, `den: (B, H, L)` float32."""
     q, k, v = _rows(q), _rows(k), _rows(v)
-    shape = _shape(q, projection, kind, chunk_size)
+    shape = _shape(q, projection, kind, CAUSAL_FORWARD)
     length = q.shape[2]
     numerator = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     den = torch.zeros(q.shape[:3], dtype=torch.float32, device=q.device)
@@ -208,7 +233,6 @@ def _(
     key_padding_mask: Tensor | None,
     projection: Tensor | None,
     kind: str,
-    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     query_max_shape = (0,) if projection is None else q.shape[:3]
     return (
@@ -225,7 +249,7 @@ def _(
     "seq2seq::causal_linear_attention_backward",
     mutates_args=(),
     schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? key_padding_mask, "
-    "Tensor? projection, Tensor out, Tensor den, Tensor query_max, str kind, int chunk_size) "
+    "Tensor? projection, Tensor out, Tensor den, Tensor query_max, str kind) "
     "-> (Tensor, Tensor, Tensor)",
 )
 def _causal_backward(
@@ -239,11 +263,10 @@ def _causal_backward(
     den: Tensor,
     query_max: Tensor,
     kind: str,
-    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """`(dq, dk, dv)` in the dtypes of q, k, v."""
     grad_out, q, k, v, out = (_rows(x) for x in (grad_out, q, k, v, out))
-    shape = _shape(q, projection, kind, chunk_size)
+    shape = _shape(q, projection, kind, CAUSAL_BACKWARD)
     length = q.shape[2]
     grad_q, grad_k, grad_v = (
         torch.zeros(q.shape, dtype=torch.float32, device=q.device) for _ in range(3)
@@ -296,17 +319,15 @@ def _(
     den: Tensor,
     query_max: Tensor,
     kind: str,
-    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _causal_setup(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: tuple) -> None:
-    q, k, v, key_padding_mask, projection, kind, chunk_size = inputs
+    q, k, v, key_padding_mask, projection, kind = inputs
     out, den, query_max = output
     ctx.save_for_backward(q, k, v, key_padding_mask, projection, out, den, query_max)
     ctx.kind = kind  # type: ignore[attr-defined]
-    ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
 
 
 def _causal_gradient(
@@ -324,9 +345,8 @@ def _causal_gradient(
         den,
         query_max,
         ctx.kind,  # type: ignore[attr-defined]
-        ctx.chunk_size,  # type: ignore[attr-defined]
     )
-    return grad_q, grad_k, grad_v, None, None, None, None
+    return grad_q, grad_k, grad_v, None, None, None
 
 
 _causal_forward.register_autograd(_causal_gradient, setup_context=_causal_setup)
@@ -339,7 +359,7 @@ _causal_forward.register_autograd(_causal_gradient, setup_context=_causal_setup)
     "seq2seq::linear_attention",
     mutates_args=(),
     schema="(Tensor q, Tensor k, Tensor v, Tensor? key_padding_mask, Tensor? projection, "
-    "str kind, int chunk_size) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "str kind) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
 )
 def _linear_forward(
     q: Tensor,
@@ -348,12 +368,11 @@ def _linear_forward(
     key_padding_mask: Tensor | None,
     projection: Tensor | None,
     kind: str,
-    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`(out, den, query_max, state, normalizer, key_shift)`; the state `(B * H, M, BD)` and
     normalizer `(B * H, M)` float32 over the padded feature blocks, `key_shift: (B * H,)`."""
     q, k, v = _rows(q), _rows(k), _rows(v)
-    shape = _shape(q, projection, kind, chunk_size)
+    shape = _shape(q, projection, kind, NON_CAUSAL)
     query_length, key_length = q.shape[2], k.shape[2]
     heads = shape.batch * shape.heads
     state = torch.empty(
@@ -425,9 +444,8 @@ def _(
     key_padding_mask: Tensor | None,
     projection: Tensor | None,
     kind: str,
-    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    shape = _shape(q, projection, kind, chunk_size)
+    shape = _shape(q, projection, kind, NON_CAUSAL)
     heads = shape.batch * shape.heads
     query_max_shape = (0,) if projection is None else q.shape[:3]
     return (
@@ -448,7 +466,7 @@ def _(
     mutates_args=(),
     schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? key_padding_mask, "
     "Tensor? projection, Tensor out, Tensor den, Tensor query_max, Tensor state, "
-    "Tensor normalizer, Tensor key_shift, str kind, int chunk_size) -> (Tensor, Tensor, Tensor)",
+    "Tensor normalizer, Tensor key_shift, str kind) -> (Tensor, Tensor, Tensor)",
 )
 def _linear_backward(
     grad_out: Tensor,
@@ -464,10 +482,9 @@ def _linear_backward(
     normalizer: Tensor,
     key_shift: Tensor,
     kind: str,
-    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     grad_out, q, k, v, out = (_rows(x) for x in (grad_out, q, k, v, out))
-    shape = _shape(q, projection, kind, chunk_size)
+    shape = _shape(q, projection, kind, NON_CAUSAL)
     query_length, key_length = q.shape[2], k.shape[2]
     heads = shape.batch * shape.heads
     grad_q = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
@@ -563,19 +580,17 @@ def _(
     normalizer: Tensor,
     key_shift: Tensor,
     kind: str,
-    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _linear_setup(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: tuple) -> None:
-    q, k, v, key_padding_mask, projection, kind, chunk_size = inputs
+    q, k, v, key_padding_mask, projection, kind = inputs
     out, den, query_max, state, normalizer, key_shift = output
     ctx.save_for_backward(
         q, k, v, key_padding_mask, projection, out, den, query_max, state, normalizer, key_shift
     )
     ctx.kind = kind  # type: ignore[attr-defined]
-    ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
 
 
 def _linear_gradient(
@@ -586,9 +601,8 @@ def _linear_gradient(
         grad_out,
         *saved,
         ctx.kind,  # type: ignore[attr-defined]
-        ctx.chunk_size,  # type: ignore[attr-defined]
     )
-    return grad_q, grad_k, grad_v, None, None, None, None
+    return grad_q, grad_k, grad_v, None, None, None
 
 
 _linear_forward.register_autograd(_linear_gradient, setup_context=_linear_setup)
@@ -612,7 +626,7 @@ def linear_attention(
     `q: (B, H, Lq, Dh)`, `k, v: (B, H, Lk, Dh)`, `key_padding_mask: (B, Lk)` True where real."""
     kind, projection = _feature_spec(feature_map)
     with float32_region(q.device):
-        out = _linear_forward(q, k, v, key_padding_mask, projection, kind, 64)[0]
+        out = _linear_forward(q, k, v, key_padding_mask, projection, kind)[0]
     return out
 
 
@@ -622,13 +636,11 @@ def causal_linear_attention(
     v: Tensor,
     key_padding_mask: Tensor | None,
     feature_map: FeatureMap,
-    *,
-    chunk_size: int,
 ) -> Tensor:
     """Causal linear attention through the kernels, `(B, H, L, Dh)` in v's dtype.
 
     `q, k, v: (B, H, L, Dh)`, `key_padding_mask: (B, L)` True where real."""
     kind, projection = _feature_spec(feature_map)
     with float32_region(q.device):
-        out = _causal_forward(q, k, v, key_padding_mask, projection, kind, chunk_size)[0]
+        out = _causal_forward(q, k, v, key_padding_mask, projection, kind)[0]
     return out
