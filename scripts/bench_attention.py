@@ -1,10 +1,19 @@
-"""Forward+backward time and memory of every attention kind against a quadratic reference.
+"""Forward+backward time and memory of every attention kind, against SDPA in the same process.
 
-Kinds: `quadratic` (plain PyTorch: q k^T, causal mask, softmax, @ v, materialising the
-L x L matrix: the reference), `sdpa_causal` (softmax through
-`F.scaled_dot_product_attention(is_causal=True)`, what `softmax` runs), `linear` and
-`causal_linear`, each with the `favor` and `elu` feature maps, through the package's own
-modules. All are timed in the same process, so the ratios mean more than the milliseconds.
+Kinds: `sdpa_causal` (softmax through `F.scaled_dot_product_attention(is_causal=True)`, what
+`softmax` runs and what a user would otherwise pick: the main baseline), `quadratic` (plain
+PyTorch q k^T, causal mask, softmax, @ v, materialising the L x L matrix: the correctness
+reference), and `linear` / `causal_linear` with the `favor` and `elu` feature maps through
+the package's own modules:
+- `<kind>/<map>`: the `torch` backend (the memory-lean chunked path), eager;
+- `<kind>/<map>/autograd` (CPU): the same arithmetic with autograd saving the features, as
+  the torch path ran before it recomputed them: the time the lean path is held to;
+- `<kind>/<map>/triton` (CUDA): the fused Triton kernels;
+- `causal_linear/<map>/compiled` (with `--compile`): the torch backend under
+  `torch.compile` (causal only: each compilation takes tens of seconds);
+- `fla_chunk/elu` (CUDA, where `fla` imports): flash-linear-attention's `chunk_linear_attn`
+  on elu+1 features formed in PyTorch, as a comparison only.
+All are timed in the same process, so the ratios mean more than the milliseconds.
 
 Time: `--warmup` untimed runs, then the median of `--repeats` timed forward+backward passes.
 Memory: on CPU, the bytes autograd saves for the backward pass (summed over distinct storages
@@ -13,17 +22,18 @@ peak allocated memory of one pass above what was allocated before it.
 
 Inputs are float32 on CPU and bfloat16 on CUDA (what bf16 autocast hands the attention;
 `--dtype` overrides). The linear kinds compute in float32 whatever the input dtype; on CUDA
-their float32 matmuls may use TF32 tensor cores (`--no-tf32` turns that off), as in
-training with `trainer.tf32=true`. `--compile` times every kind under `torch.compile`.
+their float32 products may use TF32 tensor cores (`--no-tf32` turns that off), as in
+training with `trainer.tf32=true`. `--tokens N` sets the batch to N // L per length.
 
 Run:
-    python scripts/bench_attention.py                       # CPU, lengths 256 1024 4096
-    python scripts/bench_attention.py --device cuda --lengths 4096 16384 --compile
-    python scripts/bench_attention.py --json outputs/bench_attention.json
+    python scripts/bench_attention.py --lengths 1024 4096 --threads 1    # CPU
+    python scripts/bench_attention.py --device cuda --lengths 4096 16384 --tokens 65536 \\
+        --heads 8 --compile --json outputs/bench_attention_cuda.json
 
-The targets checked at the end: on CPU, causal_linear at least 10x faster than the quadratic
-masked reference at 4,096 tokens; on CUDA, causal_linear at least 3x faster than SDPA causal
-at 16,384 tokens with peak memory at most 1.5x SDPA's.
+Targets checked at the end (verdict lines): on CPU at 4,096 tokens, causal_linear (torch
+backend) saves at most 2x SDPA's bytes for backward, in at most 1.3x the time of its autograd
+path; on CUDA at 16,384 tokens, causal_linear/favor/triton at least 3x faster than SDPA
+causal and 1.3x faster than fla_chunk/elu, with peak memory at most 1.5x SDPA's.
 """
 
 from __future__ import annotations
@@ -48,39 +58,62 @@ from seq2seq.model.attention import (
     FavorFeatureMap,
     FeatureMap,
     LinearAttention,
+    torch_backend,
 )
-from seq2seq.training.trainer import use_tf32
+from seq2seq.model.attention.base import float32_region
 
 AttentionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 REFERENCE = "quadratic"
 SDPA = "sdpa_causal"
-TARGET_KIND = "causal_linear"
+FLA = "fla_chunk/elu"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+REFERENCE_MAX_LENGTH_CUDA = 8192
+"""The reference's L x L matrices at 64K tokens per batch outgrow their use beyond this."""
 
 
 @dataclass(frozen=True)
 class Target:
-    """causal_linear against `baseline` at `length` on `device`: at least `min_speedup`x
-    faster, and (if set) at most `max_memory`x the baseline's memory."""
+    """`kind` against `baseline` at `length` on `device`: at least `min_speedup`x as fast
+    (below 1: at most 1/min_speedup times the time), and at most `max_memory`x its memory."""
 
     device: str
     length: int
+    kind: str
     baseline: str
-    min_speedup: float
+    min_speedup: float | None = None
     max_memory: float | None = None
 
     def describe(self) -> str:
-        memory = f", memory <= {self.max_memory:g}x" if self.max_memory is not None else ""
-        return (
-            f">= {self.min_speedup:g}x faster than {self.baseline}{memory} "
-            f"at L={self.length} on {self.device}"
-        )
+        parts = []
+        if self.min_speedup is not None:
+            parts.append(
+                f">= {self.min_speedup:g}x as fast as {self.baseline}"
+                if self.min_speedup >= 1
+                else f"<= {1 / self.min_speedup:.3g}x the time of {self.baseline}"
+            )
+        if self.max_memory is not None:
+            parts.append(f"memory <= {self.max_memory:g}x {self.baseline}'s")
+        return f"{self.kind}: {', '.join(parts)} at L={self.length} on {self.device}"
 
 
 TARGETS = (
-    Target("cpu", 4096, REFERENCE, 10.0),
-    Target("cuda", 16384, SDPA, 3.0, max_memory=1.5),
+    *(
+        Target("cpu", 4096, f"causal_linear/{name}", SDPA, max_memory=2.0)
+        for name in ("favor", "elu")
+    ),
+    *(
+        Target("cpu", 4096, f"causal_linear/{name}", f"causal_linear/{name}/autograd", 1 / 1.3)
+        for name in ("favor", "elu")
+    ),
+    Target("cuda", 16384, "causal_linear/favor/triton", SDPA, 3.0, max_memory=1.5),
+    Target("cuda", 16384, "causal_linear/favor/triton", FLA, 1.3),
 )
+
+
+def use_tf32(device: torch.device, enabled: bool) -> None:
+    """As `trainer.tf32`: on CUDA, float32 matmuls may use TF32 tensor cores."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if enabled else "highest")
 
 
 def quadratic_causal(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -105,18 +138,75 @@ def without_mask(attention: Attention) -> AttentionFn:
     return lambda q, k, v: attention(q, k, v, None)
 
 
+def autograd_path(features: FeatureMap, *, causal: bool, chunk_size: int) -> AttentionFn:
+    """The torch backend's arithmetic differentiated by autograd, which saves the float32
+    features `(B, H, L, m)`: how the torch path ran before it recomputed them."""
+
+    def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        with float32_region(q.device):
+            q_features, k_features = torch_backend.masked_features(
+                features, q, k, None, all_keys=not causal
+            )
+            values = torch_backend.with_ones(v)
+            if causal:
+                products = torch_backend.causal_chunk_products(
+                    q_features, k_features, values, min(chunk_size, q.shape[2])
+                )
+            else:
+                products = q_features @ (k_features.transpose(-1, -2) @ values)
+            return torch_backend.normalized(products).to(v.dtype)
+
+    return attend
+
+
+def fla_chunk_elu() -> AttentionFn | None:
+    """flash-linear-attention's chunk kernel on elu+1 features, or None where it is absent."""
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+    except Exception as error:  # an absent or incompatible install: leave the row out
+        print(f"{FLA}: not run ({type(error).__name__}: {error})", flush=True)
+        return None
+
+    def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        # fla takes (B, L, H, Dh) and the features already formed.
+        phi_q, phi_k = ((F.elu(x) + 1).transpose(1, 2) for x in (q, k))
+        out, _ = chunk_linear_attn(phi_q, phi_k, v.transpose(1, 2), normalize=True)
+        return out.transpose(1, 2)
+
+    return attend
+
+
 def kernels(
-    head_dim: int, nb_features: int, chunk_size: int, device: torch.device
+    head_dim: int, nb_features: int, chunk_size: int, device: torch.device, *, compile: bool
 ) -> dict[str, AttentionFn]:
-    """Every kind to time, keyed by its table name; the reference first."""
-    fns: dict[str, AttentionFn] = {REFERENCE: quadratic_causal, SDPA: sdpa_causal}
+    """Every kind to time, keyed by its table name; SDPA first."""
+    fns: dict[str, AttentionFn] = {SDPA: sdpa_causal, REFERENCE: quadratic_causal}
     for map_name in ("favor", "elu"):
-        linear = LinearAttention(feature_map(map_name, head_dim, nb_features)).to(device)
-        causal = CausalLinearAttention(
-            feature_map(map_name, head_dim, nb_features), chunk_size=chunk_size
-        ).to(device)
-        fns[f"linear/{map_name}"] = without_mask(linear)
-        fns[f"causal_linear/{map_name}"] = without_mask(causal)
+        for kind in ("linear", "causal_linear"):
+            backends = ["torch", "triton"] if device.type == "cuda" else ["torch"]
+            for backend in backends:
+                features = feature_map(map_name, head_dim, nb_features)
+                module = (
+                    LinearAttention(features, backend=backend)
+                    if kind == "linear"
+                    else CausalLinearAttention(features, chunk_size=chunk_size, backend=backend)
+                ).to(device)
+                suffix = "" if backend == "torch" else f"/{backend}"
+                fns[f"{kind}/{map_name}{suffix}"] = without_mask(module)
+                if backend == "torch" and compile and kind == "causal_linear":
+                    fns[f"{kind}/{map_name}/compiled"] = torch.compile(
+                        without_mask(module), dynamic=False
+                    )
+            if device.type == "cpu":
+                fns[f"{kind}/{map_name}/autograd"] = autograd_path(
+                    feature_map(map_name, head_dim, nb_features).to(device),
+                    causal=kind == "causal_linear",
+                    chunk_size=chunk_size,
+                )
+    if device.type == "cuda":
+        fla = fla_chunk_elu()
+        if fla is not None:
+            fns[FLA] = fla
     return fns
 
 
@@ -199,69 +289,72 @@ def peak_cuda_bytes(
 class Result:
     kind: str
     length: int
+    batch: int
     ms: float
     memory_bytes: int
-    speedup_vs_quadratic: float = float("nan")
     speedup_vs_sdpa: float = float("nan")
-    memory_vs_quadratic: float = float("nan")
     memory_vs_sdpa: float = float("nan")
+    speedup_vs_quadratic: float = float("nan")
 
 
 def run(args: argparse.Namespace) -> list[Result]:
     device = torch.device(args.device)
-    fns = kernels(args.head_dim, args.nb_features, args.chunk_size, device)
-    if args.compile:
-        fns = {kind: torch.compile(fn) for kind, fn in fns.items()}
+    fns = kernels(args.head_dim, args.nb_features, args.chunk_size, device, compile=args.compile)
     results: list[Result] = []
     for length in args.lengths:
-        qkv = inputs(args.batch, args.heads, length, args.head_dim, device, DTYPES[args.dtype])
+        batch = max(1, args.tokens // length) if args.tokens else args.batch
+        qkv = inputs(batch, args.heads, length, args.head_dim, device, DTYPES[args.dtype])
         row = {}
         for kind, fn in fns.items():
-            ms = median_ms(fn, qkv, warmup=args.warmup, repeats=args.repeats, device=device)
-            memory = (
-                peak_cuda_bytes(fn, qkv, device) if device.type == "cuda" else saved_bytes(fn, qkv)
-            )
-            row[kind] = Result(kind, length, ms, memory)
+            if kind == REFERENCE and device.type == "cuda" and length > REFERENCE_MAX_LENGTH_CUDA:
+                continue
+            try:
+                ms = median_ms(fn, qkv, warmup=args.warmup, repeats=args.repeats, device=device)
+                memory = (
+                    peak_cuda_bytes(fn, qkv, device)
+                    if device.type == "cuda"
+                    else saved_bytes(fn, qkv)
+                )
+            except Exception as error:  # one failing kind must not lose the others' figures
+                print(f"{kind} L={length}: failed ({type(error).__name__}: {error})", flush=True)
+                continue
+            row[kind] = Result(kind, length, batch, ms, memory)
         for result in row.values():
-            result.speedup_vs_quadratic = row[REFERENCE].ms / result.ms
-            result.speedup_vs_sdpa = row[SDPA].ms / result.ms
-            result.memory_vs_quadratic = result.memory_bytes / max(row[REFERENCE].memory_bytes, 1)
-            result.memory_vs_sdpa = result.memory_bytes / max(row[SDPA].memory_bytes, 1)
+            if SDPA in row:
+                result.speedup_vs_sdpa = row[SDPA].ms / result.ms
+                result.memory_vs_sdpa = result.memory_bytes / max(row[SDPA].memory_bytes, 1)
+            if REFERENCE in row:
+                result.speedup_vs_quadratic = row[REFERENCE].ms / result.ms
         results.extend(row.values())
-        print(f"done L={length}", flush=True)
+        print(f"done L={length} batch={batch}", flush=True)
     return results
 
 
-def target_met(results: list[Result], target: Target) -> dict[str, bool | None]:
-    """Per causal_linear feature map, whether `target` is met (None where its length was
-    not run)."""
-    verdicts: dict[str, bool | None] = {}
-    for result in results:
-        if result.kind.startswith(TARGET_KIND):
-            verdicts.setdefault(result.kind, None)
-            if result.length == target.length:
-                speedup, memory = {
-                    REFERENCE: (result.speedup_vs_quadratic, result.memory_vs_quadratic),
-                    SDPA: (result.speedup_vs_sdpa, result.memory_vs_sdpa),
-                }[target.baseline]
-                verdicts[result.kind] = speedup >= target.min_speedup and (
-                    target.max_memory is None or memory <= target.max_memory
-                )
-    return verdicts
+def target_met(results: list[Result], target: Target) -> bool | None:
+    """Whether `target` is met; None where its kind, baseline or length was not run."""
+    found = {r.kind: r for r in results if r.length == target.length}
+    if target.kind not in found or target.baseline not in found:
+        return None
+    kind, baseline = found[target.kind], found[target.baseline]
+    fast = target.min_speedup is None or baseline.ms / kind.ms >= target.min_speedup
+    lean = target.max_memory is None or (
+        kind.memory_bytes <= target.max_memory * baseline.memory_bytes
+    )
+    return fast and lean
 
 
 def table(results: list[Result], device: torch.device) -> str:
     memory_label = "peak MiB" if device.type == "cuda" else "saved MiB"
     header = (
-        f"{'kind':<22} {'L':>6} {'ms':>10} {'x vs quad':>10} {'x vs sdpa':>10} "
-        f"{memory_label:>10} {'mem/quad':>9} {'mem/sdpa':>9}"
+        f"{'kind':<28} {'L':>6} {'B':>3} {'ms':>10} {'x vs sdpa':>10} {memory_label:>10} "
+        f"{'mem/sdpa':>9} {'x vs quad':>10}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
-            f"{r.kind:<22} {r.length:>6} {r.ms:>10.2f} {r.speedup_vs_quadratic:>10.2f} "
-            f"{r.speedup_vs_sdpa:>10.2f} {r.memory_bytes / 2**20:>10.2f} "
-            f"{r.memory_vs_quadratic:>9.3f} {r.memory_vs_sdpa:>9.3f}"
+            f"{r.kind:<28} {r.length:>6} {r.batch:>3} {r.ms:>10.2f} {r.speedup_vs_sdpa:>10.2f} "
+            f"{r.memory_bytes / 2**20:>10.2f} {r.memory_vs_sdpa:>9.3f} "
+            f"{r.speedup_vs_quadratic:>10.2f}"
         )
     return "\n".join(lines)
 
@@ -272,6 +365,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument(
+        "--tokens", type=int, default=None, help="tokens per batch: batch = tokens // L"
+    )
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument(
@@ -288,7 +384,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="q, k, v dtype (default: fp32 on cpu, bf16 on cuda)",
     )
-    parser.add_argument("--compile", action="store_true", help="time under torch.compile")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time causal_linear's torch backend under torch.compile",
+    )
     parser.add_argument(
         "--no-tf32", dest="tf32", action="store_false", help="keep CUDA float32 matmuls exact"
     )
@@ -315,28 +415,33 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     use_tf32(device, args.tf32)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    versions = f"torch={torch.__version__}"
+    if device.type == "cuda":
+        import triton
+
+        versions += f" triton={triton.__version__} cuda={torch.version.cuda}"
     print(
-        f"device={name} torch={torch.__version__} dtype={args.dtype} compile={args.compile} "
-        f"tf32={args.tf32 and device.type == 'cuda'} batch={args.batch} heads={args.heads} "
-        f"head_dim={args.head_dim} nb_features={args.nb_features} chunk={args.chunk_size} "
-        f"threads={torch.get_num_threads()} repeats={args.repeats} (median) "
-        f"warmup={args.warmup}",
+        f"device={name} {versions} dtype={args.dtype} compile={args.compile} "
+        f"tf32={args.tf32 and device.type == 'cuda'} batch={args.batch} tokens={args.tokens} "
+        f"heads={args.heads} head_dim={args.head_dim} nb_features={args.nb_features} "
+        f"chunk={args.chunk_size} threads={torch.get_num_threads()} repeats={args.repeats} "
+        f"(median) warmup={args.warmup}",
         flush=True,
     )
     results = run(args)
     print(table(results, device))
     verdicts = {}
     for target in (t for t in TARGETS if t.device == device.type):
-        verdicts[target.describe()] = met = target_met(results, target)
-        for kind, ok in met.items():
-            verdict = "not run" if ok is None else ("MET" if ok else "NOT MET")
-            print(f"target {kind} {target.describe()}: {verdict}")
+        met = target_met(results, target)
+        verdicts[target.describe()] = met
+        verdict = "not run" if met is None else ("MET" if met else "NOT MET")
+        print(f"target {target.describe()}: {verdict}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
+            "versions": versions,
             "results": [asdict(r) for r in results],
             "device": name,
             "targets": verdicts,

@@ -21,6 +21,7 @@ from seq2seq.config.model import (
     Activation,
     AttentionKind,
     FeatureMap,
+    LinearBackend,
     Norm,
     NormPosition,
     Pooling,
@@ -34,6 +35,7 @@ from seq2seq.data.tasks import TASKS as GENERATED_TASKS
 from seq2seq.generation import STRATEGIES
 from seq2seq.model.activations import ACTIVATIONS
 from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS
+from seq2seq.model.attention.backends import LINEAR_BACKENDS
 from seq2seq.model.embedding import POSITIONS
 from seq2seq.model.norms import NORMS
 from seq2seq.model.seq2seq import POOLINGS
@@ -55,6 +57,7 @@ REGISTRIES: list[tuple[type[Choice], object]] = [
     (Activation, ACTIVATIONS),
     (Position, POSITIONS),
     (FeatureMap, FEATURE_MAPS),
+    (LinearBackend, LINEAR_BACKENDS),
     (Pooling, POOLINGS),
     (Optimizer, OPTIMIZERS),
     (Schedule, SCHEDULES),

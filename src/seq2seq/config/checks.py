@@ -32,6 +32,7 @@ from seq2seq.data.datasets_registry import BUILTIN_DATASETS, builtin_fields
 from seq2seq.data.loading import ROLES
 from seq2seq.data.tasks import TASKS
 from seq2seq.evaluation import get_metric
+from seq2seq.model.attention.backends import check_backend
 from seq2seq.model.attention.registry import ATTENTIONS
 from seq2seq.model.build import ModelKind, attention_fields, linear_settings, uses_linear_attention
 from seq2seq.training.devices import check_device_name
@@ -150,6 +151,7 @@ def _check_linear(cfg: ModelConfig, kind: ModelKind, built: dict[str, AttentionK
                     f"model.linear.feature_map='favor', but it is {settings.feature_map!r}; "
                     "remove it"
                 )
+    check_backend(settings.backend)
     for name, value, least in (
         ("nb_features", settings.nb_features, 1),
         ("chunk_size", settings.chunk_size, 1),

@@ -44,6 +44,12 @@ class FeatureMap(Choice):
     relu = "relu"
 
 
+class LinearBackend(Choice):
+    auto = "auto"
+    torch = "torch"
+    triton = "triton"
+
+
 class Pooling(Choice):
     mean = "mean"
     cls = "cls"
@@ -80,7 +86,15 @@ class LinearAttentionConfig:
     redraw_interval: int | None = None
     """Optimizer steps between FAVOR+ redraws (default 1000; 0 never redraws)."""
     chunk_size: int | None = None
-    """Chunk length C of the parallel causal-linear algorithm (default 64)."""
+    """Chunk length C of the parallel causal-linear algorithm of the `torch` backend (default
+    64); the `triton` kernels use tiles of their own."""
+    backend: LinearBackend | None = None
+    """What runs the linear kinds' forward and backward passes: `auto` (default: `triton` for
+    CUDA tensors where triton is installed, `torch` everywhere else), `torch` (the chunked
+    PyTorch path, any device; it recomputes the features in backward rather than saving
+    them) or `triton` (fused kernels that form the features on chip; CUDA only, or CPU
+    tensors under Triton's interpreter, TRITON_INTERPRET=1, for tests). The two agree to
+    float32 rounding (about 1e-5); decoding steps always run in PyTorch."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from seq2seq.config.model import AttentionKind, FeatureMap, ModelConfig
+from seq2seq.config.model import AttentionKind, FeatureMap, LinearBackend, ModelConfig
 from seq2seq.model.activations import activation_spec
 from seq2seq.model.attention import ATTENTIONS, AttentionSettings, MultiHeadAttention
 from seq2seq.model.attention.feature_maps import FeatureMapFactory, make_feature_map_factory
@@ -44,6 +44,7 @@ class LinearSettings:
     nb_features: int
     redraw_interval: int
     chunk_size: int
+    backend: LinearBackend
 
 
 def attention_fields(cfg: ModelConfig, kind: ModelKind) -> dict[str, AttentionKind]:
@@ -77,6 +78,7 @@ def linear_settings(cfg: ModelConfig) -> LinearSettings:
         nb_features=given(linear.nb_features, max(1, int(head_dim * math.log(head_dim)))),
         redraw_interval=given(linear.redraw_interval, DEFAULT_REDRAW_INTERVAL),
         chunk_size=given(linear.chunk_size, DEFAULT_CHUNK_SIZE),
+        backend=given(linear.backend, LinearBackend.auto),
     )
 
 
@@ -101,6 +103,7 @@ class _Builder:
             dropout=cfg.attention_dropout,
             feature_map=lambda: self.feature_maps(head_dim, layer_id),
             chunk_size=self.linear.chunk_size,
+            backend=self.linear.backend,
         )
         return MultiHeadAttention(cfg.d_model, cfg.heads, build_attention(name, settings))
 

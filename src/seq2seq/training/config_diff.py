@@ -12,8 +12,9 @@ from seq2seq.training.logger import flatten
 
 # Settings that change parameter shapes or meaning; everything else may differ on resume.
 ARCHITECTURE_SECTIONS = ("task", "model", "tokenizer")
-# Where tokenizers are cached, not what they are (a checkpoint carries its own).
-NOT_ARCHITECTURE = ("tokenizer.cache_dir",)
+# Where tokenizers are cached, not what they are (a checkpoint carries its own); what runs
+# the linear attentions, which computes the same (to float32 rounding) on any device.
+NOT_ARCHITECTURE = ("tokenizer.cache_dir", "model.linear.backend")
 # What a resumed run cannot change either: the optimizer's saved state belongs to its
 # kind, and the best value and patience count belong to the monitored figure.
 RESUME_SETTINGS = ("optim.name", "trainer.monitor")

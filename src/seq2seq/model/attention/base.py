@@ -39,7 +39,9 @@ class AttentionSettings:
     feature_map: Callable[[], FeatureMap] | None = None
     """Builds this attention's feature map (the linear kinds); called once per attention."""
     chunk_size: int = 64
-    """Chunk length of the parallel causal-linear algorithm."""
+    """Chunk length of the parallel causal-linear algorithm (the torch backend)."""
+    backend: str = "auto"
+    """What runs the linear kinds: `auto`, `torch` or `triton` (see backends.py)."""
 
 
 class Attention(nn.Module):

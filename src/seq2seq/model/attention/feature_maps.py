@@ -22,10 +22,24 @@ class FeatureMap(nn.Module):
     all keys of a head may depend on all of them."""
 
     num_features: int
+    kind: str
+    """The registry name (`favor`, `elu`, `relu`); the Triton kernels form this map themselves."""
 
     def forward(
         self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
     ) -> Tensor:
+        raise NotImplementedError
+
+    def vjp(
+        self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None
+    ) -> Tensor:
+        """float32 `(B, H, L, Dh)` gradient with respect to `x` of `(features * grad).sum()`,
+        where `features: (B, H, L, m)` is `forward(x, ..., mask=mask)`.
+
+        The memory-lean backward recomputes the features instead of saving them and calls this
+        rather than autograd; it hands over `grad` to be overwritten. Stabilizing shifts (a
+        query's max, the keys' shared max) are constants of the forward pass and get no
+        gradient, as in `forward`'s `detach`."""
         raise NotImplementedError
 
 
@@ -44,27 +58,51 @@ class _ElementwiseFeatureMap(FeatureMap):
     def function(x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def derivative(features: Tensor) -> Tensor:
+        """f'(x) from `features = f(x)` alone, 0 where the features were zeroed (padding)."""
+        raise NotImplementedError
+
     def forward(
         self, x: Tensor, *, is_query: bool, mask: Tensor | None = None, all_keys: bool = False
     ) -> Tensor:
         return _zero_masked(self.function(x.float()), mask)
 
+    def vjp(
+        self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None
+    ) -> Tensor:
+        return grad.mul_(self.derivative(features))
+
 
 class EluFeatureMap(_ElementwiseFeatureMap):
     """elu(x) + 1 (Katharopoulos et al., 2020); m = Dh."""
 
+    kind = "elu"
+
     @staticmethod
     def function(x: Tensor) -> Tensor:
-        return F.elu(x) + 1.0
+        return F.elu(x).add_(1.0)
+
+    @staticmethod
+    def derivative(features: Tensor) -> Tensor:
+        # elu(x) + 1 is x + 1 > 1 where x > 0 (slope 1) and exp(x) <= 1 elsewhere (its own
+        # slope), so the slope is min(features, 1): one pass, no comparison with x.
+        return features.clamp_max(1.0)
 
 
 class ReluFeatureMap(_ElementwiseFeatureMap):
     """relu(x); m = Dh. A row can be all zero: the attentions then give 0 for it (see
     `SMALLEST_DENOMINATOR`), not a division by zero."""
 
+    kind = "relu"
+
     @staticmethod
     def function(x: Tensor) -> Tensor:
         return F.relu(x)
+
+    @staticmethod
+    def derivative(features: Tensor) -> Tensor:
+        return (features > 0).float()
 
 
 def orthogonal_gaussian(num_rows: int, num_cols: int, generator: torch.Generator) -> Tensor:
@@ -99,6 +137,7 @@ class FavorFeatureMap(FeatureMap):
     """
 
     projection: Tensor
+    kind = "favor"
 
     def __init__(self, head_dim: int, *, num_features: int, seed: int, layer_id: int) -> None:
         super().__init__()
@@ -133,16 +172,34 @@ class FavorFeatureMap(FeatureMap):
         offset = offset + 0.5 * math.log(self.num_features)
         if mask is not None:
             offset = offset.masked_fill(~mask[:, None, :, None], math.inf)
-        logits = x @ (self.projection.float() * scale).T - offset
+        # The shifts and the exp work in place: the (B, H, L, m) tensor is allocated once.
+        logits = (x @ self.scaled_projection().T).sub_(offset)
         if is_query:
-            logits = logits - logits.amax(-1, keepdim=True).detach()
+            logits = logits.sub_(logits.detach().amax(-1, keepdim=True))
         elif all_keys:
             # One shift for all keys of a head cancels in the attention weights and keeps
             # large-norm keys from underflowing to zero. Causal attention cannot use it:
             # the max would look at future keys.
             shift = logits.detach().amax(dim=(-2, -1), keepdim=True)
-            logits = logits - torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-        return torch.exp(logits)
+            logits = logits.sub_(torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift)))
+        return logits.exp_()
+
+    def scaled_projection(self) -> Tensor:
+        """float32 `(m, Dh)`: the projection with the `Dh^-1/4` input scale folded in."""
+        return self.projection.float() * self.head_dim**-0.25
+
+    def vjp(
+        self, x: Tensor, features: Tensor, grad: Tensor, *, mask: Tensor | None = None
+    ) -> Tensor:
+        # logits = x W'^T - (s^2 / 2) |x|^2 - const, s = Dh^-1/4, W' = s W; padded keys have
+        # zero features, so zero logit gradients.
+        logit_grad = grad.mul_(features)
+        x = x.float()
+        scale_squared = self.head_dim**-0.5
+        return (
+            logit_grad @ self.scaled_projection()
+            - (scale_squared * logit_grad.sum(-1, keepdim=True)) * x
+        )
 
 
 FeatureMapFactory = Callable[[int, int], FeatureMap]
