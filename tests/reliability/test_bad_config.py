@@ -371,7 +371,7 @@ def test_the_command_line_prints_one_error_line(
         (
             "model.norm=foo",
             "Error merging override model.norm=foo: Invalid value 'foo', expected one of "
-            "[layernorm, rezero, prescalenorm]",
+            "[layernorm, rmsnorm, rezero, prescalenorm]",
         ),
         (
             "model.d_model=wide",

@@ -32,6 +32,8 @@ ATTENTIONS = {
 NORMS = [
     (Norm.layernorm, NormPosition.pre),
     (Norm.layernorm, NormPosition.post),
+    (Norm.rmsnorm, NormPosition.pre),
+    (Norm.rmsnorm, NormPosition.post),
     (Norm.rezero, NormPosition.pre),
     (Norm.prescalenorm, NormPosition.pre),
 ]

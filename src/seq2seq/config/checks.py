@@ -18,7 +18,7 @@ import torch
 
 from seq2seq.config.command_line import typed_keys
 from seq2seq.config.data import BuiltinData, DataConfig, TokenizerConfig
-from seq2seq.config.model import AttentionKind, FeatureMap, ModelConfig, Norm, NormPosition
+from seq2seq.config.model import AttentionKind, FeatureMap, ModelConfig, NormPosition
 from seq2seq.config.schema import TrainConfig
 from seq2seq.config.training import (
     OptimConfig,
@@ -35,6 +35,7 @@ from seq2seq.evaluation import get_metric
 from seq2seq.model.attention.backends import check_backend
 from seq2seq.model.attention.registry import ATTENTIONS
 from seq2seq.model.build import ModelKind, attention_fields, linear_settings, uses_linear_attention
+from seq2seq.model.norms import NORMS
 from seq2seq.training.devices import check_device_name
 
 
@@ -65,6 +66,9 @@ def _choices_text(fields: dict[str, AttentionKind]) -> str:
     return ", ".join(f"{field}={choice!r}" for field, choice in fields.items())
 
 
+POST_NORMS = tuple(name for name, positions in NORMS.items() if NormPosition.post in positions)
+"""The residual schemes that have a post-norm form."""
+
 FAVOR_ONLY = ("nb_features", "redraw_interval")
 """Linear-attention settings that only random features (FAVOR+) read."""
 
@@ -94,10 +98,10 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
     }.items():
         if not 0.0 <= p < 1.0:
             raise ValueError(f"{name}={p} must be in [0, 1)")
-    if cfg.norm_position == NormPosition.post and cfg.norm != Norm.layernorm:
+    if cfg.norm_position == NormPosition.post and cfg.norm not in POST_NORMS:
         raise ValueError(
             f"model.norm_position='post' is not available with model.norm={cfg.norm!r}; "
-            "choose 'pre' (post-norm exists for layernorm only)"
+            f"choose 'pre' (post-norm exists for {' and '.join(POST_NORMS)} only)"
         )
     for field_name, choice in built.items():
         kind_class = ATTENTIONS[choice]

@@ -15,6 +15,7 @@ class AttentionKind(Choice):
 
 class Norm(Choice):
     layernorm = "layernorm"
+    rmsnorm = "rmsnorm"
     rezero = "rezero"
     prescalenorm = "prescalenorm"
 
@@ -110,9 +111,10 @@ class ModelConfig:
     attention_dropout: float = 0.0
     """Dropout on softmax attention probabilities."""
     norm: Norm = Norm.layernorm
-    """Residual scheme: `layernorm`, `rezero` or `prescalenorm` (set through the `norm` group)."""
+    """Residual scheme: `layernorm`, `rmsnorm`, `rezero` or `prescalenorm` (set through the
+    `norm` group)."""
     norm_position: NormPosition = NormPosition.pre
-    """`pre` or `post`; `post` exists for `layernorm` only."""
+    """`pre` or `post`; `post` exists for `layernorm` and `rmsnorm` only."""
     activation: Activation = Activation.gelu
     """`gelu`, `relu`, `silu`, or the gated `swiglu`, `geglu`, `reglu`."""
     position: Position = Position.sinusoidal
