@@ -37,6 +37,7 @@ class Activation(Choice):
 class Position(Choice):
     sinusoidal = "sinusoidal"
     learned = "learned"
+    rotary = "rotary"
 
 
 class FeatureMap(Choice):
@@ -83,7 +84,9 @@ class LinearAttentionConfig:
     feature_map: FeatureMap | None = None
     """`favor` (FAVOR+ random features, default), `elu` (elu+1) or `relu`."""
     nb_features: int | None = None
-    """FAVOR+ feature count m; default int(Dh * ln(Dh)) as in the Performer paper."""
+    """FAVOR+ feature count m; default int(Dh * ln(Dh)) as in the Performer paper, rounded up
+    to even under `model.position=rotary` (which turns the features in pairs; an odd m set
+    here is then an error)."""
     redraw_interval: int | None = None
     """Optimizer steps between FAVOR+ redraws (default 1000; 0 never redraws)."""
     chunk_size: int | None = None
@@ -118,7 +121,11 @@ class ModelConfig:
     activation: Activation = Activation.gelu
     """`gelu`, `relu`, `silu`, or the gated `swiglu`, `geglu`, `reglu`."""
     position: Position = Position.sinusoidal
-    """Positions: `sinusoidal` or `learned`."""
+    """Positions: `sinusoidal` or `learned`, added to the embeddings; or `rotary` (RoFormer):
+    nothing added, the queries and keys of self-attention turned by their positions instead
+    (for the linear kinds, their features in the numerator only; see
+    `model/attention/rotary.py`). Cross-attention is never turned. `rotary` needs an even
+    head width d_model / heads; the linear kinds then run on the `torch` backend."""
     max_len: int = 512
     """Longest sequence (source or target, with bos/eos) the positions cover."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

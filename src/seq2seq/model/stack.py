@@ -33,7 +33,7 @@ class LayerStack(nn.Module):
 
     def embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
         """`tokens: (B, L)` at positions offset.. -> `(B, L, D)`."""
-        return self.dropout(self.embedding(tokens) + self.positions(tokens.shape[1], offset))
+        return self.dropout(self.positions(self.embedding(tokens), offset))
 
 
 class PerformerEncoder(LayerStack):
@@ -124,7 +124,7 @@ class PerformerDecoder(LayerStack):
         layers = []
         for layer, layer_state in zip(self.layers, state.layers, strict=True):
             assert isinstance(layer, PerformerLayer)
-            x, layer_state = layer.step(x, layer_state, state.context_mask)
+            x, layer_state = layer.step(x, layer_state, state.context_mask, position=state.position)
             layers.append(layer_state)
         logits = self.output(self.final_norm(x))[:, 0]
         return logits, DecoderState(layers, state.context_mask, state.position + 1)
