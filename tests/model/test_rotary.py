@@ -283,3 +283,23 @@ def test_default_favor_features_are_even_under_rotary(
     assert (
         make_model(plain).decoder.layers[0].self_attention.attention.feature_map.num_features == 5
     )
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "causal_linear"])
+def test_rotary_under_bf16_autocast_stays_close_to_float32(
+    make_config: Callable[..., Any],
+    make_model: Callable[..., Any],
+    make_batch: Callable[..., Any],
+    decoder: str,
+) -> None:
+    """q and k arrive in bfloat16 under autocast: they are turned in float32 and the logits
+    stay within bfloat16 rounding of the float32 model's, gradients finite."""
+    cfg = make_config(kind="decoder_lm", decoder=decoder, position="rotary")
+    model = make_model(cfg).train()
+    tokens = make_batch([1], [LENGTH, LENGTH]).tgt
+    want = model(tokens, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(tokens, None)
+    got.float().square().mean().backward()
+    torch.testing.assert_close(got.float(), want, atol=0.1, rtol=0.05)
+    assert all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())
