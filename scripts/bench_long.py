@@ -41,8 +41,9 @@ after all the timing, on fresh models, one warm step each:
   or a writable /proc/self/clear_refs the column is empty (nan).
 
 Decoding: the whole model's `step` (every layer, the output projection) for one sequence
-at positions `--decode-lengths`, stepped there token by token from the start; the median
-of `--decode-repeats` steps after each position, under `torch.inference_mode`.
+at positions `--decode-lengths`, each stepped there token by token from the start; then
+`--decode-repeats` rounds each time one step of every kind at every position (the median
+is kept), under `torch.inference_mode`.
 
 Run:
     python scripts/bench_long.py --threads 1 --checkpointing     # CPU: 512 to 4,096 tokens
@@ -72,6 +73,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +88,7 @@ from seq2seq.config.model import (
     ModelConfig,
     Position,
 )
-from seq2seq.model import build_model
+from seq2seq.model import DecoderState, build_model
 from seq2seq.model.seq2seq import DecoderLanguageModel
 from seq2seq.training.loss import label_smoothed_cross_entropy
 
@@ -391,31 +393,46 @@ def compare(results: list[TrainResult]) -> None:
 def decode_positions(
     kinds: list[str], args: argparse.Namespace, device: torch.device
 ) -> list[DecodeResult]:
-    """Per-token time of the whole model's `step` at each position of `--decode-lengths`."""
+    """Per-token time of the whole model's `step` at each position of `--decode-lengths`.
+
+    Each kind's state is stepped there from the start, one state through the positions in
+    increasing order, a copy kept at each; then `--decode-repeats` rounds each step every
+    (kind, position) once, so a change in the machine's load hits them all alike."""
     positions = sorted(args.decode_lengths)
     total = positions[-1] + args.decode_repeats + 1
     tokens = torch.randint(4, args.vocab, (1, total), generator=torch.Generator().manual_seed(1))
     tokens = tokens.to(device)
-    results = []
+    rows = torch.zeros(1, dtype=torch.long, device=device)
+    models: dict[str, DecoderLanguageModel] = {}
+    states: dict[tuple[str, int], DecoderState] = {}
+    times: dict[tuple[str, int], list[float]] = {}
     with torch.inference_mode():
         for kind in kinds:
-            model = build(kind, args, device).eval()
+            models[kind] = model = build(kind, args, device).eval()
             state = model.init_state()
-
-            def step(model: DecoderLanguageModel = model) -> None:
-                nonlocal state
-                _, state = model.step(tokens[:, state.position], state)
-
             for position in positions:
                 while state.position < position:
-                    step()
-                samples = [timed_ms(step, device) for _ in range(args.decode_repeats)]
-                results.append(DecodeResult(kind, position, statistics.median(samples)))
-                print(f"done decode {kind} position={position}", flush=True)
+                    _, state = model.step(tokens[:, state.position], state)
+                # A state is consumed by its step (a KV cache is written in place): a copy.
+                states[kind, position] = state.reorder(rows)
+                times[kind, position] = []
+
+        def step(key: tuple[str, int]) -> None:
+            state = states[key]
+            _, states[key] = models[key[0]].step(tokens[:, state.position], state)
+
+        for _ in range(args.decode_repeats):
+            for key in states:
+                times[key].append(timed_ms(partial(step, key), device))
+    results = [
+        DecodeResult(kind, position, statistics.median(samples))
+        for (kind, position), samples in times.items()
+    ]
     softmax = {r.position: r.ms_per_token for r in results if r.kind == SOFTMAX}
     for r in results:
         if r.position in softmax:
             r.speedup_vs_softmax = softmax[r.position] / r.ms_per_token
+    print("done decode", flush=True)
     return results
 
 
