@@ -41,10 +41,10 @@ after all the timing, on fresh models, one warm step each:
   or a writable /proc/self/clear_refs the column is empty (nan).
 
 Decoding: the whole model's `step` (every layer, the output projection) for one sequence
-at positions `--decode-lengths`, each stepped there token by token from the start; then
-`--decode-repeats` rounds each time one step of every kind at every position, after an
-untimed step of the same state (so the model's weights are in cache, as in decoding); the
-median is kept, under `torch.inference_mode`.
+at positions `--decode-lengths`, each stepped there token by token from the start; then,
+kind after kind, `--decode-repeats` rounds each time one step at every position, after an
+untimed step of the same state (the model's weights in cache, as in decoding); the median
+is kept, under `torch.inference_mode`.
 
 Run:
     python scripts/bench_long.py --threads 1 --checkpointing     # CPU: 512 to 4,096 tokens
@@ -391,52 +391,60 @@ def compare(results: list[TrainResult]) -> None:
             r.memory_vs_unchecked = r.peak_bytes / unchecked.peak_bytes
 
 
+def decode_times(
+    model: DecoderLanguageModel,
+    tokens: torch.Tensor,
+    positions: list[int],
+    repeats: int,
+    device: torch.device,
+) -> dict[int, list[float]]:
+    """Milliseconds of `repeats` timed steps of `model` at each of `positions` (increasing)."""
+    rows = torch.zeros(1, dtype=torch.long, device=device)
+    state = model.init_state()
+    states: dict[int, DecoderState] = {}
+    for position in positions:
+        while state.position < position:
+            _, state = model.step(tokens[:, state.position], state)
+        # A state is consumed by its step (a KV cache is written in place): a copy.
+        states[position] = state.reorder(rows)
+
+    def step(position: int) -> None:
+        state = states[position]
+        _, states[position] = model.step(tokens[:, state.position], state)
+
+    times: dict[int, list[float]] = {position: [] for position in positions}
+    for _ in range(repeats):
+        for position in positions:
+            step(position)  # untimed: the weights in cache, as when decoding goes on
+            times[position].append(timed_ms(partial(step, position), device))
+    return times
+
+
 def decode_positions(
     kinds: list[str], args: argparse.Namespace, device: torch.device
 ) -> list[DecodeResult]:
     """Per-token time of the whole model's `step` at each position of `--decode-lengths`.
 
-    Each kind's state is stepped there from the start, one state through the positions in
-    increasing order, a copy kept at each; then `--decode-repeats` rounds each step every
-    (kind, position) twice and time the second step, so a change in the machine's load
-    hits them all alike and no timed step pays for another model's weights in cache."""
+    One kind after the other: its state is stepped to each position from the start, one
+    state through the positions in increasing order, a copy kept at each; then
+    `--decode-repeats` rounds step every position twice and time the second step, so a
+    change in the machine's load hits all positions alike and every timed step finds the
+    weights in cache. (Rounds over all kinds at once slowed a kind's first position after
+    another kind's by up to 1.9x.)"""
     positions = sorted(args.decode_lengths)
     total = positions[-1] + 2 * args.decode_repeats + 1
     tokens = torch.randint(4, args.vocab, (1, total), generator=torch.Generator().manual_seed(1))
     tokens = tokens.to(device)
-    rows = torch.zeros(1, dtype=torch.long, device=device)
-    models: dict[str, DecoderLanguageModel] = {}
-    states: dict[tuple[str, int], DecoderState] = {}
-    times: dict[tuple[str, int], list[float]] = {}
+    results = []
     with torch.inference_mode():
         for kind in kinds:
-            models[kind] = model = build(kind, args, device).eval()
-            state = model.init_state()
-            for position in positions:
-                while state.position < position:
-                    _, state = model.step(tokens[:, state.position], state)
-                # A state is consumed by its step (a KV cache is written in place): a copy.
-                states[kind, position] = state.reorder(rows)
-                times[kind, position] = []
-
-        def step(key: tuple[str, int]) -> None:
-            state = states[key]
-            _, states[key] = models[key[0]].step(tokens[:, state.position], state)
-
-        for _ in range(args.decode_repeats):
-            for key in states:
-                # Untimed first: the model's weights in cache, as when decoding goes on.
-                step(key)
-                times[key].append(timed_ms(partial(step, key), device))
-    results = [
-        DecodeResult(kind, position, statistics.median(samples))
-        for (kind, position), samples in times.items()
-    ]
+            model = build(kind, args, device).eval()
+            times = decode_times(model, tokens, positions, args.decode_repeats, device)
+            results += [DecodeResult(kind, p, statistics.median(times[p])) for p in positions]
     softmax = {r.position: r.ms_per_token for r in results if r.kind == SOFTMAX}
     for r in results:
         if r.position in softmax:
             r.speedup_vs_softmax = softmax[r.position] / r.ms_per_token
-    print("done decode", flush=True)
     return results
 
 
