@@ -70,9 +70,7 @@ def load_raw_splits(
 def _task_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
     assert cfg.task is not None
     if cfg.task in BUILTIN_DATASETS:
-        return BUILTIN_DATASETS[cfg.task](
-            train_size=cfg.train_size, validation_size=cfg.validation_size, test_size=cfg.test_size
-        )
+        return BUILTIN_DATASETS[cfg.task].make(cfg, seed)
     return generate_splits(
         cfg.task,
         train_size=cfg.train_size,

@@ -39,6 +39,11 @@ class Batch(Protocol):
         """The predictions the loss sums over (target tokens, or examples)."""
         ...
 
+    @property
+    def num_tokens(self) -> int:
+        """The real tokens of the batch that training throughput counts."""
+        ...
+
     def to(self, device: torch.device) -> Batch: ...
 
 

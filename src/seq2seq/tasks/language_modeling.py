@@ -91,6 +91,11 @@ class LanguageModelingTask(Task):
                 f"(model.max_len={cfg.model.max_len}); lower data.block_size or raise "
                 "model.max_len"
             )
+        if cfg.data.max_tokens < cfg.data.block_size:
+            raise ValueError(
+                f"data.max_tokens={cfg.data.max_tokens} cannot hold one block of "
+                f"data.block_size={cfg.data.block_size} tokens; raise data.max_tokens"
+            )
         for name in cfg.trainer.metrics:
             if get_metric(name).needs_references:
                 raise ValueError(

@@ -45,6 +45,10 @@ class LanguageModelBatch:
     def num_targets(self) -> int:
         return int((self.targets != PAD_ID).sum())
 
+    @property
+    def num_tokens(self) -> int:
+        return self.num_targets
+
     def to(self, device: torch.device) -> LanguageModelBatch:
         return LanguageModelBatch(
             self.tokens.to(device), self.mask.to(device), self.targets.to(device)

@@ -88,6 +88,11 @@ class Batch(Protocol):
     @property
     def num_targets(self) -> int: ...
 
+    @property
+    def num_tokens(self) -> int:
+        """The real tokens a step processes (throughput counts these)."""
+        ...
+
     def to(self, device: torch.device) -> Batch: ...
 
 
@@ -223,7 +228,12 @@ class Trainer:
         stay where they were, and only the data moves on."""
         self.model.train()
         distributed = self.distributed
-        (tokens,) = distributed.sum([float(sum(batch.num_targets for batch in group))])
+        tokens, processed = distributed.sum(
+            [
+                float(sum(batch.num_targets for batch in group)),
+                float(sum(batch.num_tokens for batch in group)),
+            ]
+        )
         # DDP averages gradients over ranks; scaling by the world size makes that a sum.
         scale = distributed.world_size / tokens
         loss_total, nll_total = 0.0, 0.0
@@ -269,7 +279,7 @@ class Trainer:
             "loss": loss_total / tokens,
             "nll": nll_total / tokens,
             "grad_norm": grad_norm,
-            "tokens": float(tokens),
+            "tokens": processed,
             "lr": lr,
         }
 
