@@ -88,6 +88,36 @@ def test_tensorboard_holds_scalars_text_and_hparams(
     assert (run / "predictions.txt").read_text().count("\n") == 16
 
 
+def test_outputs_stopped_by_the_length_limit_are_counted_and_named(
+    compose_config: Compose, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every output is held to 3 tokens (eos forbidden before, forced at 3): validation
+    counts them in its figures (log line, TensorBoard, metrics.json), the test split too,
+    with one warning line naming the setting to raise."""
+    cfg = compose_config("experiment=toy_reverse", "generation.max_len=3", "generation.min_len=3")
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        train(cfg, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    outputs = (run / "predictions.txt").read_text().count("\n")
+    assert metrics["test"]["at_length_limit"] == outputs == 16
+    assert metrics["final_validation"]["at_length_limit"] == metrics["data"]["validation"]["kept"]
+    validation_lines = [
+        r.getMessage() for r in caplog.records if "| validation |" in r.getMessage()
+    ]
+    assert validation_lines and all("at_length_limit" in line for line in validation_lines)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    cut = [line for line in warnings if "stopped at the length limit" in line]
+    assert cut == [
+        "16 of 16 test outputs stopped at the length limit (eos forced there; they may be cut "
+        "short): raise generation.max_len=3 (the model takes up to 127)"
+    ]
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("test/at_length_limit")] == [16.0]
+    assert {e.step for e in events.Scalars("valid/at_length_limit")} == {2, 4}
+
+
 def test_second_run_reuses_the_cached_tokenizer(
     compose_config: Compose, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
