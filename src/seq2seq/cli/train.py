@@ -42,6 +42,11 @@ log = logging.getLogger("seq2seq.train")
 register_configs()
 
 
+class TrainingFault(RuntimeError):
+    """A sweep job that stopped on a fault (a non-finite step): it has checkpointed and
+    written metrics.json; the sweep reports it like a refused job."""
+
+
 def _hydra_record(cfg: DictConfig) -> dict[str, str]:
     """What Hydra's `output_subdir` would have written: the composed config, Hydra's own
     config and the overrides (scripts/summarize_sweep.py reads the last)."""
@@ -68,8 +73,11 @@ def _hydra_main(cfg: DictConfig) -> float:
         except BaseException:
             remove_if_empty(run_dir)
             raise
-        # Stopped by a signal, the run is not done: a non-zero status keeps
+        # Stopped by a signal or a fault, the run is not done: a non-zero status keeps
         # `seq2seq-train ... && next-step` and job schedulers from taking it as finished.
+        # The trainer has logged the fault's one error line.
+        if outcome.fault is not None:
+            raise SystemExit(1)
         status = signal_status(run_dir) if outcome.trained else None
         if status is not None:
             raise SystemExit(status)
@@ -83,6 +91,8 @@ def _hydra_main(cfg: DictConfig) -> float:
     # jobs first, Optuna marks the trial failed.
     try:
         outcome = run_training(cfg, run_dir, command_line=command_line, hydra_files=record)
+        if outcome.fault is not None:
+            raise TrainingFault(outcome.fault)
         # The signal was meant for the whole sweep: end the process rather than let the
         # launcher start the next job; `trainer.resume=auto` continues the sweep.
         status = signal_status(run_dir) if outcome.trained else None
@@ -99,7 +109,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         return outcome.objective
     except Exception as error:
         write_failure(run_dir, error)
-        if isinstance(error, USAGE_ERRORS):
+        if isinstance(error, (*USAGE_ERRORS, TrainingFault)):
             raise SweepJobFailed(f"sweep job {run_dir} failed: {error}") from error
         raise
 

@@ -55,7 +55,7 @@ from seq2seq.training.run_files import (
 )
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import StopRequest, graceful_stop
-from seq2seq.training.trainer import PRECISIONS, Monitor, Trainer, use_tf32
+from seq2seq.training.trainer import NONFINITE, PRECISIONS, Monitor, Trainer, use_tf32
 
 log = logging.getLogger("seq2seq.train")
 
@@ -83,6 +83,9 @@ class Outcome:
     """The best value of `trainer.monitor` (nan before the first validation)."""
     trained: bool
     """False when `run_dir` held a finished run, whose saved result was returned."""
+    fault: str | None = None
+    """Why training stopped on a fault (`stopped: nonfinite` in metrics.json), in one line;
+    the CLI exits non-zero on it."""
 
 
 def train(
@@ -123,7 +126,9 @@ def run_training(
             return Outcome(done, trained=False)
         run = assemble(cfg, config_text, run_dir, distributed, hydra_files or {})
         hparams = OmegaConf.to_container(cfg_node, resolve=True, enum_to_str=True)
-        return Outcome(run.train(hparams), trained=True)  # type: ignore[arg-type]
+        best = run.train(hparams)  # type: ignore[arg-type]
+        fault = run.trainer.fault
+        return Outcome(best, trained=True, fault=None if fault is None else str(fault))
     finally:
         shutdown_distributed(distributed)
 
@@ -173,13 +178,15 @@ class AssembledRun:
             "best": {"step": state.best_step, trainer.monitor.name: state.best_value},
             "final_validation": final,
             "skipped_steps": state.skipped_steps,
-            # The figures cover the kept examples: an over-long test example dropped is not
-            # scored.
+            # The figures cover the kept examples: an empty test example is not scored.
             "data": {
                 role: {**asdict(report), "kept": report.kept}
                 for role, report in self.data.reports.items()
             },
         }
+        if trainer.fault is not None:
+            fault = trainer.fault
+            summary[NONFINITE] = {"step": fault.step, "where": fault.culprit, "error": str(fault)}
         hparam_metrics = {f"valid/{k}": v for k, v in final.items()}
         if reason in FINISHED and "test" in self.data.splits:
             result = self._test()
