@@ -56,6 +56,7 @@ from seq2seq.training.run_files import (
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import StopRequest, graceful_stop
 from seq2seq.training.trainer import NONFINITE, PRECISIONS, Monitor, Trainer, use_tf32
+from seq2seq.writable import directory_problem
 
 log = logging.getLogger("seq2seq.train")
 
@@ -124,6 +125,7 @@ def run_training(
         if done is not None:
             log.info("%s already finished (metrics.json); not training it again", run_dir)
             return Outcome(done, trained=False)
+        check_run_dir(run_dir)
         run = assemble(cfg, config_text, run_dir, distributed, hydra_files or {})
         hparams = OmegaConf.to_container(cfg_node, resolve=True, enum_to_str=True)
         best = run.train(hparams)  # type: ignore[arg-type]
@@ -131,6 +133,17 @@ def run_training(
         return Outcome(best, trained=True, fault=None if fault is None else str(fault))
     finally:
         shutdown_distributed(distributed)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Before any data is read: the run dir can be written (Hydra has made it; a library
+    call makes it when the run is accepted)."""
+    problem = directory_problem(run_dir)
+    if problem is not None:
+        raise OSError(
+            f"the run dir {run_dir} (hydra.run.dir) cannot be written: {problem}; set "
+            "hydra.run.dir to a writable directory"
+        )
 
 
 @dataclass
