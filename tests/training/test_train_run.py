@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,6 +118,34 @@ def test_outputs_stopped_by_the_length_limit_are_counted_and_named(
     events.Reload()
     assert [e.value for e in events.Scalars("test/at_length_limit")] == [16.0]
     assert {e.step for e in events.Scalars("valid/at_length_limit")} == {2, 4}
+
+
+def test_a_run_removes_the_temporary_files_of_a_killed_writer(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    """A process killed while writing a checkpoint (or metrics.json) left its temporary
+    file; the next run in that dir removes it (see tests/cli/test_atomic_writes.py)."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    pid = int(dead.stdout)
+    run = tmp_path / "run"
+    orphans = [
+        run / "checkpoints" / f".step_00000009.pt.tmp-{pid}",
+        run / f".metrics.json.tmp-{pid}",
+    ]
+    for orphan in orphans:
+        orphan.parent.mkdir(parents=True, exist_ok=True)
+        orphan.write_bytes(b"half")
+    train(
+        compose_config("experiment=toy_reverse", "trainer.max_steps=2", "data.splits.test=null"),
+        run,
+    )
+    assert not any(orphan.exists() for orphan in orphans)
+    assert (run / "metrics.json").is_file()
 
 
 def test_second_run_reuses_the_cached_tokenizer(

@@ -31,7 +31,7 @@ from seq2seq.training.run import checked_config, run_training
 from seq2seq.training.run_files import (
     FAILURE_NAME,
     HYDRA_SUBDIR,
-    remove_if_empty,
+    remove_refused_run,
     signal_status,
     write_failure,
     write_files,
@@ -63,6 +63,7 @@ def _hydra_record(cfg: DictConfig) -> dict[str, str]:
 def _hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    fresh = not any(run_dir.iterdir())  # made by Hydra for this run: nothing logged yet
     command_line = typed_overrides()
     record = _hydra_record(cfg)
     warn_recipe_overrides(cfg, command_line, hydra_cfg.runtime.choices)
@@ -71,7 +72,8 @@ def _hydra_main(cfg: DictConfig) -> float:
             with usage_errors("seq2seq-train"):
                 outcome = run_training(cfg, run_dir, command_line=command_line, hydra_files=record)
         except BaseException:
-            remove_if_empty(run_dir)
+            if fresh:
+                remove_refused_run(run_dir)
             raise
         # Stopped by a signal or a fault, the run is not done: a non-zero status keeps
         # `seq2seq-train ... && next-step` and job schedulers from taking it as finished.

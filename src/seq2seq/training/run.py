@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.atomic import write_json_atomic, write_text_atomic
+from seq2seq.atomic import remove_orphan_temporaries, write_json_atomic, write_text_atomic
 from seq2seq.config.checks import check_config, check_precision
 from seq2seq.config.keys import check_known_keys
 from seq2seq.config.schema import TrainConfig
@@ -264,6 +264,7 @@ def assemble(
     # data leaves the run's files as they were.
     if distributed.is_main:
         _write_run_files(run_dir, config_text, hydra_files, task)
+        _remove_orphans(run_dir, checkpoints.directory)
         if point is not None:
             adopt_best(point, checkpoints)
     logger = _logger(run_dir, config_text, point) if distributed.is_main else None
@@ -346,6 +347,18 @@ def _write_run_files(
     write_text_atomic(config_text, run_dir / CONFIG_NAME)
     write_files(run_dir / HYDRA_SUBDIR, hydra_files)
     task.save_files(run_dir)
+
+
+def _remove_orphans(*directories: Path) -> None:
+    """Temporary files of a process killed while it wrote a checkpoint or metrics.json."""
+    for directory in directories:
+        removed = remove_orphan_temporaries(directory)
+        if removed:
+            log.info(
+                "removed %d temporary file(s) that a killed process was writing: %s",
+                len(removed),
+                ", ".join(str(path) for path in removed),
+            )
 
 
 def _logger(run_dir: Path, config_text: str, point: ResumePoint | None) -> RunLogger:
