@@ -201,6 +201,12 @@ def test_empty_sources_and_targets_are_skipped_and_counted(
     assert _report(caplog, "validation").startswith(
         "validation split: kept 4/5 examples; dropped 1 empty;"
     )
+    # A held-out example left unscored is a warning; training's dropped ones are not.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "1 of 5 validation examples are empty (no source or no target text) and are not "
+        "scored: the validation figures cover the other 4"
+    ]
 
 
 @pytest.mark.parametrize(

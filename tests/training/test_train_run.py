@@ -19,12 +19,15 @@ from seq2seq.training.run import train
 Compose = Callable[..., DictConfig]
 
 
-def test_trains_on_local_json_lines(compose_config: Compose, tmp_path: Path) -> None:
+def test_trains_on_local_json_lines(
+    compose_config: Compose, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     data = tmp_path / "my"
     data.mkdir()
     for split, words in {
         "train": ["abc", "hello", "world", "seq"] * 10 + [""],
         "valid": ["tide", "cab"],
+        "test": ["bat", "", "sea"],
     }.items():
         with open(data / f"{split}.jsonl", "w", encoding="utf-8") as handle:
             for word in words:
@@ -33,23 +36,38 @@ def test_trains_on_local_json_lines(compose_config: Compose, tmp_path: Path) -> 
         "data.path=json",
         f"data.data_files.train={data / 'train.jsonl'}",
         f"data.data_files.validation={data / 'valid.jsonl'}",
-        "data.splits.test=null",
+        f"data.data_files.test={data / 'test.jsonl'}",
         "data.source=src",
         "data.target=tgt",
         "tokenizer=char",
     )
     run = tmp_path / "run"
-    train(cfg, run)
+    with caplog.at_level(logging.INFO, logger="seq2seq.data"):
+        train(cfg, run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["stopped"] == "max_steps"
     assert "exact_match" in metrics["final_validation"]
-    # What each split's figures cover: the empty training example was dropped.
+    # What each split's figures cover: the empty examples were dropped.
     assert {
         role: (r["total"], r["kept"], r["dropped_empty"]) for role, r in metrics["data"].items()
     } == {
         "train": (41, 40, 1),
         "validation": (2, 2, 0),
+        "test": (3, 2, 1),
     }
+    # Beside the test figures, the test examples they leave out; one warning line says so
+    # (a held-out split only: training drops its empty examples with an INFO line).
+    assert metrics["test_unscored"] == 1
+    assert (run / "predictions.txt").read_text().count("\n") == 2
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "seq2seq.data"
+    ]
+    assert warnings == [
+        "1 of 3 test examples are empty (no source or no target text) and are not scored: "
+        "the test figures cover the other 2"
+    ]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.pt",
         "step_00000002.pt",

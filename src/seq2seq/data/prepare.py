@@ -183,6 +183,17 @@ def clean_role(
         overlong="truncate" if role != "train" else data.overlong,  # type: ignore[arg-type]
     )
     log.info("%s split: %s", role, report)
+    unscored = report.total - report.kept
+    if role != "train" and unscored:
+        log.warning(
+            "%d of %d %s examples are empty (no source or no target text) and are not "
+            "scored: the %s figures cover the other %d",
+            unscored,
+            report.total,
+            role,
+            role,
+            report.kept,
+        )
     if role != "train" and report.truncated:
         log.warning(
             "%d %s example(s) are longer than the model takes (%s); they are "

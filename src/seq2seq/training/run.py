@@ -205,6 +205,10 @@ class AssembledRun:
             result = self._test()
             write_text_atomic("\n".join(result.predictions) + "\n", self.run_dir / PREDICTIONS_NAME)
             summary["test"] = result.figures
+            test_data = self.data.reports.get("test")
+            if test_data is not None:
+                # Beside the figures: the test examples they do not cover (empty ones).
+                summary["test_unscored"] = test_data.total - test_data.kept
             if result.details:
                 summary["test_details"] = result.details
             hparam_metrics.update({f"test/{k}": v for k, v in result.figures.items()})
