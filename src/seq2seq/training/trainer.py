@@ -155,8 +155,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.last_evaluation: EvaluationResult | None = None
         self.last_evaluation_step: int | None = None
+        # What stopped a run that `fit` ended with `nonfinite`.
         self.fault: NonFiniteError | None = None
-        """What stopped a run that `fit` ended with `nonfinite`."""
 
     # --- checkpoint state -------------------------------------------------------------
 
@@ -385,16 +385,14 @@ class Trainer:
         line says what happened and how to go on."""
         self.fault = error
         self.optimizer.zero_grad(set_to_none=True)
-        where = "no step was taken, so there is no checkpoint"
+        advice = "lower optim.lr, or use trainer.nonfinite=skip"
         if self.state.step > 0:
             where = f"checkpoint {self.save()} of step {self.state.step}"
+            advice = f"continue with trainer.resume=auto and the same hydra.run.dir, and {advice}"
+        else:
+            where = "no step was taken, so there is no checkpoint"
         if self.distributed.is_main:
-            log.error(
-                "%s; %s (continue with trainer.resume=auto and the same hydra.run.dir, "
-                "after lowering optim.lr or with trainer.nonfinite=skip)",
-                error,
-                where,
-            )
+            log.error("%s; %s (%s)", error, where, advice)
         return NONFINITE
 
     def _ended(self) -> str | None:
