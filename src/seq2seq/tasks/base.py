@@ -63,8 +63,8 @@ class PreparedData:
 
     splits: datasets.DatasetDict
     reports: dict[str, Any] = field(default_factory=dict)
-    """Per role, a dataclass saying what cleaning did, with a `kept` count (metrics.json
-    records it whole)."""
+    """Per role, a dataclass saying what cleaning did, with `total` and `kept` counts of
+    examples (metrics.json records it whole; the others are not scored)."""
 
 
 @dataclass

@@ -107,8 +107,8 @@ def continue_prompts(
                 )
             limit = replace(
                 settings,
-                max_len_a=0.0,
-                max_len_b=min(settings.max_new_tokens, room),
+                max_len_a=None,
+                max_len_b=None,
                 max_len=min(settings.max_new_tokens, room),
                 min_len=min(settings.min_len, room),
             )

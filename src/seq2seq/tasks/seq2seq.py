@@ -34,6 +34,7 @@ from seq2seq.tasks.seq2seq_evaluation import (
     Seq2SeqEvaluator,
     decode_sources,
     evaluation_set,
+    warn_at_limit,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokenize_splits
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
@@ -203,6 +204,8 @@ class Seq2SeqTask(Task):
             device=device,
             autocast_dtype=autocast_dtype,
             label_smoothing=cfg.trainer.label_smoothing,
+            split=split,
+            limit_advice=cfg.generation.limit_advice(longest=longest_output(cfg)),
         )
 
     # --- prediction ---------------------------------------------------------------------
@@ -237,6 +240,12 @@ class Seq2SeqTask(Task):
             max_tokens=options.max_tokens,
             device=options.device,
             autocast_dtype=options.autocast_dtype,
+        )
+        warn_at_limit(
+            sum(bool(nbest) and nbest[0].at_limit for nbest in nbests),
+            sum(bool(nbest) for nbest in nbests),
+            "outputs",
+            generation.limit_advice(longest=longest_output(self.cfg)),
         )
         decode = self.target_tokenizer.decode
         rows = None

@@ -40,10 +40,20 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The autocast dtype of each `trainer.precision` (None: no autocast)."""
 MIN_LOSS_SCALE = 1e-4
 """Below this fp16 loss scale an overflow is no longer the scaler's to absorb."""
+NONFINITE = "nonfinite"
+"""Why `fit` stopped on a non-finite step (`trainer.nonfinite`, `trainer.max_skipped_steps`)."""
 
 
 class NonFiniteError(RuntimeError):
-    """A non-finite loss or gradient under `trainer.nonfinite=stop`."""
+    """A non-finite loss or gradient under `trainer.nonfinite=stop`, or one skip more than
+    `trainer.max_skipped_steps`. `fit` ends the run on it like on any other stop."""
+
+    def __init__(self, message: str, *, step: int, culprit: str) -> None:
+        super().__init__(message)
+        self.step = step
+        """The step that was not taken."""
+        self.culprit = culprit
+        """Where it began: the first non-finite module output, or parameter gradient."""
 
 
 @dataclass
@@ -150,6 +160,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.last_evaluation: EvaluationResult | None = None
         self.last_evaluation_step: int | None = None
+        # What stopped a run that `fit` ended with `nonfinite`.
+        self.fault: NonFiniteError | None = None
 
     # --- checkpoint state -------------------------------------------------------------
 
@@ -315,26 +327,30 @@ class Trainer:
                 )
             if culprit:
                 break
-        where = (
-            f"first non-finite output: {culprit}"
-            if culprit
-            else f"outputs finite; first non-finite gradient: {first_nonfinite_gradient(model)}"
-        )
+        if culprit:
+            where = f"first non-finite output: {culprit}"
+        else:
+            parameter = first_nonfinite_gradient(model)
+            culprit = f"{parameter} (gradient)"
+            where = f"outputs finite; first non-finite gradient: {parameter}"
+        step = self.state.step + 1
         message = (
-            f"non-finite loss or gradient at step {self.state.step + 1} "
-            f"(loss {loss}, grad norm {grad_norm}); {where}"
+            f"non-finite loss or gradient at step {step} (loss {loss}, grad norm {grad_norm}); "
+            f"{where}"
         )
         self.state.skipped_steps += 1
         if self.logger is not None:
-            self.logger.scalars(
-                {"train/skipped_steps": self.state.skipped_steps}, self.state.step + 1
-            )
+            self.logger.scalars({"train/skipped_steps": self.state.skipped_steps}, step)
         if self.cfg.nonfinite == NonFinite.stop:
-            raise NonFiniteError(message + "; stopping (trainer.nonfinite=stop)")
+            raise NonFiniteError(
+                message + "; stopping (trainer.nonfinite=stop)", step=step, culprit=culprit
+            )
         if self.state.skipped_steps > self.cfg.max_skipped_steps:
             raise NonFiniteError(
                 message + f"; {self.state.skipped_steps} steps skipped, more than "
-                f"trainer.max_skipped_steps={self.cfg.max_skipped_steps}"
+                f"trainer.max_skipped_steps={self.cfg.max_skipped_steps}",
+                step=step,
+                culprit=culprit,
             )
         log.warning("%s; skipping the step (trainer.nonfinite=skip)", message)
 
@@ -375,6 +391,22 @@ class Trainer:
         )
         return reason
 
+    def _stop_nonfinite(self, error: NonFiniteError) -> str:
+        """A non-finite step ends the run as a signal does: the weights are still those of
+        the last step taken, so they are checkpointed (if a step was taken), and one error
+        line says what happened and how to go on."""
+        self.fault = error
+        self.optimizer.zero_grad(set_to_none=True)
+        advice = "lower optim.lr, or use trainer.nonfinite=skip"
+        if self.state.step > 0:
+            where = f"checkpoint {self.save()} of step {self.state.step}"
+            advice = f"continue with trainer.resume=auto and the same hydra.run.dir, and {advice}"
+        else:
+            where = "no step was taken, so there is no checkpoint"
+        if self.distributed.is_main:
+            log.error("%s; %s (%s)", error, where, advice)
+        return NONFINITE
+
     def _ended(self) -> str | None:
         """Why training is over, if it is (patience is counted at validations only)."""
         if self.cfg.patience and self.state.evals_without_improvement >= self.cfg.patience:
@@ -386,7 +418,8 @@ class Trainer:
     def fit(self, stop: StopRequest) -> str:
         """Train until max_steps, max_epochs, early stopping or a stop signal.
 
-        Returns why it stopped: `max_steps`, `max_epochs`, `early_stopping` or the signal name.
+        Returns why it stopped: `max_steps`, `max_epochs`, `early_stopping`, the signal
+        name, or `nonfinite` (then `self.fault` says where).
         """
         cfg = self.cfg
         progress = Progress(
@@ -406,7 +439,11 @@ class Trainer:
                     self.save()
                 return ended
             for group in self._micro_batches():
-                figures = self.train_step(group)
+                try:
+                    figures = self.train_step(group)
+                except NonFiniteError as error:
+                    reason = self._stop_nonfinite(error)
+                    break
                 if figures is None:  # not taken: the step count stays
                     if self.distributed.any(stop.requested):
                         reason = self._stop(stop, progress)
