@@ -239,12 +239,44 @@ def test_bf16_autocast_trains_on_cpu(compose_config: Compose, tmp_path: Path) ->
     assert metrics["stopped"] == "max_steps" and metrics["skipped_steps"] == 0
 
 
-def test_trainer_threads_sets_torch_intra_op_threads(
-    compose_config: Compose, tmp_path: Path
+def test_trainer_threads_sets_the_runs_threads_and_restores_the_callers(
+    compose_config: Compose, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """`trainer.threads` is the run's intra-op pool; a library call gives the caller's back."""
     before = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
-        train(compose_config("experiment=toy_reverse", "trainer.threads=1"), tmp_path / "run")
-        assert torch.get_num_threads() == 1
+        with caplog.at_level(logging.INFO):
+            train(compose_config("experiment=toy_reverse", "trainer.threads=1"), tmp_path / "run")
+        assert "device cpu, 1 thread(s) (trainer.threads)" in caplog.text
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_max_time_stops_validates_and_tests_like_max_steps(
+    compose_config: Compose, tmp_path: Path
+) -> None:
+    """A time budget (trainer.max_time, minutes) ends the run at the first step past it,
+    with a validation, a checkpoint and the test figures, as the step budget does; a rerun
+    with the same budget is finished, one with a larger budget trains on."""
+    run = tmp_path / "run"
+    budget = "trainer.max_time=0.00001"  # less than one step takes
+    train(compose_config("experiment=toy_reverse", budget, "trainer.max_steps=50"), run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["stopped"], metrics["step"]) == ("max_time", 1)
+    assert metrics["best"]["step"] == 1 and "exact_match" in metrics["test"]
+    assert (run / "checkpoints" / "step_00000001.pt").is_file()
+    again = compose_config(
+        "experiment=toy_reverse", budget, "trainer.max_steps=50", "trainer.resume=auto"
+    )
+    train(again, run)
+    assert json.loads((run / "metrics.json").read_text())["step"] == 1
+    longer = compose_config(
+        "experiment=toy_reverse",
+        "trainer.max_time=0.00002",
+        "trainer.max_steps=50",
+        "trainer.resume=auto",
+    )
+    train(longer, run)
+    assert json.loads((run / "metrics.json").read_text())["step"] == 2

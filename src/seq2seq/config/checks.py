@@ -227,6 +227,10 @@ def check_trainer(cfg: TrainerConfig) -> None:
         )
     if cfg.max_epochs is not None and cfg.max_epochs < 1:
         raise ValueError(f"trainer.max_epochs={cfg.max_epochs} must be >= 1 or null")
+    if cfg.max_time is not None and not (math.isfinite(cfg.max_time) and cfg.max_time > 0):
+        raise ValueError(
+            f"trainer.max_time={cfg.max_time} must be a positive number of minutes or null"
+        )
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ValueError(f"trainer.label_smoothing={cfg.label_smoothing} must be in [0, 1)")
     if not (math.isfinite(cfg.clip_norm) and cfg.clip_norm >= 0):

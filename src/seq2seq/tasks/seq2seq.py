@@ -10,6 +10,7 @@ decoded strings. Prediction: decoded hypotheses, one per input line.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -23,7 +24,8 @@ from torch import nn
 from seq2seq.config.checks import check_builtin_fits, check_unread_typed
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
-from seq2seq.data.batching import Batch, LoaderStream, TokenBatchSampler, make_dataloader
+from seq2seq.data.batching import Batch, LoaderStream, collate
+from seq2seq.data.columns import SOURCE_IDS, TARGET_IDS
 from seq2seq.data.lengths import token_lengths
 from seq2seq.data.prepare import PAIR_COLUMNS, clean_role, load_raw_splits, prepare_data
 from seq2seq.evaluation import get_metric
@@ -86,7 +88,6 @@ class Seq2SeqTask(Task):
     def __init__(self, cfg: TrainConfig, tokenizers: tuple[Tokenizer, Tokenizer] | None = None):
         super().__init__(cfg)
         self.tokenizers = tokenizers
-        self.data: PreparedData | None = None
 
     # --- config -------------------------------------------------------------------------
 
@@ -155,28 +156,16 @@ class Seq2SeqTask(Task):
             seed=self.cfg.seed,
         )
 
-    def _split(self, role: str) -> datasets.Dataset:
-        assert self.data is not None, "prepare() first"
-        return self.data.splits[role]
-
     def train_batches(self, *, rank: int, world_size: int) -> LoaderStream:
-        train = self._split("train")
-        sampler = TokenBatchSampler(
-            *token_lengths(train),
-            max_tokens=self.cfg.data.max_tokens,
-            seed=self.cfg.seed,
+        sources, targets = token_lengths(self.split("train"))
+        return self.token_batches(
+            sources,
+            target_lengths=targets,
+            columns=[SOURCE_IDS, TARGET_IDS],
+            collate_fn=functools.partial(collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID),
             rank=rank,
             world_size=world_size,
         )
-        loader = make_dataloader(
-            train,
-            sampler=sampler,
-            pad_id=PAD_ID,
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            num_workers=self.cfg.data.num_workers,
-        )
-        return LoaderStream(sampler, loader)
 
     def loss(self, model: nn.Module, batch: Batch) -> LossSums:
         logits = model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask)
@@ -195,7 +184,7 @@ class Seq2SeqTask(Task):
         cfg = self.cfg
         return Seq2SeqEvaluator(
             model=cast(EncoderDecoderTransformer, model),
-            data=evaluation_set(self._split(split), self.target_tokenizer),
+            data=evaluation_set(self.split(split), self.target_tokenizer),
             target_tokenizer=self.target_tokenizer,
             generation=decoding_settings(cfg, cfg.generation),
             metrics=cfg.trainer.metrics,

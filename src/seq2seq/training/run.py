@@ -118,6 +118,7 @@ def run_training(
     """
     cfg = checked_config(cfg_node, command_line)
     distributed = init_distributed()
+    threads = torch.get_num_threads()  # `trainer.threads` is this run's, not the caller's
     try:
         run_dir = Path(distributed.broadcast(str(run_dir)))
         config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
@@ -132,6 +133,7 @@ def run_training(
         fault = run.trainer.fault
         return Outcome(best, trained=True, fault=None if fault is None else str(fault))
     finally:
+        torch.set_num_threads(threads)
         shutdown_distributed(distributed)
 
 

@@ -407,19 +407,27 @@ class Trainer:
             log.error("%s; %s (%s)", error, where, advice)
         return NONFINITE
 
-    def _ended(self) -> str | None:
-        """Why training is over, if it is (patience is counted at validations only)."""
+    def _ended(self, *, late: bool = False) -> str | None:
+        """Why training is over, if it is (patience is counted at validations only);
+        `late`: `trainer.max_time` has run out."""
         if self.cfg.patience and self.state.evals_without_improvement >= self.cfg.patience:
             return "early_stopping"
         if self.state.step >= self.cfg.max_steps:
             return "max_steps"
-        return None
+        return "max_time" if late else None
+
+    def _late(self, started: float) -> bool:
+        """Whether `trainer.max_time` minutes have passed since `started`, on any rank."""
+        limit = self.cfg.max_time
+        return self.distributed.any(
+            limit is not None and time.perf_counter() - started >= 60 * limit
+        )
 
     def fit(self, stop: StopRequest) -> str:
-        """Train until max_steps, max_epochs, early stopping or a stop signal.
+        """Train until max_steps, max_epochs, max_time, early stopping or a stop signal.
 
-        Returns why it stopped: `max_steps`, `max_epochs`, `early_stopping`, the signal
-        name, or `nonfinite` (then `self.fault` says where).
+        Returns why it stopped: `max_steps`, `max_epochs`, `max_time`, `early_stopping`,
+        the signal name, or `nonfinite` (then `self.fault` says where).
         """
         cfg = self.cfg
         progress = Progress(
@@ -428,7 +436,8 @@ class Trainer:
             initial=self.state.step,
         )
         reason = "max_epochs"
-        window_tokens, window_start = 0.0, time.perf_counter()
+        started = time.perf_counter()
+        window_tokens, window_start = 0.0, started
         try:
             # Resumed after the run ended (killed before its outputs were written):
             # validate so the final figures exist, and do not train on.
@@ -475,13 +484,14 @@ class Trainer:
                 else:
                     progress.update(step, {"loss": figures["loss"]}, log_line=False)
 
-                if step % cfg.eval_every == 0 or step >= cfg.max_steps:
+                late = self._late(started)
+                if step % cfg.eval_every == 0 or step >= cfg.max_steps or late:
                     result = self.evaluate()
                     progress.write(f"step {step} | validation | {result.summary()}")
                     self.save()
                     # tokens/s measures training alone: the window restarts after this.
                     window_tokens, window_start = 0.0, time.perf_counter()
-                ended = self._ended()
+                ended = self._ended(late=late)
                 if ended is not None:
                     reason = ended
                     break
