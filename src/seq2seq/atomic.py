@@ -10,15 +10,19 @@ leads to (a file the shell appends to with `>>`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 STANDARD_STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+TEMPORARY_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
+"""`.<name>.tmp-<pid>`: the temporary file `write_atomic` writes before the rename."""
 
 
 def open_descriptor(path: Path) -> int | None:
@@ -76,6 +80,32 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphan_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary files that `write_atomic` left in `directory` when its process
+    was killed mid-write (SIGKILL, a node lost), those of processes that no longer run;
+    returns them. A live writer's file stays."""
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.iterdir()):
+        match = TEMPORARY_NAME.match(path.name)
+        if match and path.is_file() and not _running(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_bytes_atomic(data: bytes, path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -18,7 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.atomic import replaced_atomically, write_json_atomic, write_text_atomic
+from seq2seq.atomic import (
+    remove_orphan_temporaries,
+    replaced_atomically,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_which_paths_are_replaced_and_which_written_in_place(tmp_path: Path) -> None:
@@ -103,3 +109,50 @@ def test_dev_stdout_is_written_through_the_open_descriptor(tmp_path: Path) -> No
     with log.open("ab") as appended:
         subprocess.run([sys.executable, "-c", code], stdout=appended, check=True)
     assert log.read_text() == "first\nsecond\n"
+
+
+# Writes part of a checkpoint through write_atomic, says so, and waits to be killed.
+_KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from seq2seq.atomic import write_atomic
+target, ready = Path(sys.argv[1]), Path(sys.argv[2])
+def write(handle):
+    handle.write(b"half a checkpoint")
+    handle.flush()
+    ready.write_text("")
+    time.sleep(60)
+write_atomic(target, write)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_a_temporary_that_the_next_start_removes(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL during a checkpoint write left `.step_*.pt.tmp-<pid>` forever. The file of a
+    dead process is removed; a live writer's file and the other files stay."""
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    kept = [checkpoints / "step_00000002.pt", checkpoints / f".best.pt.tmp-{os.getpid()}"]
+    for path in kept:
+        path.write_bytes(b"x")
+    ready = tmp_path / "ready"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(checkpoints / "step_00000004.pt"), str(ready)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        for _ in range(600):
+            if ready.exists() or writer.poll() is not None:
+                break
+            threading.Event().wait(0.05)
+        assert ready.exists(), "the writer never started writing"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    orphan = checkpoints / f".step_00000004.pt.tmp-{writer.pid}"
+    assert orphan.read_bytes() == b"half a checkpoint"
+
+    assert remove_orphan_temporaries(checkpoints) == [orphan]
+    assert sorted(checkpoints.iterdir()) == sorted(kept)
+    assert remove_orphan_temporaries(tmp_path / "missing") == []

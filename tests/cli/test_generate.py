@@ -131,6 +131,10 @@ def test_stdin_to_stdout(
     monkeypatch.setattr(sys, "stdin", _stdin(sources_file.read_bytes()))
     assert run_generate("input=-") == expected
     assert capsys.readouterr().out == "".join(f"{line}\n" for line in expected)
+    # No input and no split: stdin, as `echo word | seq2seq-generate checkpoint=...` reads.
+    monkeypatch.setattr(sys, "stdin", _stdin(sources_file.read_bytes()))
+    assert run_generate() == expected
+    assert capsys.readouterr().out == "".join(f"{line}\n" for line in expected)
 
 
 def test_test_split_reproduces_the_runs_predictions(
@@ -186,8 +190,11 @@ def test_nbest_output_with_beam(run_generate: Generate, sources_file: Path, tmp_
 @pytest.mark.parametrize(
     ("overrides", "error", "message"),
     [
-        (("input=SOURCES", "split=test"), ValueError, r"set exactly one of input .* and split"),
-        ((), ValueError, r"set exactly one of input .* and split"),
+        (
+            ("input=SOURCES", "split=test"),
+            ValueError,
+            r"set one of input .* and split .*, not both",
+        ),
         (("split=train",), ValueError, r"split='train' is unknown; choose one of \['validation'"),
         (
             ("input=SOURCES", "precision=fp16", "device=cpu"),

@@ -19,11 +19,29 @@ Compose = Callable[..., DictConfig]
 EXPERIMENTS = builtin_options("experiment")
 
 
+SMALLER = {
+    # The long-context language models at a short block and a few files of their corpus.
+    "lm_stdlib_cpu": ("data.block_size=64", "data.validation_size=1", "data.test_size=1"),
+    "lm_stdlib": (
+        "data.block_size=64",
+        "data.validation_size=1",
+        "data.test_size=1",
+        "model.decoder.layers=2",
+    ),
+}
+"""What makes a recipe too big for a two-step test smaller; everything else is its own."""
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_trains(
     experiment: str, compose_config: Compose, tmp_path: Path
 ) -> None:
-    cfg = compose_config(f"experiment={experiment}", "trainer.max_steps=2", "trainer.eval_every=2")
+    cfg = compose_config(
+        f"experiment={experiment}",
+        "trainer.max_steps=2",
+        "trainer.eval_every=2",
+        *SMALLER.get(experiment, ()),
+    )
     OmegaConf.to_object(cfg)
     train(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "metrics.json").is_file()

@@ -4,6 +4,7 @@ that decoding derives from them."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -16,14 +17,55 @@ LONGEST = 20
 
 
 def test_defaults_decode_greedily_with_the_documented_limits() -> None:
-    """The defaults pass and mean what their docs say: greedy search, GNMT alpha 0.6, at
-    most floor(1.5 S + 10) tokens, capped by the model (max_len null), at least one."""
+    """The defaults pass and mean what their docs say: greedy search, GNMT alpha 0.6, no
+    limit relative to the source, so every output may reach the cap (max_len, which the
+    tasks fill with the longest target training keeps), at least one token."""
     settings = GenerationConfig()
     check_generation(settings, longest=LONGEST)
     assert settings.strategy == "greedy" and settings.nbest == 1
     assert settings.length_penalty == 0.6 and settings.min_len == 1
-    assert settings.max_len is None
-    assert settings.max_lengths(torch.tensor([0, 4, 7, 400])).tolist() == [10, 16, 20, 610]
+    assert settings.max_len is None and not settings.relative
+    with pytest.raises(ValueError, match=r"decoding needs a length limit: set generation\.max_len"):
+        settings.max_lengths(torch.tensor([4]))
+    capped = GenerationConfig(max_len=LONGEST)
+    assert capped.max_lengths(torch.tensor([0, 1, 4, 400])).tolist() == [LONGEST] * 4
+
+
+def test_the_old_relative_default_cut_what_training_keeps() -> None:
+    """The issue's case: four source characters, a pinyin target of 22. floor(1.5 * 4 + 10)
+    = 16 cut it; the default lets it through."""
+    source, target = torch.tensor([4]), 22
+    assert GenerationConfig(max_len_a=1.5, max_len_b=10).max_lengths(source).item() < target
+    assert GenerationConfig(max_len=127).max_lengths(source).item() >= target
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [({"max_len_a": 2.0}, [0, 2, 8, LONGEST]), ({"max_len_b": 3}, [3, 3, 3, 3])],
+    ids=["a-alone", "b-alone"],
+)
+def test_either_relative_setting_alone_turns_the_relative_limit_on(
+    fields: dict[str, Any], expected: list[int]
+) -> None:
+    """The other one counts as 0; the cap still applies."""
+    settings = GenerationConfig(max_len=LONGEST, **fields)
+    assert settings.relative
+    assert settings.max_lengths(torch.tensor([0, 1, 4, 100])).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "advice"),
+    [
+        ({}, r"reached the longest the model takes \(20 tokens, model\.max_len - 1\)"),
+        ({"max_len": 12}, r"raise generation\.max_len=12 \(the model takes up to 20\)"),
+        ({"max_len_a": 1.5, "max_len_b": 10}, r"raise generation\.max_len_a=1\.5 / max_len_b=10"),
+    ],
+    ids=["model-cap", "max_len", "relative"],
+)
+def test_the_advice_names_the_setting_that_cut_the_outputs(
+    fields: dict[str, Any], advice: str
+) -> None:
+    assert re.search(advice, GenerationConfig(**fields).limit_advice(longest=LONGEST))
 
 
 @pytest.mark.parametrize(
@@ -37,6 +79,7 @@ def test_defaults_decode_greedily_with_the_documented_limits() -> None:
         ({"max_len_a": -0.5}, r"generation.max_len_a=-0.5 .*>= 0"),
         ({"max_len_b": -1}, r"generation.max_len_b=-1 .*>= 0"),
         ({"max_len_a": 0.0, "max_len_b": 0}, r"generation.max_len_b=0 .*max_len_a=0"),
+        ({"max_len_a": 0.0}, r"generation.max_len_b=None .*max_len_a=0.0.*or neither"),
         ({"max_len": 0}, r"generation.max_len=0 .*between 1 and model.max_len - 1 = 20"),
         ({"max_len": 21}, r"generation.max_len=21 .*between 1 and model.max_len - 1 = 20"),
         ({"min_len": -1}, r"generation.min_len=-1 .*between 0 and model.max_len - 1 = 20"),

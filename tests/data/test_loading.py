@@ -192,6 +192,45 @@ def test_a_file_in_another_format_names_data_path_and_the_formats(tmp_path: Path
         _load("json", files)
 
 
+@pytest.mark.parametrize(
+    ("lines", "line", "what"),
+    [
+        (
+            ['{"word": "ab", "spelled": "ba"} x'],
+            4,
+            r"is not valid JSON \(Extra data at column 33\)",
+        ),
+        (['{"word": "ab", "spelled": '], 4, r"is not valid JSON \(Expecting value at column 27\)"),
+        (['["ab", "ba"]'], 4, r"holds a JSON list, not an object"),
+    ],
+    ids=["trailing-data", "cut-short", "not-an-object"],
+)
+def test_a_bad_json_line_is_named_by_its_file_and_number(
+    tmp_path: Path, lines: list[str], line: int, what: str
+) -> None:
+    """`ValueError: Trailing data at position 30` named both data files and no line."""
+    files = _write(tmp_path, "json", {k: _rows(v) for k, v in PAIRS.items()})
+    train = Path(files["train"])
+    good = train.read_text(encoding="utf-8")
+    train.write_text(good + "\n".join(lines) + "\n" + good, encoding="utf-8")
+    with pytest.raises(
+        ValueError,
+        match=rf"^data\.data_files\.train: line {line} of {train} {what}; a JSON-lines file "
+        r"holds one object per line$",
+    ):
+        _load("json", files)
+
+
+def test_a_pretty_printed_json_document_is_named_by_the_line_of_its_error(tmp_path: Path) -> None:
+    files = _write(tmp_path, "json", {k: _rows(v) for k, v in PAIRS.items()})
+    train = Path(files["train"])
+    train.write_text(
+        '[\n  {"word": "ab", "spelled": "ba"},\n  {"word": "cd",, "spelled": "dc"}\n]\n'
+    )
+    with pytest.raises(ValueError, match=rf"line 3 of {train} is not valid JSON"):
+        _load("json", files)
+
+
 def test_files_with_different_columns_name_data_path(tmp_path: Path) -> None:
     files = _write(tmp_path, "json", {"train": _rows(PAIRS["train"])})
     other = tmp_path / "validation.jsonl"

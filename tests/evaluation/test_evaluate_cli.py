@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from seq2seq.atomic import write_text_atomic
 from seq2seq.cli.evaluate import main
-from seq2seq.evaluation import score
+from seq2seq.evaluation import METRICS, score
+from seq2seq.tasks.seq2seq import references_rows
 
 HYPOTHESES = ["the cat sat on the mat", "hello world", "x y z"]
 REFS_1 = ["the cat sat on a mat", "hello world", "x y"]
@@ -46,6 +48,31 @@ def test_json_scores_equal_the_library(tmp_path: Path, capsys: pytest.CaptureFix
     scores = run_json(capsys, "--hyp", hyp, "--ref", ref, "--metrics", "bleu,wer,ser")
     expected = score(HYPOTHESES, [[r] for r in REFS_1], ["bleu", "wer", "ser"])
     assert scores == pytest.approx(expected)
+
+
+# Decoded outputs as a tokenizer writes them when the model ends on a space piece or
+# repeats one (char tokenizers do): a trailing space, two spaces, and an empty output.
+DECODED = ["ni hao ", "zai  jian", "xie xie", "", " hao"]
+DECODED_REFERENCES = [["ni hao"], ["zai jian"], ["xie xie", "xie xie ni"], ["dui"], ["hao"]]
+
+
+def test_training_s_figures_and_seq2seq_evaluate_score_one_set_of_outputs_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Training scores its decoded outputs in memory and writes them to predictions.txt;
+    seq2seq-evaluate reads that file (stripping each line's end) with the references
+    seq2seq-generate writes. CER (and exact match) had differed between the two: one
+    definition, whitespace squeezed, makes them agree."""
+    every = sorted(METRICS)
+    in_memory = score(DECODED, DECODED_REFERENCES, every)
+    hyp = tmp_path / "predictions.txt"
+    write_text_atomic("\n".join(DECODED) + "\n", hyp)  # as AssembledRun.finish writes it
+    ref = write(tmp_path / "test.ref", references_rows(DECODED_REFERENCES))
+    from_files = run_json(capsys, "--hyp", str(hyp), "--ref", ref, "--metrics", ",".join(every))
+    assert from_files == pytest.approx(in_memory)
+    # Corpus-level CER: all edits (the missing "dui" is 3) over all reference characters.
+    assert in_memory["cer"] == pytest.approx(100 * 3 / (6 + 8 + 7 + 3 + 3))
+    assert in_memory["exact_match"] == pytest.approx(80.0)
 
 
 def test_repeated_ref_files_equal_tab_separated_alternatives(

@@ -18,6 +18,8 @@ SOURCES = [[3, 4, 5], [4], [5, 3, 3, 4, 5, 3], [3, 5]]
 
 
 def settings_for(strategy: str, **fields: Any) -> GenerationConfig:
+    """`fields` over a cap of 12 tokens (the tasks always set one; decoding needs a limit)."""
+    fields = {"max_len": 12, **fields}
     if strategy == "beam":
         fields = {"beam_size": 3, "nbest": 3, **fields}
     return GenerationConfig(strategy=strategy, **fields)
@@ -51,6 +53,29 @@ def test_outputs_reach_but_never_pass_their_own_max_length(
         limit = math.floor(max_len_a * len(source) + max_len_b)
         assert hypotheses
         assert all(len(h.tokens) == limit for h in hypotheses)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize(("eos_bias", "cut"), [(-30.0, True), (30.0, False)], ids=["cut", "ended"])
+def test_an_output_says_whether_it_stopped_at_its_limit(
+    strategy: str,
+    eos_bias: float,
+    cut: bool,
+    hash_model: Callable[..., Any],
+    padded_batch: Batch,
+    special: dict[str, int],
+) -> None:
+    """A model that never ends runs into its limit, where eos is forced: every hypothesis
+    says so; one that ends at its first chance (min_len 1) is not at its limit."""
+    model = hash_model(seed=5, eos_bias=eos_bias)
+    src_tokens, src_mask = padded_batch(SOURCES)
+    settings = settings_for(strategy, max_len_a=1.0, max_len_b=2)
+    for source, hypotheses in zip(
+        SOURCES, generate(model, src_tokens, src_mask, settings, **special), strict=True
+    ):
+        assert hypotheses
+        assert all(h.at_limit == cut for h in hypotheses)
+        assert all((len(h.tokens) == len(source) + 2) == cut for h in hypotheses)
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -93,7 +118,7 @@ def test_decoding_stops_when_every_example_has_ended(
     [
         GenerationConfig(strategy="greedy", max_len_a=1.0, max_len_b=2, min_len=0),
         GenerationConfig(strategy="beam", beam_size=3, nbest=3, max_len_a=1.0, max_len_b=2),
-        GenerationConfig(strategy="beam", beam_size=4, length_penalty=0.0, min_len=2),
+        GenerationConfig(strategy="beam", beam_size=4, length_penalty=0.0, min_len=2, max_len=9),
         GenerationConfig(strategy="sample", top_k=1, max_len_a=0.5, max_len_b=3),
     ],
     ids=["greedy", "beam-nbest", "beam-min_len", "sample-top1"],

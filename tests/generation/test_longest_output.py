@@ -1,8 +1,10 @@
 """The longest output decoding allows is the longest target training keeps.
 
 Training keeps targets of up to `model.max_len - 1` tokens (the decoder reads bos plus the
-target); `decoding_settings` must let decoding produce that many, and a model with
-learned positions (which fail past their table) must decode them without running out.
+target); `decoding_settings` must let decoding produce that many, from any source (the
+default has no limit relative to the source, which cut a transliteration task's long
+targets), and a model with learned positions (which fail past their table) must decode
+them without running out.
 """
 
 from __future__ import annotations
@@ -20,25 +22,22 @@ from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-MAX_LEN = 8
+MAX_LEN = 16
 VOCAB = 12
+# Far more than the model allows: the model's limit must win.
+RELATIVE = {"max_len_a": 0, "max_len_b": 100}
 
 
+@pytest.mark.parametrize("limits", [{}, RELATIVE], ids=["default", "relative"])
 @pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
-def test_decoding_reaches_the_longest_kept_target(strategy: str) -> None:
+def test_decoding_reaches_the_longest_kept_target(strategy: str, limits: dict[str, int]) -> None:
     cfg: TrainConfig = OmegaConf.to_object(  # type: ignore[assignment]
         OmegaConf.merge(
             OmegaConf.structured(TrainConfig),
             {
                 "model": {"max_len": MAX_LEN, "position": "learned"},
-                # Far more than the model allows: the model's limit must win.
                 # min_len: eos is forbidden until the limit, so every output reaches it.
-                "generation": {
-                    "strategy": strategy,
-                    "max_len_a": 0,
-                    "max_len_b": 100,
-                    "min_len": MAX_LEN - 1,
-                },
+                "generation": {"strategy": strategy, "min_len": MAX_LEN - 1, **limits},
             },
         )
     )
@@ -61,7 +60,7 @@ def test_decoding_reaches_the_longest_kept_target(strategy: str) -> None:
         model_cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, pad_id=PAD_ID, seed=0
     )
     model.eval()
-    src = torch.tensor([[5, 6, 7]])
+    src = torch.tensor([[5]])  # one token: floor(1.5 * 1 + 10), the old default, is 11
     hypotheses = generate(
         model,  # type: ignore[arg-type]
         src,
@@ -72,3 +71,4 @@ def test_decoding_reaches_the_longest_kept_target(strategy: str) -> None:
         pad_id=PAD_ID,
     )
     assert len(hypotheses[0][0].tokens) == MAX_LEN - 1
+    assert hypotheses[0][0].at_limit

@@ -468,3 +468,70 @@ def test_a_typed_generator_setting_the_task_does_not_read_is_refused(
     with pytest.raises(ValueError, match=message):
         train(cfg, tmp_path / "run", command_line=[data, typed])
     assert not block_data
+
+
+@pytest.fixture
+def no_data_read(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record any read of the data (`load_raw_splits`) and refuse it."""
+    reads: list[Any] = []
+
+    def load_raw_splits(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr("seq2seq.data.prepare.load_raw_splits", load_raw_splits)
+    return reads
+
+
+def test_a_tokenizer_cache_that_cannot_be_made_is_named_before_the_data_is_read(
+    compose_config: Compose, tmp_path: Path, no_data_read: list[Any]
+) -> None:
+    """A read-only working directory gave `Read-only file system: 'outputs'` after the data
+    was read; a file in the way stands for any place that cannot be written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cache = blocker / "cache"
+    cfg = compose_config("experiment=toy_reverse", f"tokenizer.cache_dir={cache}")
+    with pytest.raises(
+        OSError,
+        match=rf"tokenizer\.cache_dir='{cache}' \({cache}\): {blocker} is not a directory; "
+        r"set tokenizer\.cache_dir to a writable directory",
+    ):
+        train(cfg, tmp_path / "run")
+    assert not no_data_read
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_that_cannot_be_written_is_named_before_the_data_is_read(
+    compose_config: Compose, tmp_path: Path, no_data_read: list[Any]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = compose_config("experiment=toy_reverse")
+    with pytest.raises(
+        OSError,
+        match=rf"the run dir {blocker / 'run'} \(hydra\.run\.dir\) cannot be written: "
+        rf"{blocker} is not a directory; set hydra\.run\.dir to a writable directory",
+    ):
+        train(cfg, blocker / "run")
+    assert not no_data_read
+
+
+def test_a_run_dir_hydra_cannot_make_is_one_error_line(
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    """Hydra makes the run dir before any of our code runs (a read-only file system gave
+    a 30-line traceback); the command line names the path and the setting."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = make_subprocess_env(tmp_path)
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [*train_command(tmp_path), f"hydra.run.dir={blocker / 'run'}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"seq2seq-train: error: cannot make the run dir (hydra.run.dir): '{blocker / 'run'}': "
+        "Not a directory; set hydra.run.dir to a writable directory"
+    ]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,6 +201,12 @@ def test_empty_sources_and_targets_are_skipped_and_counted(
     assert _report(caplog, "validation").startswith(
         "validation split: kept 4/5 examples; dropped 1 empty;"
     )
+    # A held-out example left unscored is a warning; training's dropped ones are not.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "1 of 5 validation examples are empty (no source or no target text) and are not "
+        "scored: the validation figures cover the other 4"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -282,3 +290,42 @@ def test_truncated_examples_train(compose_config: Compose, tmp_path: Path, data_
     train(cfg, run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["stopped"], metrics["step"]) == ("max_steps", 2)
+
+
+def test_a_bad_json_line_from_the_command_line_is_one_line_and_leaves_no_run_dir(
+    tmp_path: Path,
+    data_dir: Path,
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    """The refusal names the file and the line; the run, refused during data work, leaves
+    no run dir (it left one holding only train.log)."""
+    train_file = _jsonl(data_dir / "train.jsonl", WORDS)
+    good = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    train_file.write_text("".join(good[:5]) + '{"src": "ab", "tgt": "ba"} x\n' + "".join(good[5:]))
+    valid_file = _jsonl(data_dir / "valid.jsonl", WORDS[:4])
+    env = make_subprocess_env(tmp_path)
+    env.pop("HYDRA_FULL_ERROR", None)
+    run = tmp_path / "outputs" / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "seq2seq.cli.train",
+        "model=tiny",
+        "trainer=debug",
+        "data.path=json",
+        f"data.data_files.train={train_file}",
+        f"data.data_files.validation={valid_file}",
+        "data.source=src",
+        "data.target=tgt",
+        "tokenizer=char",
+        f"tokenizer.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run}",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"seq2seq-train: error: data.data_files.train: line 6 of {train_file} is not valid "
+        "JSON (Extra data at column 28); a JSON-lines file holds one object per line"
+    )
+    assert not run.exists()

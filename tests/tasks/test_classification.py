@@ -178,7 +178,7 @@ def test_a_seq2seq_dataset_is_refused_naming_the_classification_ones(
     compose_config: Compose, tmp_path: Path
 ) -> None:
     cfg = compose_config("task=classification", "data=reverse")
-    with pytest.raises(ValueError, match=r"choose one of \['brackets', 'majority'\]"):
+    with pytest.raises(ValueError, match=r"choose one of \['brackets', 'listops', 'majority'\]"):
         train(cfg, tmp_path / "run")
 
 

@@ -136,5 +136,5 @@ def test_every_choice_builds_and_trains_for_every_task(
             ]
             assert not missing, missing
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]

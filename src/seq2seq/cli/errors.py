@@ -79,6 +79,18 @@ def usage_errors(program: str) -> Iterator[None]:
         raise SystemExit(2) from None
 
 
+def run_dir_message(error: OSError, argv: list[str] | None = None) -> str:
+    """Hydra could not make the run dir: the path, why, and the setting that chose it."""
+    multirun = any(arg in ("-m", "--multirun") for arg in (sys.argv[1:] if argv is None else argv))
+    setting = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    where = f" {error.filename!r}" if error.filename is not None else ""
+    reason = error.strerror or str(error)
+    return (
+        f"cannot make the run dir ({setting}):{where}: {reason}; set {setting} to a "
+        "writable directory"
+    )
+
+
 class SweepJobFailed(Exception):
     """A sweep job refused its config or data (a usage error, already in its
     failure.json); Hydra re-raises it after the other jobs, and `run_cli` prints one line."""
@@ -118,6 +130,12 @@ def run_cli(
         hydra_main()
     except COMPOSITION_ERRORS as error:
         print(f"{program}: error: {usage_message(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as error:
+        # A job's own OSError is a usage error reported inside the job (`usage_errors`,
+        # or a failed sweep job); one that escapes comes from Hydra making the run dir
+        # (or the sweep dir) before any job runs.
+        print(f"{program}: error: {run_dir_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     except SweepJobFailed as error:
         print(f"{program}: error: {error}", file=sys.stderr)

@@ -31,7 +31,7 @@ from seq2seq.training.run import checked_config, run_training
 from seq2seq.training.run_files import (
     FAILURE_NAME,
     HYDRA_SUBDIR,
-    remove_if_empty,
+    remove_refused_run,
     signal_status,
     write_failure,
     write_files,
@@ -40,6 +40,11 @@ from seq2seq.training.run_files import (
 log = logging.getLogger("seq2seq.train")
 
 register_configs()
+
+
+class TrainingFault(RuntimeError):
+    """A sweep job that stopped on a fault (a non-finite step): it has checkpointed and
+    written metrics.json; the sweep reports it like a refused job."""
 
 
 def _hydra_record(cfg: DictConfig) -> dict[str, str]:
@@ -58,6 +63,7 @@ def _hydra_record(cfg: DictConfig) -> dict[str, str]:
 def _hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    fresh = not any(run_dir.iterdir())  # made by Hydra for this run: nothing logged yet
     command_line = typed_overrides()
     record = _hydra_record(cfg)
     warn_recipe_overrides(cfg, command_line, hydra_cfg.runtime.choices)
@@ -66,10 +72,14 @@ def _hydra_main(cfg: DictConfig) -> float:
             with usage_errors("seq2seq-train"):
                 outcome = run_training(cfg, run_dir, command_line=command_line, hydra_files=record)
         except BaseException:
-            remove_if_empty(run_dir)
+            if fresh:
+                remove_refused_run(run_dir)
             raise
-        # Stopped by a signal, the run is not done: a non-zero status keeps
+        # Stopped by a signal or a fault, the run is not done: a non-zero status keeps
         # `seq2seq-train ... && next-step` and job schedulers from taking it as finished.
+        # The trainer has logged the fault's one error line.
+        if outcome.fault is not None:
+            raise SystemExit(1)
         status = signal_status(run_dir) if outcome.trained else None
         if status is not None:
             raise SystemExit(status)
@@ -83,6 +93,8 @@ def _hydra_main(cfg: DictConfig) -> float:
     # jobs first, Optuna marks the trial failed.
     try:
         outcome = run_training(cfg, run_dir, command_line=command_line, hydra_files=record)
+        if outcome.fault is not None:
+            raise TrainingFault(outcome.fault)
         # The signal was meant for the whole sweep: end the process rather than let the
         # launcher start the next job; `trainer.resume=auto` continues the sweep.
         status = signal_status(run_dir) if outcome.trained else None
@@ -99,7 +111,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         return outcome.objective
     except Exception as error:
         write_failure(run_dir, error)
-        if isinstance(error, USAGE_ERRORS):
+        if isinstance(error, (*USAGE_ERRORS, TrainingFault)):
             raise SweepJobFailed(f"sweep job {run_dir} failed: {error}") from error
         raise
 

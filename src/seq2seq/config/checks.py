@@ -280,6 +280,10 @@ def check_trainer(cfg: TrainerConfig) -> None:
         )
     if cfg.max_epochs is not None and cfg.max_epochs < 1:
         raise ValueError(f"trainer.max_epochs={cfg.max_epochs} must be >= 1 or null")
+    if cfg.max_time is not None and not (math.isfinite(cfg.max_time) and cfg.max_time > 0):
+        raise ValueError(
+            f"trainer.max_time={cfg.max_time} must be a positive number of minutes or null"
+        )
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ValueError(f"trainer.label_smoothing={cfg.label_smoothing} must be in [0, 1)")
     if not (math.isfinite(cfg.clip_norm) and cfg.clip_norm >= 0):
@@ -385,14 +389,16 @@ def _check_task_settings(data: DataConfig) -> None:
                 f"data.splits.{role}={split!r}: data.task={data.task!r} makes the splits "
                 f"{list(ROLES)}; a role is kept under its own name or skipped with null"
             )
-    if data.task not in BUILTIN_DATASETS:  # a generated task: its own settings
+    reads = BUILTIN_DATASETS[str(data.task)].reads if data.task in BUILTIN_DATASETS else ()
+    if data.task not in BUILTIN_DATASETS or "max_len" in reads:  # min_len and max_len
         if data.min_len < 1:
             raise ValueError(f"data.min_len={data.min_len} must be at least 1")
         if data.max_len < data.min_len:
             raise ValueError(
                 f"data.max_len={data.max_len} must be at least data.min_len={data.min_len}"
             )
-        if TASKS[str(data.task)].reads_symbols and not 1 <= data.num_symbols <= 26:
+        reads_symbols = data.task in TASKS and TASKS[str(data.task)].reads_symbols
+        if reads_symbols and not 1 <= data.num_symbols <= 26:
             raise ValueError(
                 f"data.num_symbols={data.num_symbols} must be in 1..26 (lowercase letters)"
             )
@@ -403,8 +409,10 @@ def _unread_settings(data: DataConfig) -> tuple[tuple[str, ...], str]:
     if data.path is not None:
         return TASK_SETTINGS, f"with data.task, but data.path={data.path!r} is set"
     if data.task in BUILTIN_DATASETS:
-        return GENERATOR_SETTINGS, f"by the generated tasks, but data.task={data.task!r} is set"
-    if data.task is not None and not TASKS[str(data.task)].reads_symbols:
+        reads = BUILTIN_DATASETS[str(data.task)].reads
+        unread = tuple(key for key in GENERATOR_SETTINGS if key not in reads)
+        return unread, f"by the generated tasks, but data.task={data.task!r} is set"
+    if data.task in TASKS and not TASKS[str(data.task)].reads_symbols:
         return ("num_symbols",), f"by the letter tasks; data.task={data.task!r} has its own symbols"
     return (), ""
 

@@ -18,6 +18,8 @@ class BuiltinData(Choice):
     majority = "majority"
     brackets = "brackets"
     dyck = "dyck"
+    listops = "listops"
+    python_stdlib = "python_stdlib"
 
 
 class Packing(Choice):

@@ -21,7 +21,8 @@ class GenerateConfig:
     checkpoint: str = MISSING
     """A checkpoint `.pt` file, or a run dir (its `checkpoints/best.pt` is used)."""
     input: str | None = None
-    """A text file with one input per line, or `-` for stdin. Set this or `split`."""
+    """A text file with one input per line, or `-` for stdin; null with no `split` reads
+    stdin too (`echo phoneme | seq2seq-generate checkpoint=<run>`). Not with `split`."""
     split: str | None = None
     """`validation` or `test`: that split of the run's own data config. Set this or `input`."""
     output: str = STDIO
@@ -57,10 +58,10 @@ class GenerateConfig:
 
 def check_generate_config(cfg: GenerateConfig) -> None:
     """The settings of a generate job that need no checkpoint to check."""
-    if (cfg.input is None) == (cfg.split is None):
+    if cfg.input is not None and cfg.split is not None:
         raise ValueError(
-            "set exactly one of input (a file with one input per line, or '-' for stdin) "
-            f"and split ({' or '.join(SPLITS)}); got input={cfg.input!r}, split={cfg.split!r}"
+            "set one of input (a file with one input per line, or '-' for stdin) and split "
+            f"({' or '.join(SPLITS)}), not both; got input={cfg.input!r}, split={cfg.split!r}"
         )
     if cfg.split is not None and cfg.split not in SPLITS:
         raise ValueError(f"split={cfg.split!r} is unknown; choose one of {list(SPLITS)}")

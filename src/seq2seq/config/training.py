@@ -71,6 +71,10 @@ class TrainerConfig:
     """Optimizer steps to train for; the schedule spans them."""
     max_epochs: int | None = None
     """Stop after this many passes over the data as well, if set."""
+    max_time: float | None = None
+    """Stop after this many minutes of wall-clock time as well (validations included; a
+    resumed run's minutes count anew), validating and testing there as at max_steps: runs
+    compared at equal time. null: no limit."""
     grad_accum: int = 1
     """Batches accumulated into one optimizer step."""
     clip_norm: float = 1.0

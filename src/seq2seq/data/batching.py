@@ -103,11 +103,16 @@ class TokenBatchSampler(Sampler[list[int]]):
         self._cost = np.maximum(source, target + 1)
         if len(self._cost) and self._cost.max() > max_tokens:
             index = int(self._cost.argmax())
+            what = (
+                f"source {source[index]}, target {target[index]} + 1"
+                if target[index] >= 0
+                else f"{source[index]} tokens"
+            )
             raise ValueError(
                 f"data.max_tokens={max_tokens} is smaller than example {index} alone "
-                f"({self._cost[index]} positions: source {source[index]}, target "
-                f"{target[index]} + 1); raise data.max_tokens, or lower data.max_source_len "
-                "/ data.max_target_len so that long examples are dropped or truncated"
+                f"({self._cost[index]} positions: {what}); raise data.max_tokens, or lower "
+                "the length limits (data.max_source_len / data.max_target_len, model.max_len) "
+                "so that long examples are dropped or truncated"
             )
         self.max_tokens = max_tokens
         self.shuffle = shuffle
@@ -262,6 +267,11 @@ class Batch:
     @property
     def num_targets(self) -> int:
         """What the loss is summed over: the target tokens."""
+        return self.num_target_tokens
+
+    @property
+    def num_tokens(self) -> int:
+        """Throughput counts the target tokens, as fairseq's words per second does."""
         return self.num_target_tokens
 
 

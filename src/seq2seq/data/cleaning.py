@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from seq2seq.data.columns import SOURCE_IDS, TARGET_IDS
-from seq2seq.data.lengths import token_lengths
+from seq2seq.data.lengths import require_token_columns
 
 Overlong = Literal["drop", "truncate"]
 OVERLONG_CHOICES: tuple[str, ...] = get_args(Overlong)
@@ -67,17 +67,14 @@ def _keep(mask: np.ndarray) -> Callable[[pa.Table, list[int]], np.ndarray]:
     return keep
 
 
-def _truncate(max_source_len: int, max_target_len: int) -> Callable[[pa.Table], pa.Table]:
+def _truncate(limits: dict[str, int]) -> Callable[[pa.Table], pa.Table]:
+    """Cut every column of `limits` to its first `limits[column]` ids."""
+
     def truncate(batch: pa.Table) -> pa.Table:
-        return batch.set_column(
-            batch.schema.get_field_index(SOURCE_IDS),
-            SOURCE_IDS,
-            pc.list_slice(batch[SOURCE_IDS], 0, max_source_len),
-        ).set_column(
-            batch.schema.get_field_index(TARGET_IDS),
-            TARGET_IDS,
-            pc.list_slice(batch[TARGET_IDS], 0, max_target_len),
-        )
+        for column, limit in limits.items():
+            index = batch.schema.get_field_index(column)
+            batch = batch.set_column(index, column, pc.list_slice(batch[column], 0, limit))
+        return batch
 
     return truncate
 
@@ -107,27 +104,13 @@ def clean_split(
         raise ValueError(f"data.max_target_len={max_target_len} must be at least 1")
     if overlong not in OVERLONG_CHOICES:
         raise ValueError(f"data.overlong={overlong!r}; choose one of {list(OVERLONG_CHOICES)}")
-
-    source_len, target_len = token_lengths(ds)
-    empty = (source_len == 0) | (target_len == 0)
-    long = ~empty & ((source_len > max_source_len) | (target_len > max_target_len))
-    drop = empty | long if overlong == "drop" else empty
-    report = CleanReport(
+    require_token_columns(ds)
+    return _clean(
+        ds,
+        {SOURCE_IDS: max_source_len, TARGET_IDS: max_target_len},
         overlong=overlong,
-        total=len(ds),
-        dropped_empty=int(empty.sum()),
-        dropped_overlong=int(long.sum()) if overlong == "drop" else 0,
-        truncated=int(long.sum()) if overlong == "truncate" else 0,
-        max_source_len=max_source_len,
-        max_target_len=max_target_len,
+        report_limits=(max_source_len, max_target_len),
     )
-
-    cleaned = ds.with_format("arrow")
-    if drop.any():
-        cleaned = cleaned.filter(_keep(~drop), batched=True, with_indices=True)
-    if report.truncated:
-        cleaned = cleaned.map(_truncate(max_source_len, max_target_len), batched=True)
-    return _restore_format(cleaned, ds), report
 
 
 def clean_inputs(
@@ -135,10 +118,27 @@ def clean_inputs(
 ) -> tuple[datasets.Dataset, CleanReport]:
     """`clean_split` for one-sequence examples: drops those whose `column` (token ids) is
     empty, then drops or truncates those longer than `max_len` (the first ids are kept)."""
+    return _clean(ds, {column: max_len}, overlong=overlong, report_limits=(max_len, None))
+
+
+def _clean(
+    ds: datasets.Dataset,
+    limits: dict[str, int],
+    *,
+    overlong: Overlong,
+    report_limits: tuple[int, int | None],
+) -> tuple[datasets.Dataset, CleanReport]:
+    """Drop the examples with an empty column of `limits`, then drop or truncate those
+    with a column longer than its limit; report each count."""
     table = ds.with_format("arrow")
-    lengths = pc.fill_null(pc.list_value_length(table[column]), 0).to_numpy().astype(np.int64)
-    empty = lengths == 0
-    long = ~empty & (lengths > max_len)
+    lengths = {
+        column: pc.fill_null(pc.list_value_length(table[column]), 0).to_numpy().astype(np.int64)
+        for column in limits
+    }
+    empty = np.logical_or.reduce([length == 0 for length in lengths.values()])
+    long = ~empty & np.logical_or.reduce(
+        [length > limits[column] for column, length in lengths.items()]
+    )
     drop = empty | long if overlong == "drop" else empty
     report = CleanReport(
         overlong=overlong,
@@ -146,17 +146,12 @@ def clean_inputs(
         dropped_empty=int(empty.sum()),
         dropped_overlong=int(long.sum()) if overlong == "drop" else 0,
         truncated=int(long.sum()) if overlong == "truncate" else 0,
-        max_source_len=max_len,
-        max_target_len=None,
+        max_source_len=report_limits[0],
+        max_target_len=report_limits[1],
     )
     cleaned = table
     if drop.any():
         cleaned = cleaned.filter(_keep(~drop), batched=True, with_indices=True)
     if report.truncated:
-
-        def truncate(batch: pa.Table) -> pa.Table:
-            index = batch.schema.get_field_index(column)
-            return batch.set_column(index, column, pc.list_slice(batch[column], 0, max_len))
-
-        cleaned = cleaned.map(truncate, batched=True)
+        cleaned = cleaned.map(_truncate(limits), batched=True)
     return _restore_format(cleaned, ds), report

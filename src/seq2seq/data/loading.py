@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import glob
+import json
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -183,7 +184,61 @@ def _builder_kwargs(path: str, *, columns: Sequence[str]) -> dict[str, Any]:
     return {}
 
 
-def _unreadable(path: str, files: Mapping[str, list[str]], error: BaseException) -> ValueError:
+def _json_problem(text: str) -> tuple[int, str] | None:
+    """The first line of JSON-lines `text` that is not a JSON object, and what it is; None
+    when every line is one, when the text is one JSON document (the json builder reads
+    those too), or when it does not start as JSON at all (another format)."""
+    try:
+        json.loads(text)
+        return None
+    except json.JSONDecodeError as error:
+        document = error
+    first = True
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            if first and not line.lstrip().startswith(("{", "[")):
+                return None
+            # A broken first line may open a pretty-printed document: the document's error
+            # names its line.
+            where = document if first else error
+            line_number = document.lineno if first else number
+            return line_number, f"is not valid JSON ({where.msg} at column {where.colno})"
+        if not isinstance(value, dict):
+            return number, f"holds a JSON {type(value).__name__}, not an object"
+        first = False
+    return None
+
+
+def _bad_json_line(local: Mapping[str, list[Path]]) -> ValueError | None:
+    """The first data file line that the json builder cannot read, named with its key."""
+    for key, paths in local.items():
+        for file in paths:
+            if file.suffix in _NOT_TEXT_SUFFIXES:
+                continue
+            problem = _json_problem(file.read_text(encoding="utf-8", errors="replace"))
+            if problem is not None:
+                line, what = problem
+                return ValueError(
+                    f"data.data_files.{key}: line {line} of {file} {what}; a JSON-lines "
+                    "file holds one object per line"
+                )
+    return None
+
+
+def _unreadable(
+    path: str,
+    files: Mapping[str, list[str]],
+    error: BaseException,
+    local: Mapping[str, list[Path]],
+) -> ValueError:
+    if path == "json":
+        bad_line = _bad_json_line(local)
+        if bad_line is not None:
+            return bad_line
     *_, cause = _chain(error)  # the innermost: datasets' wrappers hide the reason
     named = ", ".join(
         f"data.data_files.{key}={(value[0] if len(value) == 1 else value)!r}"
@@ -352,7 +407,7 @@ def load_splits(
     except (DatasetGenerationError, UnicodeDecodeError) as error:
         decode_error = _decode_error(error)
         if decode_error is None:
-            raise _unreadable(path, files, error) from error
+            raise _unreadable(path, files, error, local) from error
         raise _not_utf8(path, local, decode_error) from error
     except (ConnectionError, FileNotFoundError) as error:
         if base is not None:
@@ -362,6 +417,10 @@ def load_splits(
         # The json builder ends this way on a file that holds no records.
         raise ValueError(f"data.path={path!r}: a data file holds no records") from error
     except ValueError as error:
+        # The json builder's pandas fallback raises a bare ValueError on a broken line.
+        bad_line = _bad_json_line(local) if path == "json" else None
+        if bad_line is not None:
+            raise bad_line from error
         # The csv builder's way of saying that a file has a header and no rows.
         empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(error))
         if empty is None:

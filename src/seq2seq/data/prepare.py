@@ -4,6 +4,7 @@ forms and tokenizers (training and seq2seq-generate's `split=` read them alike).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from seq2seq.data.datasets_registry import BUILTIN_DATASETS
 from seq2seq.data.loading import load_splits
 from seq2seq.data.tasks import generate_splits
 from seq2seq.tokenizer import Tokenizer, build_tokenizers, tokenize_splits
+from seq2seq.writable import directory_problem
 
 log = logging.getLogger("seq2seq.data")
 
@@ -70,9 +72,7 @@ def load_raw_splits(
 def _task_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
     assert cfg.task is not None
     if cfg.task in BUILTIN_DATASETS:
-        return BUILTIN_DATASETS[cfg.task](
-            train_size=cfg.train_size, validation_size=cfg.validation_size, test_size=cfg.test_size
-        )
+        return BUILTIN_DATASETS[cfg.task].make(cfg, seed)
     return generate_splits(
         cfg.task,
         train_size=cfg.train_size,
@@ -127,18 +127,33 @@ def prepare_data(
     """`length_limits`: the longest source and target, in tokens, that are kept whole.
     `tokenizers`: the (source, target) pair to use, such as a resumed checkpoint's; by
     default they are trained on the train split (or found in the tokenizer cache)."""
+    if tokenizers is None:
+        check_cache_dir(tokenizer.cache_dir)
     raw = load_raw_splits(data, seed=seed)
     _require_usable_examples(raw["train"], data)
     if tokenizers is None:
-        tokenizers = build_tokenizers(
-            raw["train"],
-            shared=tokenizer.shared,
-            model_type=tokenizer.model_type,
-            source_model_type=tokenizer.source_model_type,
-            vocab_size=tokenizer.vocab_size,
-            character_coverage=tokenizer.character_coverage,
-            cache_dir=Path(tokenizer.cache_dir),
-        )
+        cache_dir = Path(tokenizer.cache_dir)
+        try:
+            tokenizers = build_tokenizers(
+                raw["train"],
+                shared=tokenizer.shared,
+                model_type=tokenizer.model_type,
+                source_model_type=tokenizer.source_model_type,
+                vocab_size=tokenizer.vocab_size,
+                character_coverage=tokenizer.character_coverage,
+                cache_dir=cache_dir,
+            )
+        except OSError as error:
+            inside = error.filename is not None and Path(
+                os.path.abspath(error.filename)
+            ).is_relative_to(os.path.abspath(cache_dir))
+            if not inside:
+                raise
+            raise OSError(
+                f"tokenizer.cache_dir={tokenizer.cache_dir!r}: the trained tokenizer cannot "
+                f"be cached there ({error.strerror}: {error.filename}); set "
+                "tokenizer.cache_dir to a writable directory"
+            ) from error
     source_tokenizer, target_tokenizer = tokenizers
     tokenized = tokenize_splits(raw, source_tokenizer, target_tokenizer)
     splits, reports = {}, {}
@@ -158,6 +173,21 @@ def prepare_data(
     )
 
 
+def check_cache_dir(cache_dir: str) -> None:
+    """Before any data is read: a tokenizer cache that does not exist yet must be
+    creatable. One that exists may be read-only (a shared cache, filled beforehand); if it
+    lacks this data's tokenizer, caching it fails, naming the setting as well."""
+    path = Path(cache_dir)
+    if path.is_dir():
+        return
+    problem = directory_problem(path)
+    if problem is not None:
+        raise OSError(
+            f"tokenizer.cache_dir={cache_dir!r} ({path.absolute()}): {problem}; set "
+            "tokenizer.cache_dir to a writable directory"
+        )
+
+
 def clean_role(
     split: datasets.Dataset, role: str, *, data: DataConfig, length_limits: tuple[int, int]
 ) -> tuple[datasets.Dataset, CleanReport]:
@@ -171,6 +201,17 @@ def clean_role(
         overlong="truncate" if role != "train" else data.overlong,  # type: ignore[arg-type]
     )
     log.info("%s split: %s", role, report)
+    unscored = report.total - report.kept
+    if role != "train" and unscored:
+        log.warning(
+            "%d of %d %s examples are empty (no source or no target text) and are not "
+            "scored: the %s figures cover the other %d",
+            unscored,
+            report.total,
+            role,
+            role,
+            report.kept,
+        )
     if role != "train" and report.truncated:
         log.warning(
             "%d %s example(s) are longer than the model takes (%s); they are "

@@ -5,6 +5,15 @@ Every metric takes the corpus at once, ``fn(hypotheses, references) -> float``, 
 may vary between examples). Scores are percentages in ``[0, 100]`` (error rates may exceed
 100 when hypotheses are much longer than their references). ``Metric.higher_is_better``
 tells early stopping and best-checkpoint selection which way is better.
+
+One definition wherever a metric is computed (training's figures, seq2seq-evaluate):
+- error rates (WER/PER, CER) are corpus-level, as sacrebleu's TER and jiwer's defaults:
+  the edits of all examples over the length of all their (closest) references, not a
+  mean of per-example rates;
+- texts are compared with runs of whitespace collapsed to one space and none at either
+  end (jiwer's default transform; BLEU and chrF tokenize on their own), so a trailing
+  space in a decoded output, which seq2seq-evaluate's file reader strips, counts in
+  neither place.
 """
 
 from __future__ import annotations
@@ -61,6 +70,20 @@ def check_corpus(hypotheses: Sequence[str], references: Sequence[Sequence[str]])
             raise ValueError(f"references[{i}] is empty; each example needs at least one reference")
 
 
+def squeeze_whitespace(text: str) -> str:
+    """`text` with runs of whitespace as one space and none at either end."""
+    return " ".join(text.split())
+
+
+def _squeezed(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]]
+) -> tuple[list[str], list[list[str]]]:
+    return (
+        [squeeze_whitespace(h) for h in hypotheses],
+        [[squeeze_whitespace(r) for r in refs] for refs in references],
+    )
+
+
 def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
     """Transpose per-example reference lists into sacrebleu's parallel streams.
 
@@ -99,6 +122,7 @@ def _edit_rate(
     both the edits and the length, as in multi-reference WER scoring.
     """
     check_corpus(hypotheses, references)
+    hypotheses, references = _squeezed(hypotheses, references)
     edits = 0
     length = 0
     for hypothesis, refs in zip(hypotheses, references, strict=True):
@@ -117,7 +141,8 @@ def _edit_rate(
 
 
 def wer(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """Word error rate: token edit distance over reference token count, in percent.
+    """Word error rate, corpus-level: the token edits of all examples over the tokens of all
+    their closest references, in percent.
 
     Tokens are whitespace-separated, so on space-separated phonemes this is the phoneme
     error rate (PER) of grapheme-to-phoneme papers; ``per`` is registered as an alias.
@@ -126,9 +151,10 @@ def wer(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float
 
 
 def cer(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """Character error rate: character edit distance over reference length, in percent.
+    """Character error rate, corpus-level: the character edits of all examples over the
+    characters of all their closest references, in percent.
 
-    Every character counts, spaces included.
+    Every character counts, the single spaces between words included.
     """
     return _edit_rate(hypotheses, references, list, "character")
 
@@ -136,11 +162,12 @@ def cer(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float
 def ser(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Sequence error rate: percentage of hypotheses that match none of their references.
 
-    Matching is exact string equality. Grapheme-to-phoneme papers call this the word
+    Matching is string equality after whitespace is squeezed. Grapheme-to-phoneme papers call this the word
     error rate ("WER"), since each example there is one word; our ``wer`` is a
     token-level edit rate instead.
     """
     check_corpus(hypotheses, references)
+    hypotheses, references = _squeezed(hypotheses, references)
     wrong = sum(hyp not in refs for hyp, refs in zip(hypotheses, references, strict=True))
     return 100.0 * wrong / len(hypotheses)
 
@@ -153,6 +180,7 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
 def accuracy(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Percentage of hypotheses equal to their first reference (classification labels)."""
     check_corpus(hypotheses, references)
+    hypotheses, references = _squeezed(hypotheses, references)
     correct = sum(hyp == refs[0] for hyp, refs in zip(hypotheses, references, strict=True))
     return 100.0 * correct / len(hypotheses)
 
@@ -162,6 +190,7 @@ def f1(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     the unweighted mean over every label that occurs as a reference or a prediction, so
     a rare class counts as much as a common one."""
     check_corpus(hypotheses, references)
+    hypotheses, references = _squeezed(hypotheses, references)
     return macro_f1(hypotheses, [refs[0] for refs in references])
 
 

@@ -96,6 +96,7 @@ def beam_search(
             prefixes=prefixes[:, :step],
             beam=beam,
             length_penalty=settings.length_penalty,
+            max_lengths=max_lengths_list,
         )
         for b in range(batch):
             if not done[b] and step >= max_lengths_list[b] and not finished[b]:
@@ -107,6 +108,7 @@ def beam_search(
                         prefixes[row, :step].tolist(),
                         float(beam_scores[b, 0] + log_probs[row, eos_id]),
                         settings.length_penalty,
+                        at_limit=True,
                     )
                 )
             done[b] = done[b] or len(finished[b]) >= beam or step >= max_lengths_list[b]
@@ -143,12 +145,14 @@ def _finish_hypotheses(
     prefixes: Tensor,
     beam: int,
     length_penalty: float,
+    max_lengths: list[int],
 ) -> None:
     """Append the hypotheses that end with eos at this step to ``finished``.
 
     finishing: (B, K) bool, candidates that end here; rows: (B, K) long, the decoder row
     each extends; scores: (B, K) their summed log-probabilities, eos included;
-    prefixes: (B*K, step) the tokens of every row so far. Examples already done take
+    prefixes: (B*K, step) the tokens of every row so far; max_lengths: each example's
+    output length limit (a hypothesis that ends there was forced to). Examples already done take
     nothing, and none takes more than ``beam`` hypotheses in all: candidates come best
     first, and at one step all share a length, so the best ones are kept.
     """
@@ -160,13 +164,23 @@ def _finish_hypotheses(
     for (b, _), hypothesis_tokens, log_prob in zip(positions, tokens, log_probs, strict=True):
         if done[b] or len(finished[b]) >= beam:
             continue
-        finished[b].append(_hypothesis(hypothesis_tokens, log_prob, length_penalty))
+        finished[b].append(
+            _hypothesis(
+                hypothesis_tokens,
+                log_prob,
+                length_penalty,
+                at_limit=len(hypothesis_tokens) >= max_lengths[b],
+            )
+        )
 
 
-def _hypothesis(tokens: list[int], log_prob: float, length_penalty: float) -> Hypothesis:
+def _hypothesis(
+    tokens: list[int], log_prob: float, length_penalty: float, *, at_limit: bool
+) -> Hypothesis:
     """A finished output; its length for the penalty counts eos."""
     return Hypothesis(
         tokens=tokens,
         score=normalised_score(log_prob, len(tokens) + 1, length_penalty),
         log_prob=log_prob,
+        at_limit=at_limit,
     )

@@ -14,8 +14,11 @@ class Hypothesis:
         ``log_prob / lp(len(tokens) + 1)`` (see ``GenerationConfig.length_penalty``).
     log_prob: the model's log-probability of the tokens followed by eos, a raw sum of
         log-softmax values (no temperature, no filtering; forced tokens included).
+    at_limit: the output reached its length limit, where eos is forced: it may be cut
+        short of what the model would have written.
     """
 
     tokens: list[int]
     score: float
     log_prob: float
+    at_limit: bool = False

@@ -91,9 +91,10 @@ def decode_single_path(
                 tokens=row[:length].tolist(),
                 score=normalised_score(log_prob, length + 1, settings.length_penalty),
                 log_prob=log_prob,
+                at_limit=length >= row_limit,
             )
         ]
-        for row, length, log_prob in zip(
-            output.cpu(), lengths.tolist(), log_probs.tolist(), strict=True
+        for row, length, log_prob, row_limit in zip(
+            output.cpu(), lengths.tolist(), log_probs.tolist(), max_lengths.tolist(), strict=True
         )
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.config.checks import check_precision
 from seq2seq.config.generate import (
+    STDIO,
     GenerateConfig,
     check_generate_config,
     decoding_generation,
@@ -78,6 +79,8 @@ def generate_from_config(
     if job_dir is not None:
         cfg = in_job_dir(cfg, job_dir)
     check_generate_config(cfg)
+    if cfg.input is None and cfg.split is None:
+        cfg = replace(cfg, input=STDIO)
     device = resolve_device(cfg.device, field="device")
     checkpoint = checkpoint_file(cfg.checkpoint)
     check_destinations(cfg, checkpoint)

@@ -15,17 +15,19 @@ input lines (or a split of the run's data) into output lines.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import datasets
+import numpy as np
 import torch
 from torch import nn
 
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig
+from seq2seq.data.batching import LoaderStream, TokenBatchSampler, make_loader
 from seq2seq.model import ModelKind, PerformerModel
 from seq2seq.training.evaluation import Evaluator
 from seq2seq.training.loss import LossSums
@@ -37,6 +39,11 @@ class Batch(Protocol):
     @property
     def num_targets(self) -> int:
         """The predictions the loss sums over (target tokens, or examples)."""
+        ...
+
+    @property
+    def num_tokens(self) -> int:
+        """The real tokens of the batch that training throughput counts."""
         ...
 
     def to(self, device: torch.device) -> Batch: ...
@@ -58,8 +65,8 @@ class PreparedData:
 
     splits: datasets.DatasetDict
     reports: dict[str, Any] = field(default_factory=dict)
-    """Per role, a dataclass saying what cleaning did, with a `kept` count (metrics.json
-    records it whole)."""
+    """Per role, a dataclass saying what cleaning did, with `total` and `kept` counts of
+    examples (metrics.json records it whole; the others are not scored)."""
 
 
 @dataclass
@@ -100,6 +107,44 @@ class Task(ABC):
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        self.data: PreparedData | None = None
+        """The prepared splits, once `prepare` ran."""
+
+    def split(self, role: str) -> datasets.Dataset:
+        """A prepared split (`train`, `validation` or `test`)."""
+        assert self.data is not None, "prepare() first"
+        return self.data.splits[role]
+
+    def token_batches(
+        self,
+        lengths: np.ndarray,
+        *,
+        target_lengths: np.ndarray | None = None,
+        columns: Sequence[str],
+        collate_fn: Callable[[list[dict[str, Any]]], Any],
+        rank: int,
+        world_size: int,
+    ) -> LoaderStream:
+        """The train split's batches by token budget (`data.max_tokens`, bucketed by
+        length): an example costs its `lengths` entry, or with `target_lengths` the longer
+        of its source and its target plus one."""
+        sampler = TokenBatchSampler(
+            lengths,
+            # Without targets, a -1 makes the cost the input's length alone.
+            np.full_like(lengths, -1) if target_lengths is None else target_lengths,
+            max_tokens=self.cfg.data.max_tokens,
+            seed=self.cfg.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        loader = make_loader(
+            self.split("train"),
+            sampler=sampler,
+            columns=columns,
+            collate_fn=collate_fn,
+            num_workers=self.cfg.data.num_workers,
+        )
+        return LoaderStream(sampler, loader)
 
     # --- config -------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from seq2seq.config.checks import check_builtin_fits, check_unread_typed
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig
-from seq2seq.data.batching import LoaderStream, TokenBatchSampler, make_loader
+from seq2seq.data.batching import LoaderStream
 from seq2seq.data.cleaning import CleanReport, clean_inputs
 from seq2seq.data.columns import LABEL, TEXT, TEXT_PAIR
 from seq2seq.data.prepare import load_raw_splits, split_origin
@@ -86,7 +86,6 @@ class ClassificationTask(Task):
         super().__init__(cfg)
         self.tokenizer = tokenizer
         self.labels = labels
-        self.data: PreparedData | None = None
         self.texts: dict[str, list[str]] = {}
         self.references: dict[str, list[str]] = {}
 
@@ -245,30 +244,15 @@ class ClassificationTask(Task):
             num_classes=len(self.labels),
         )
 
-    def _split(self, role: str) -> datasets.Dataset:
-        assert self.data is not None, "prepare() first"
-        return self.data.splits[role]
-
     def train_batches(self, *, rank: int, world_size: int) -> LoaderStream:
-        train = self._split("train")
-        lengths = np.array([len(ids) for ids in train[INPUT_IDS]], dtype=np.int64)
-        sampler = TokenBatchSampler(
-            lengths,
-            # One target per example: a batch's cost is its inputs' padded length alone.
-            np.full_like(lengths, -1),
-            max_tokens=self.cfg.data.max_tokens,
-            seed=self.cfg.seed,
+        inputs = self.split("train")[INPUT_IDS]
+        return self.token_batches(
+            np.array([len(ids) for ids in inputs], dtype=np.int64),
+            columns=[INPUT_IDS, LABEL_ID],
+            collate_fn=functools.partial(collate_inputs, pad_id=PAD_ID),
             rank=rank,
             world_size=world_size,
         )
-        loader = make_loader(
-            train,
-            sampler=sampler,
-            columns=[INPUT_IDS, LABEL_ID],
-            collate_fn=functools.partial(collate_inputs, pad_id=PAD_ID),
-            num_workers=self.cfg.data.num_workers,
-        )
-        return LoaderStream(sampler, loader)
 
     def loss(self, model: nn.Module, batch: ClassificationBatch) -> LossSums:
         logits = model(batch.tokens, batch.mask)
@@ -286,7 +270,7 @@ class ClassificationTask(Task):
         cfg = self.cfg
         return ClassificationEvaluator(
             model=model,
-            inputs=[list(ids) for ids in self._split(split)[INPUT_IDS]],
+            inputs=[list(ids) for ids in self.split(split)[INPUT_IDS]],
             texts=self.texts[split],
             labels=self.references[split],
             label_names=self.labels,
@@ -327,7 +311,7 @@ class ClassificationTask(Task):
         else:
             assert split is not None
             self.prepare()
-            rows = [list(ids) for ids in self._split(split)[INPUT_IDS]]
+            rows = [list(ids) for ids in self.split(split)[INPUT_IDS]]
             references = self.references[split] if options.references else None
         real = [i for i, row in enumerate(rows) if row]
         log_probs = class_log_probabilities(

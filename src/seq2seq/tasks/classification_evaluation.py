@@ -36,6 +36,10 @@ class ClassificationBatch:
     def num_targets(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.sum())
+
     def to(self, device: torch.device) -> ClassificationBatch:
         return ClassificationBatch(
             self.tokens.to(device), self.mask.to(device), self.labels.to(device)

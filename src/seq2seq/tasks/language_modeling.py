@@ -13,7 +13,6 @@ backslashes are escaped (`one_line`), so each stays on its prompt's line.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -29,7 +28,7 @@ from seq2seq.config.checks import check_builtin_fits, check_unread_typed
 from seq2seq.config.data import Packing
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
-from seq2seq.data.batching import LoaderStream, TokenBatchSampler, make_loader
+from seq2seq.data.batching import LoaderStream
 from seq2seq.data.columns import TEXT
 from seq2seq.data.prepare import load_raw_splits, split_origin
 from seq2seq.evaluation import get_metric
@@ -74,7 +73,6 @@ class LanguageModelingTask(Task):
     def __init__(self, cfg: TrainConfig, tokenizer: Tokenizer | None = None) -> None:
         super().__init__(cfg)
         self.tokenizer = tokenizer
-        self.data: PreparedData | None = None
         self.shares: dict[str, list[float]] = {}
 
     # --- config -------------------------------------------------------------------------
@@ -90,6 +88,11 @@ class LanguageModelingTask(Task):
                 f"data.block_size={cfg.data.block_size} is longer than the positions cover "
                 f"(model.max_len={cfg.model.max_len}); lower data.block_size or raise "
                 "model.max_len"
+            )
+        if cfg.data.max_tokens < cfg.data.block_size:
+            raise ValueError(
+                f"data.max_tokens={cfg.data.max_tokens} cannot hold one block of "
+                f"data.block_size={cfg.data.block_size} tokens; raise data.max_tokens"
             )
         for name in cfg.trainer.metrics:
             if get_metric(name).needs_references:
@@ -190,30 +193,16 @@ class LanguageModelingTask(Task):
             seed=self.cfg.seed,
         )
 
-    def _split(self, role: str) -> datasets.Dataset:
-        assert self.data is not None, "prepare() first"
-        return self.data.splits[role]
-
     def train_batches(self, *, rank: int, world_size: int) -> LoaderStream:
-        train = self._split("train")
-        lengths = np.array([len(block) - 1 for block in train[BLOCK]], dtype=np.int64)
-        sampler = TokenBatchSampler(
-            lengths,
-            # The targets are the inputs shifted: a batch's cost is its inputs' length.
-            np.full_like(lengths, -1),
-            max_tokens=self.cfg.data.max_tokens,
-            seed=self.cfg.seed,
+        blocks = self.split("train")[BLOCK]
+        return self.token_batches(
+            # A block of B + 1 tokens reads B of them (its targets are them shifted).
+            np.array([len(block) - 1 for block in blocks], dtype=np.int64),
+            columns=[BLOCK],
+            collate_fn=collate_blocks,
             rank=rank,
             world_size=world_size,
         )
-        loader = make_loader(
-            train,
-            sampler=sampler,
-            columns=[BLOCK],
-            collate_fn=functools.partial(collate_blocks),
-            num_workers=self.cfg.data.num_workers,
-        )
-        return LoaderStream(sampler, loader)
 
     def loss(self, model: nn.Module, batch: LanguageModelBatch) -> LossSums:
         return label_smoothed_cross_entropy(
@@ -235,7 +224,7 @@ class LanguageModelingTask(Task):
         cfg = self.cfg
         return LanguageModelEvaluator(
             model=model,
-            blocks=[list(block) for block in self._split(split)[BLOCK]],
+            blocks=[list(block) for block in self.split(split)[BLOCK]],
             shares=self.shares[split],
             tokenizer=self.tokenizer,
             generation=cfg.generation,

@@ -42,6 +42,10 @@ class BlockReport:
     block_size: int
 
     @property
+    def total(self) -> int:
+        return self.documents
+
+    @property
     def kept(self) -> int:
         return self.documents - self.dropped_empty
 

@@ -45,6 +45,10 @@ class LanguageModelBatch:
     def num_targets(self) -> int:
         return int((self.targets != PAD_ID).sum())
 
+    @property
+    def num_tokens(self) -> int:
+        return self.num_targets
+
     def to(self, device: torch.device) -> LanguageModelBatch:
         return LanguageModelBatch(
             self.tokens.to(device), self.mask.to(device), self.targets.to(device)
@@ -103,8 +107,8 @@ def continue_prompts(
                 )
             limit = replace(
                 settings,
-                max_len_a=0.0,
-                max_len_b=min(settings.max_new_tokens, room),
+                max_len_a=None,
+                max_len_b=None,
                 max_len=min(settings.max_new_tokens, room),
                 min_len=min(settings.min_len, room),
             )

@@ -10,6 +10,7 @@ decoded strings. Prediction: decoded hypotheses, one per input line.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -23,7 +24,8 @@ from torch import nn
 from seq2seq.config.checks import check_builtin_fits, check_unread_typed
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
-from seq2seq.data.batching import Batch, LoaderStream, TokenBatchSampler, make_dataloader
+from seq2seq.data.batching import Batch, LoaderStream, collate
+from seq2seq.data.columns import SOURCE_IDS, TARGET_IDS
 from seq2seq.data.lengths import token_lengths
 from seq2seq.data.prepare import PAIR_COLUMNS, clean_role, load_raw_splits, prepare_data
 from seq2seq.evaluation import get_metric
@@ -34,6 +36,7 @@ from seq2seq.tasks.seq2seq_evaluation import (
     Seq2SeqEvaluator,
     decode_sources,
     evaluation_set,
+    warn_at_limit,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokenize_splits
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
@@ -85,7 +88,6 @@ class Seq2SeqTask(Task):
     def __init__(self, cfg: TrainConfig, tokenizers: tuple[Tokenizer, Tokenizer] | None = None):
         super().__init__(cfg)
         self.tokenizers = tokenizers
-        self.data: PreparedData | None = None
 
     # --- config -------------------------------------------------------------------------
 
@@ -154,28 +156,16 @@ class Seq2SeqTask(Task):
             seed=self.cfg.seed,
         )
 
-    def _split(self, role: str) -> datasets.Dataset:
-        assert self.data is not None, "prepare() first"
-        return self.data.splits[role]
-
     def train_batches(self, *, rank: int, world_size: int) -> LoaderStream:
-        train = self._split("train")
-        sampler = TokenBatchSampler(
-            *token_lengths(train),
-            max_tokens=self.cfg.data.max_tokens,
-            seed=self.cfg.seed,
+        sources, targets = token_lengths(self.split("train"))
+        return self.token_batches(
+            sources,
+            target_lengths=targets,
+            columns=[SOURCE_IDS, TARGET_IDS],
+            collate_fn=functools.partial(collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID),
             rank=rank,
             world_size=world_size,
         )
-        loader = make_dataloader(
-            train,
-            sampler=sampler,
-            pad_id=PAD_ID,
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            num_workers=self.cfg.data.num_workers,
-        )
-        return LoaderStream(sampler, loader)
 
     def loss(self, model: nn.Module, batch: Batch) -> LossSums:
         logits = model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask)
@@ -194,7 +184,7 @@ class Seq2SeqTask(Task):
         cfg = self.cfg
         return Seq2SeqEvaluator(
             model=cast(EncoderDecoderTransformer, model),
-            data=evaluation_set(self._split(split), self.target_tokenizer),
+            data=evaluation_set(self.split(split), self.target_tokenizer),
             target_tokenizer=self.target_tokenizer,
             generation=decoding_settings(cfg, cfg.generation),
             metrics=cfg.trainer.metrics,
@@ -203,6 +193,8 @@ class Seq2SeqTask(Task):
             device=device,
             autocast_dtype=autocast_dtype,
             label_smoothing=cfg.trainer.label_smoothing,
+            split=split,
+            limit_advice=cfg.generation.limit_advice(longest=longest_output(cfg)),
         )
 
     # --- prediction ---------------------------------------------------------------------
@@ -237,6 +229,12 @@ class Seq2SeqTask(Task):
             max_tokens=options.max_tokens,
             device=options.device,
             autocast_dtype=options.autocast_dtype,
+        )
+        warn_at_limit(
+            sum(bool(nbest) and nbest[0].at_limit for nbest in nbests),
+            sum(bool(nbest) for nbest in nbests),
+            "outputs",
+            generation.limit_advice(longest=longest_output(self.cfg)),
         )
         decode = self.target_tokenizer.decode
         rows = None

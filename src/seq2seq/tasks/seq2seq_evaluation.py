@@ -4,6 +4,7 @@ seq2seq-generate with the same batching."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -21,6 +22,23 @@ from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.training.evaluation import EvaluationResult
 from seq2seq.training.loss import label_smoothed_cross_entropy, perplexity
+
+log = logging.getLogger("seq2seq.generate")
+
+AT_LIMIT = "at_length_limit"
+"""The figure that counts the outputs that stopped at their length limit (eos forced)."""
+
+
+def warn_at_limit(count: int, total: int, what: str, advice: str) -> None:
+    """One warning line when outputs stopped at their length limit; nothing otherwise."""
+    if count:
+        log.warning(
+            "%d of %d %s stopped at the length limit (eos forced there; they may be cut short): %s",
+            count,
+            total,
+            what,
+            advice,
+        )
 
 
 @dataclass
@@ -89,8 +107,15 @@ class Seq2SeqEvaluator:
         device: torch.device,
         autocast_dtype: torch.dtype | None,
         label_smoothing: float,
+        split: str,
+        limit_advice: str,
     ) -> None:
+        """`split`: the split's role; on `test`, outputs that stopped at their length
+        limit get one warning line with `limit_advice` (validation counts them in its
+        figures)."""
         self.model = model
+        self.split = split
+        self.limit_advice = limit_advice
         self.data = data
         self.tokenizer = target_tokenizer
         self.generation = generation
@@ -111,6 +136,7 @@ class Seq2SeqEvaluator:
         model.eval()
         nll_sum, loss_sum, tokens = 0.0, 0.0, 0
         predictions: list[str] = [""] * len(self.data.sources)
+        at_limit = 0
         try:
             with _autocast(self.device, self.autocast_dtype):
                 for indices in self.chunks:
@@ -144,10 +170,14 @@ class Seq2SeqEvaluator:
                     )
                     for index, nbest in zip(indices, hypotheses, strict=True):
                         predictions[index] = self.tokenizer.decode(nbest[0].tokens)
+                        at_limit += nbest[0].at_limit
         finally:
             model.train(was_training)
         figures = {"loss": loss_sum / max(tokens, 1), "ppl": perplexity(nll_sum, tokens)}
         figures.update(score(predictions, self.data.references, self.metrics))
+        figures[AT_LIMIT] = float(at_limit)
+        if self.split == "test":
+            warn_at_limit(at_limit, len(predictions), "test outputs", self.limit_advice)
         samples = [
             (self.data.sources[i], self.data.references[i][0], predictions[i])
             for i in range(min(self.num_samples, len(predictions)))

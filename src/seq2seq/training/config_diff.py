@@ -78,6 +78,7 @@ RESULT_FREE = (
     "trainer.keep_last",
     "trainer.max_steps",
     "trainer.max_epochs",
+    "trainer.max_time",
     "trainer.patience",
 )
 

@@ -35,10 +35,10 @@ log = logging.getLogger("seq2seq.train")
 
 RESUME_LATEST = ("auto", "true", "True")
 RESUME_NEVER = ("false", "False", "")
-FINISHED = ("max_steps", "max_epochs", "early_stopping")
+FINISHED = ("max_steps", "max_epochs", "max_time", "early_stopping")
 """The ways a run ends done (a signal or a fault leaves it to continue)."""
 # The setting behind each way of finishing other than max_steps (its step is in metrics.json).
-LIMIT_SETTINGS = {"max_epochs": "max_epochs", "early_stopping": "patience"}
+LIMIT_SETTINGS = {"max_epochs": "max_epochs", "max_time": "max_time", "early_stopping": "patience"}
 TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "trainer")
 """What a checkpoint needs besides the weights to be resumed from: a checkpoint without it
 (an average of checkpoints, a weights-only file) can be decoded but not resumed."""

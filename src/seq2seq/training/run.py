@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.atomic import write_json_atomic, write_text_atomic
+from seq2seq.atomic import remove_orphan_temporaries, write_json_atomic, write_text_atomic
 from seq2seq.config.checks import check_config, check_precision
 from seq2seq.config.keys import check_known_keys
 from seq2seq.config.schema import TrainConfig
@@ -55,7 +55,8 @@ from seq2seq.training.run_files import (
 )
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import StopRequest, graceful_stop
-from seq2seq.training.trainer import PRECISIONS, Monitor, Trainer, use_tf32
+from seq2seq.training.trainer import NONFINITE, PRECISIONS, Monitor, Trainer, use_tf32
+from seq2seq.writable import directory_problem
 
 log = logging.getLogger("seq2seq.train")
 
@@ -83,6 +84,9 @@ class Outcome:
     """The best value of `trainer.monitor` (nan before the first validation)."""
     trained: bool
     """False when `run_dir` held a finished run, whose saved result was returned."""
+    fault: str | None = None
+    """Why training stopped on a fault (`stopped: nonfinite` in metrics.json), in one line;
+    the CLI exits non-zero on it."""
 
 
 def train(
@@ -114,6 +118,7 @@ def run_training(
     """
     cfg = checked_config(cfg_node, command_line)
     distributed = init_distributed()
+    threads = torch.get_num_threads()  # `trainer.threads` is this run's, not the caller's
     try:
         run_dir = Path(distributed.broadcast(str(run_dir)))
         config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
@@ -121,11 +126,26 @@ def run_training(
         if done is not None:
             log.info("%s already finished (metrics.json); not training it again", run_dir)
             return Outcome(done, trained=False)
+        check_run_dir(run_dir)
         run = assemble(cfg, config_text, run_dir, distributed, hydra_files or {})
         hparams = OmegaConf.to_container(cfg_node, resolve=True, enum_to_str=True)
-        return Outcome(run.train(hparams), trained=True)  # type: ignore[arg-type]
+        best = run.train(hparams)  # type: ignore[arg-type]
+        fault = run.trainer.fault
+        return Outcome(best, trained=True, fault=None if fault is None else str(fault))
     finally:
+        torch.set_num_threads(threads)
         shutdown_distributed(distributed)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Before any data is read: the run dir can be written (Hydra has made it; a library
+    call makes it when the run is accepted)."""
+    problem = directory_problem(run_dir)
+    if problem is not None:
+        raise OSError(
+            f"the run dir {run_dir} (hydra.run.dir) cannot be written: {problem}; set "
+            "hydra.run.dir to a writable directory"
+        )
 
 
 @dataclass
@@ -173,18 +193,24 @@ class AssembledRun:
             "best": {"step": state.best_step, trainer.monitor.name: state.best_value},
             "final_validation": final,
             "skipped_steps": state.skipped_steps,
-            # The figures cover the kept examples: an over-long test example dropped is not
-            # scored.
+            # The figures cover the kept examples: an empty test example is not scored.
             "data": {
                 role: {**asdict(report), "kept": report.kept}
                 for role, report in self.data.reports.items()
             },
         }
+        if trainer.fault is not None:
+            fault = trainer.fault
+            summary[NONFINITE] = {"step": fault.step, "where": fault.culprit, "error": str(fault)}
         hparam_metrics = {f"valid/{k}": v for k, v in final.items()}
         if reason in FINISHED and "test" in self.data.splits:
             result = self._test()
             write_text_atomic("\n".join(result.predictions) + "\n", self.run_dir / PREDICTIONS_NAME)
             summary["test"] = result.figures
+            test_data = self.data.reports.get("test")
+            if test_data is not None:
+                # Beside the figures: the test examples they do not cover (empty ones).
+                summary["test_unscored"] = test_data.total - test_data.kept
             if result.details:
                 summary["test_details"] = result.details
             hparam_metrics.update({f"test/{k}": v for k, v in result.figures.items()})
@@ -244,6 +270,7 @@ def assemble(
     # data leaves the run's files as they were.
     if distributed.is_main:
         _write_run_files(run_dir, config_text, hydra_files, task)
+        _remove_orphans(run_dir, checkpoints.directory)
         if point is not None:
             adopt_best(point, checkpoints)
     logger = _logger(run_dir, config_text, point) if distributed.is_main else None
@@ -327,6 +354,18 @@ def _write_run_files(
     write_text_atomic(config_text, run_dir / CONFIG_NAME)
     write_files(run_dir / HYDRA_SUBDIR, hydra_files)
     task.save_files(run_dir)
+
+
+def _remove_orphans(*directories: Path) -> None:
+    """Temporary files of a process killed while it wrote a checkpoint or metrics.json."""
+    for directory in directories:
+        removed = remove_orphan_temporaries(directory)
+        if removed:
+            log.info(
+                "removed %d temporary file(s) that a killed process was writing: %s",
+                len(removed),
+                ", ".join(str(path) for path in removed),
+            )
 
 
 def _logger(run_dir: Path, config_text: str, point: ResumePoint | None) -> RunLogger:

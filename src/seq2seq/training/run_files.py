@@ -4,7 +4,9 @@ record of the launch, `metrics.json`, `predictions.txt` and a failed sweep job's
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +51,29 @@ def signal_status(run_dir: Path) -> int | None:
     return None
 
 
-def remove_if_empty(run_dir: Path) -> None:
-    """Hydra makes the run dir before the job; a run refused at once leaves nothing."""
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
+def remove_refused_run(run_dir: Path) -> None:
+    """Hydra makes the run dir before the job, and the job's log file (`train.log`) in it
+    at the first line logged. A run refused before it wrote any file of its own (during
+    data work, say) leaves neither: the log holds only lines the console showed. Call it
+    only for a run dir that was empty when the job started; anything else in it stays
+    (and so does a dir that cannot be removed)."""
+    if not run_dir.is_dir():
+        return
+    root = logging.getLogger()
+    logs = {
+        Path(handler.baseFilename): handler
+        for handler in root.handlers
+        if isinstance(handler, logging.FileHandler)
+        and Path(handler.baseFilename).parent == run_dir.absolute()
+    }
+    entries = [entry.absolute() for entry in run_dir.iterdir()]
+    if not all(entry in logs for entry in entries):
+        return
+    for entry in entries:
+        # Closed and detached first, or the next line logged would make the file again.
+        root.removeHandler(logs[entry])
+        logs[entry].close()
+    with contextlib.suppress(OSError):
+        for entry in entries:
+            entry.unlink()
         run_dir.rmdir()

@@ -40,10 +40,20 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The autocast dtype of each `trainer.precision` (None: no autocast)."""
 MIN_LOSS_SCALE = 1e-4
 """Below this fp16 loss scale an overflow is no longer the scaler's to absorb."""
+NONFINITE = "nonfinite"
+"""Why `fit` stopped on a non-finite step (`trainer.nonfinite`, `trainer.max_skipped_steps`)."""
 
 
 class NonFiniteError(RuntimeError):
-    """A non-finite loss or gradient under `trainer.nonfinite=stop`."""
+    """A non-finite loss or gradient under `trainer.nonfinite=stop`, or one skip more than
+    `trainer.max_skipped_steps`. `fit` ends the run on it like on any other stop."""
+
+    def __init__(self, message: str, *, step: int, culprit: str) -> None:
+        super().__init__(message)
+        self.step = step
+        """The step that was not taken."""
+        self.culprit = culprit
+        """Where it began: the first non-finite module output, or parameter gradient."""
 
 
 @dataclass
@@ -87,6 +97,11 @@ class Batch(Protocol):
 
     @property
     def num_targets(self) -> int: ...
+
+    @property
+    def num_tokens(self) -> int:
+        """The real tokens a step processes (throughput counts these)."""
+        ...
 
     def to(self, device: torch.device) -> Batch: ...
 
@@ -145,6 +160,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.last_evaluation: EvaluationResult | None = None
         self.last_evaluation_step: int | None = None
+        # What stopped a run that `fit` ended with `nonfinite`.
+        self.fault: NonFiniteError | None = None
 
     # --- checkpoint state -------------------------------------------------------------
 
@@ -223,7 +240,12 @@ class Trainer:
         stay where they were, and only the data moves on."""
         self.model.train()
         distributed = self.distributed
-        (tokens,) = distributed.sum([float(sum(batch.num_targets for batch in group))])
+        tokens, processed = distributed.sum(
+            [
+                float(sum(batch.num_targets for batch in group)),
+                float(sum(batch.num_tokens for batch in group)),
+            ]
+        )
         # DDP averages gradients over ranks; scaling by the world size makes that a sum.
         scale = distributed.world_size / tokens
         loss_total, nll_total = 0.0, 0.0
@@ -269,7 +291,7 @@ class Trainer:
             "loss": loss_total / tokens,
             "nll": nll_total / tokens,
             "grad_norm": grad_norm,
-            "tokens": float(tokens),
+            "tokens": processed,
             "lr": lr,
         }
 
@@ -305,26 +327,30 @@ class Trainer:
                 )
             if culprit:
                 break
-        where = (
-            f"first non-finite output: {culprit}"
-            if culprit
-            else f"outputs finite; first non-finite gradient: {first_nonfinite_gradient(model)}"
-        )
+        if culprit:
+            where = f"first non-finite output: {culprit}"
+        else:
+            parameter = first_nonfinite_gradient(model)
+            culprit = f"{parameter} (gradient)"
+            where = f"outputs finite; first non-finite gradient: {parameter}"
+        step = self.state.step + 1
         message = (
-            f"non-finite loss or gradient at step {self.state.step + 1} "
-            f"(loss {loss}, grad norm {grad_norm}); {where}"
+            f"non-finite loss or gradient at step {step} (loss {loss}, grad norm {grad_norm}); "
+            f"{where}"
         )
         self.state.skipped_steps += 1
         if self.logger is not None:
-            self.logger.scalars(
-                {"train/skipped_steps": self.state.skipped_steps}, self.state.step + 1
-            )
+            self.logger.scalars({"train/skipped_steps": self.state.skipped_steps}, step)
         if self.cfg.nonfinite == NonFinite.stop:
-            raise NonFiniteError(message + "; stopping (trainer.nonfinite=stop)")
+            raise NonFiniteError(
+                message + "; stopping (trainer.nonfinite=stop)", step=step, culprit=culprit
+            )
         if self.state.skipped_steps > self.cfg.max_skipped_steps:
             raise NonFiniteError(
                 message + f"; {self.state.skipped_steps} steps skipped, more than "
-                f"trainer.max_skipped_steps={self.cfg.max_skipped_steps}"
+                f"trainer.max_skipped_steps={self.cfg.max_skipped_steps}",
+                step=step,
+                culprit=culprit,
             )
         log.warning("%s; skipping the step (trainer.nonfinite=skip)", message)
 
@@ -365,18 +391,43 @@ class Trainer:
         )
         return reason
 
-    def _ended(self) -> str | None:
-        """Why training is over, if it is (patience is counted at validations only)."""
+    def _stop_nonfinite(self, error: NonFiniteError) -> str:
+        """A non-finite step ends the run as a signal does: the weights are still those of
+        the last step taken, so they are checkpointed (if a step was taken), and one error
+        line says what happened and how to go on."""
+        self.fault = error
+        self.optimizer.zero_grad(set_to_none=True)
+        advice = "lower optim.lr, or use trainer.nonfinite=skip"
+        if self.state.step > 0:
+            where = f"checkpoint {self.save()} of step {self.state.step}"
+            advice = f"continue with trainer.resume=auto and the same hydra.run.dir, and {advice}"
+        else:
+            where = "no step was taken, so there is no checkpoint"
+        if self.distributed.is_main:
+            log.error("%s; %s (%s)", error, where, advice)
+        return NONFINITE
+
+    def _ended(self, *, late: bool = False) -> str | None:
+        """Why training is over, if it is (patience is counted at validations only);
+        `late`: `trainer.max_time` has run out."""
         if self.cfg.patience and self.state.evals_without_improvement >= self.cfg.patience:
             return "early_stopping"
         if self.state.step >= self.cfg.max_steps:
             return "max_steps"
-        return None
+        return "max_time" if late else None
+
+    def _late(self, started: float) -> bool:
+        """Whether `trainer.max_time` minutes have passed since `started`, on any rank."""
+        limit = self.cfg.max_time
+        return self.distributed.any(
+            limit is not None and time.perf_counter() - started >= 60 * limit
+        )
 
     def fit(self, stop: StopRequest) -> str:
-        """Train until max_steps, max_epochs, early stopping or a stop signal.
+        """Train until max_steps, max_epochs, max_time, early stopping or a stop signal.
 
-        Returns why it stopped: `max_steps`, `max_epochs`, `early_stopping` or the signal name.
+        Returns why it stopped: `max_steps`, `max_epochs`, `max_time`, `early_stopping`,
+        the signal name, or `nonfinite` (then `self.fault` says where).
         """
         cfg = self.cfg
         progress = Progress(
@@ -385,7 +436,8 @@ class Trainer:
             initial=self.state.step,
         )
         reason = "max_epochs"
-        window_tokens, window_start = 0.0, time.perf_counter()
+        started = time.perf_counter()
+        window_tokens, window_start = 0.0, started
         try:
             # Resumed after the run ended (killed before its outputs were written):
             # validate so the final figures exist, and do not train on.
@@ -396,7 +448,11 @@ class Trainer:
                     self.save()
                 return ended
             for group in self._micro_batches():
-                figures = self.train_step(group)
+                try:
+                    figures = self.train_step(group)
+                except NonFiniteError as error:
+                    reason = self._stop_nonfinite(error)
+                    break
                 if figures is None:  # not taken: the step count stays
                     if self.distributed.any(stop.requested):
                         reason = self._stop(stop, progress)
@@ -428,13 +484,14 @@ class Trainer:
                 else:
                     progress.update(step, {"loss": figures["loss"]}, log_line=False)
 
-                if step % cfg.eval_every == 0 or step >= cfg.max_steps:
+                late = self._late(started)
+                if step % cfg.eval_every == 0 or step >= cfg.max_steps or late:
                     result = self.evaluate()
                     progress.write(f"step {step} | validation | {result.summary()}")
                     self.save()
                     # tokens/s measures training alone: the window restarts after this.
                     window_tokens, window_start = 0.0, time.perf_counter()
-                ended = self._ended()
+                ended = self._ended(late=late)
                 if ended is not None:
                     reason = ended
                     break
