@@ -366,7 +366,7 @@ def test_the_command_line_prints_one_error_line(
         (
             "norm=rezeor",
             "In 'train': Could not find 'norm/rezeor'; "
-            "choose one of ['layernorm', 'prescalenorm', 'rezero']",
+            "choose one of ['layernorm', 'prescalenorm', 'rezero', 'rmsnorm']",
         ),
         (
             "model.norm=foo",
