@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The GPU checks of the linear-attention kernels (issue 20) in one run of about 9 minutes on
-# one H100 / H200, and the download of the wheels that run needs.
+# The GPU checks of the linear-attention kernels (issue 20) and of long-context training
+# (issue 19), about 9 + 4 minutes on one H100 / H200, and the download of the wheels that
+# run needs.
 #
 #   bash scripts/gpu_checks.sh download     # where pip reaches PyPI: fills .gpu-wheels/
 #   bash scripts/gpu_checks.sh run [DIR]    # on the GPU machine: logs and JSON into DIR
 #                                           # (default $OUT, else outputs/gpu_checks)
+#   bash scripts/gpu_checks.sh run-long [DIR]   # step 6 alone (about 4 minutes)
+#
+# Under a 10-minute limit per command, run two: `GPU_CHECKS_SKIP_LONG=1 bash
+# scripts/gpu_checks.sh run` (steps 1 to 5) and `bash scripts/gpu_checks.sh run-long`.
 #
 # The GPU machine has torch (CUDA), triton, pytest, tensorboard, sentencepiece and no
 # network; `download` fetches the project's other pure-Python dependencies (hydra, omegaconf,
@@ -26,7 +31,13 @@
 #   5. a G2P smoke run: experiment=g2p_cmudict_causal_linear for 100 steps on the GPU (the
 #      Triton backend inside a real model). The full recipes (g2p_cmudict and
 #      g2p_cmudict_causal_linear, about one GPU hour each, WER/PER on the test split) do not
-#      fit a 10-minute run: they stay open.
+#      fit a 10-minute run: they stay open;
+#   6. scripts/bench_long.py --device cuda: whole training steps of the byte-level LM,
+#      softmax (SDPA) against causal_linear with FAVOR+ and elu features, 1,024 to 16,384
+#      tokens, 65,536 tokens per batch, bf16, with and without activation checkpointing
+#      (tokens/s, peak max_memory_allocated, where the linear kinds overtake softmax), and
+#      decoding time per token to position 16,384. It needs only torch and triton;
+#      GPU_CHECKS_SKIP_LONG=1 leaves it out of `run`, and `run-long` runs it alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 wheels=.gpu-wheels
@@ -98,7 +109,28 @@ sys.argv = ['seq2seq-train'] + sys.argv[1:]; main()" \
         experiment=g2p_cmudict_causal_linear trainer.max_steps=100 trainer.eval_every=100 \
         hydra.run.dir=/tmp/g2p_smoke
     cp /tmp/g2p_smoke/metrics.json "$out/g2p_smoke_metrics.json" 2>/dev/null || true
+    if [ "${GPU_CHECKS_SKIP_LONG:-0}" != 1 ]; then
+        long_step
+    fi
     echo "=== summary"
+    cat "$out/summary.txt"
+}
+
+long_step() {
+    step bench-long 300 python3 scripts/bench_long.py --device cuda --checkpointing \
+        --json "$out/bench_long.json"
+}
+
+# The long-context benchmark alone (step 6), for a short device session.
+run_long() {
+    out="${1:-${OUT:-outputs/gpu_checks}}"
+    mkdir -p "$out"
+    : >"$out/summary.txt"
+    exec > >(tee "$out/checks.log") 2>&1
+    export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 PYTHONPATH="$PWD/src"
+    date -u +"date: %Y-%m-%dT%H:%MZ"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    long_step
     cat "$out/summary.txt"
 }
 
@@ -108,8 +140,12 @@ case "${1:-}" in
         shift
         run "$@"
         ;;
+    run-long)
+        shift
+        run_long "$@"
+        ;;
     *)
-        echo "usage: bash scripts/gpu_checks.sh {download|run [DIR]}" >&2
+        echo "usage: bash scripts/gpu_checks.sh {download|run [DIR]|run-long [DIR]}" >&2
         exit 2
         ;;
 esac

@@ -135,5 +135,5 @@ def test_the_command_line_names_key_value_and_choices_in_one_line(tmp_path: Path
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("seq2seq-train: error: ")
     assert "model.norm=batch" in lines[0]
-    assert "[layernorm, rezero, prescalenorm]" in lines[0]
+    assert "[layernorm, rmsnorm, rezero, prescalenorm]" in lines[0]
     assert not any(tmp_path.iterdir()), "a refused command leaves nothing behind"

@@ -66,7 +66,7 @@ def test_bf16_autocast_decoding_state_stays_float32(
     state = None
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for t in range(6):
-            out, state = mha.step(x[:, t : t + 1], state)
+            out, state = mha.step(x[:, t : t + 1], state, position=t)
             assert out.isfinite().all()
     assert state is not None and state
     for tensor in state.values():

@@ -3,7 +3,8 @@
 Sources are padded (one row to a single token), models are in eval mode, and the
 causal-linear chunk is small so the full pass crosses chunks while the steps use the
 recurrence. Every residual scheme is covered, since `step` splits each wrapper into
-`pre`/`post`.
+`pre`/`post`, and every position kind: rotary positions turn each step's query and key by
+the absolute position the state holds, which a step at the wrong offset would miss.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from torch import Tensor, nn
 
 from seq2seq.model import DecoderState
 from seq2seq.model.attention import ATTENTIONS
+from seq2seq.model.embedding import POSITIONS
 from seq2seq.model.norms import NORMS
 
 CAUSAL = sorted(name for name, cls in ATTENTIONS.items() if cls.supports_causal)
 BIDIRECTIONAL = sorted(name for name, cls in ATTENTIONS.items() if cls.supports_bidirectional)
 NORM_SCHEMES = [(name, position) for name in sorted(NORMS) for position in sorted(NORMS[name])]
+POSITION_KINDS = sorted(POSITIONS)
 T = 9
 
 
@@ -46,13 +49,19 @@ def seq2seq_model(
     make_model: Callable[..., Any],
     open_rezero: Callable[..., None],
 ) -> Callable[..., Any]:
-    def build(decoder: str, cross: str, norm: tuple[str, str] = ("layernorm", "pre")) -> nn.Module:
+    def build(
+        decoder: str,
+        cross: str,
+        norm: tuple[str, str] = ("layernorm", "pre"),
+        position: str = "sinusoidal",
+    ) -> nn.Module:
         cfg = make_config(
             encoder=cross,
             decoder=decoder,
             cross=cross,
             norm=norm[0],
             norm_position=norm[1],
+            position=position,
             linear=linear_settings(decoder, cross),
         )
         model = make_model(cfg)
@@ -62,6 +71,7 @@ def seq2seq_model(
     return build
 
 
+@pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("norm", NORM_SCHEMES, ids=lambda n: "-".join(n))
 @pytest.mark.parametrize("cross", BIDIRECTIONAL)
 @pytest.mark.parametrize("decoder", CAUSAL)
@@ -71,8 +81,9 @@ def test_steps_match_full_forward(
     decoder: str,
     cross: str,
     norm: tuple[str, str],
+    position: str,
 ) -> None:
-    model = seq2seq_model(decoder, cross, norm)
+    model = seq2seq_model(decoder, cross, norm, position)
     batch = make_batch([7, 3, 1], [T, T, T])
     with torch.no_grad():
         full = model(batch.src, batch.src_mask, batch.tgt, batch.tgt_mask)
@@ -82,6 +93,7 @@ def test_steps_match_full_forward(
     torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("cross", BIDIRECTIONAL)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_reordered_state_matches_decoding_the_reordered_batch(
@@ -89,9 +101,10 @@ def test_reordered_state_matches_decoding_the_reordered_batch(
     make_batch: Callable[..., Any],
     decoder: str,
     cross: str,
+    position: str,
 ) -> None:
     """Beam search's `index_select` of every cached tensor: a permutation with a duplicate."""
-    model = seq2seq_model(decoder, cross)
+    model = seq2seq_model(decoder, cross, position=position)
     batch = make_batch([7, 3, 5], [T, T, T])
     index = torch.tensor([2, 0, 0, 1])
     with torch.no_grad():
@@ -107,14 +120,18 @@ def test_reordered_state_matches_decoding_the_reordered_batch(
     torch.testing.assert_close(continued, full[:, 4:], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_language_model_steps_match_full_forward(
     make_config: Callable[..., Any],
     make_model: Callable[..., Any],
     make_batch: Callable[..., Any],
     decoder: str,
+    position: str,
 ) -> None:
-    cfg = make_config(kind="decoder_lm", decoder=decoder, linear=linear_settings(decoder))
+    cfg = make_config(
+        kind="decoder_lm", decoder=decoder, position=position, linear=linear_settings(decoder)
+    )
     model = make_model(cfg).eval()
     tokens = make_batch([1], [T, T]).tgt
     with torch.no_grad():
@@ -129,17 +146,19 @@ def test_language_model_steps_match_full_forward(
 LONG = 200  # the softmax KV cache starts with room for 64 and doubles: grows at 64 and 128
 
 
+@pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_long_decoding_matches_full_forward_across_cache_growth(
     make_config: Callable[..., Any],
     make_model: Callable[..., Any],
     make_batch: Callable[..., Any],
     decoder: str,
+    position: str,
 ) -> None:
     """200 steps, every step's logits against the full pass: past the softmax KV cache's
     growths (a cache that lost its old keys when it grew would pass any shorter test)
     and past several causal-linear chunks of the default size 64."""
-    cfg = make_config(kind="decoder_lm", decoder=decoder, max_len=256)
+    cfg = make_config(kind="decoder_lm", decoder=decoder, max_len=256, position=position)
     model = make_model(cfg).eval()
     tokens = make_batch([1], [LONG, LONG], seed=5).tgt
     with torch.no_grad():
@@ -149,17 +168,19 @@ def test_long_decoding_matches_full_forward_across_cache_growth(
     torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_reordered_state_carries_across_cache_growth(
     make_config: Callable[..., Any],
     make_model: Callable[..., Any],
     make_batch: Callable[..., Any],
     decoder: str,
+    position: str,
 ) -> None:
     """Beam reordering (a duplicate row, a dropped row) before the cache's first growth,
     then decoding on past its second: the logits are those of the full pass over each
     reordered row's whole sequence."""
-    cfg = make_config(kind="decoder_lm", decoder=decoder, max_len=256)
+    cfg = make_config(kind="decoder_lm", decoder=decoder, max_len=256, position=position)
     model = make_model(cfg).eval()
     tokens = make_batch([1], [140, 140, 140], seed=6).tgt
     index = torch.tensor([2, 0, 2])

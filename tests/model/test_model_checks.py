@@ -104,6 +104,24 @@ BAD = [
         r"\(model\.encoder\.self_attention='linear', .*\); remove it",
         id="attention-dropout-without-softmax",
     ),
+    pytest.param(
+        {"position": "rotary", "d_model": 30, "heads": 2},
+        r"model\.position='rotary' turns the head width in pairs, but model\.d_model=30 / "
+        r"model\.heads=2 = 15 is odd; choose heads among \[1, 3, 5, 15\]",
+        id="rotary-odd-head-width",
+    ),
+    pytest.param(
+        {"position": "rotary", "decoder": "causal_linear", "linear": {"nb_features": 7}},
+        r"model\.linear\.nb_features=7 is odd, but model\.position='rotary' turns the features "
+        r"of model\.decoder\.self_attention in pairs; choose 6 or 8",
+        id="rotary-odd-features",
+    ),
+    pytest.param(
+        {"position": "rotary", "encoder": "linear", "linear": {"backend": "triton"}},
+        r"model\.linear\.backend='triton' has no rotary form, but model\.position='rotary' "
+        r"turns the features of model\.encoder\.self_attention; choose 'auto'",
+        id="rotary-triton",
+    ),
 ]
 
 
@@ -153,6 +171,12 @@ def test_shared_embeddings_are_one_module(
             {"kind": "encoder_classifier", "decoder": "linear"}, id="unused-decoder-choice"
         ),
         pytest.param({"norm": "layernorm", "norm_position": "post"}, id="post-layernorm"),
+        pytest.param({"norm": "rmsnorm", "norm_position": "post"}, id="post-rmsnorm"),
+        pytest.param(
+            # Only self-attention is turned: odd features serve the cross-attention.
+            {"position": "rotary", "cross": "linear", "linear": {"nb_features": 7}},
+            id="rotary-softmax-self-linear-cross",
+        ),
         pytest.param(
             {"encoder": "linear", "decoder": "causal_linear", "attention_dropout": 0.1},
             id="attention-dropout-on-the-softmax-cross-attention",

@@ -366,12 +366,12 @@ def test_the_command_line_prints_one_error_line(
         (
             "norm=rezeor",
             "In 'train': Could not find 'norm/rezeor'; "
-            "choose one of ['layernorm', 'prescalenorm', 'rezero']",
+            "choose one of ['layernorm', 'prescalenorm', 'rezero', 'rmsnorm']",
         ),
         (
             "model.norm=foo",
             "Error merging override model.norm=foo: Invalid value 'foo', expected one of "
-            "[layernorm, rezero, prescalenorm]",
+            "[layernorm, rmsnorm, rezero, prescalenorm]",
         ),
         (
             "model.d_model=wide",

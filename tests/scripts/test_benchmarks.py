@@ -49,6 +49,40 @@ def test_bench_attention_reports_every_kind_and_the_cpu_target(
     assert all(row["ms"] > 0 and row["memory_vs_sdpa"] > 0 for row in payload["results"])
 
 
+def test_bench_long_reports_training_decoding_checkpointing_and_the_cpu_targets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "long.json"
+    _script("bench_long").main(
+        shlex.split(
+            "--lengths 32 64 --tokens 128 --d-model 16 --heads 2 --d-ff 32 --layers 1 "
+            f"--repeats 1 --decode-lengths 8 16 --decode-repeats 2 --checkpointing --json {out}"
+        )
+    )
+    printed = capsys.readouterr().out
+    for line in (
+        "target causal_linear/elu: training tokens/s >= 3x softmax's at L=4096 on cpu: not run",
+        "target causal_linear/favor: peak memory <= 0.5x softmax's at L=4096 on cpu: not run",
+    ):
+        assert line in printed
+    assert "causal_linear/elu overtakes softmax in training tokens/s: " in printed
+    payload = json.loads(out.read_text())
+    kinds = ["softmax", "softmax/masked", "causal_linear/favor", "causal_linear/elu"]
+    checkpointed = [f"{kind}+ckpt" for kind in kinds if kind != "softmax/masked"]
+    assert [row["kind"] for row in payload["train"]] == 2 * (kinds + checkpointed)
+    for row in payload["train"]:
+        assert row["tokens_per_s"] > 0 and row["batch"] == 128 // row["length"]
+        assert row["peak_bytes"] >= 0 or row["peak_bytes"] != row["peak_bytes"]  # nan: no /proc
+        if row["kind"].endswith("+ckpt"):
+            assert row["time_vs_unchecked"] > 0
+    assert {(row["kind"], row["position"]) for row in payload["decode"]} == {
+        (kind, position) for kind in kinds if kind != "softmax/masked" for position in (8, 16)
+    }
+    assert all(
+        row["speedup_vs_softmax"] == 1.0 for row in payload["train"] if row["kind"] == "softmax"
+    )
+
+
 def test_bench_train_compares_with_nn_transformer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,5 +1,5 @@
 """Every task builds its model with every attention kind its stacks take, every residual
-scheme and every activation, and takes a training step through its own data, batches and
+scheme, every activation and every position kind, and takes a training step through its own data, batches and
 loss: finite loss, a gradient on every parameter, and a lower loss after a few steps."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from seq2seq.config.model import Activation, Norm, NormPosition
+from seq2seq.config.model import Activation, Norm, NormPosition, Position
 from seq2seq.tasks import Task, task_class
 from seq2seq.training.run import checked_config
 
@@ -32,21 +32,25 @@ ATTENTIONS = {
 NORMS = [
     (Norm.layernorm, NormPosition.pre),
     (Norm.layernorm, NormPosition.post),
+    (Norm.rmsnorm, NormPosition.pre),
+    (Norm.rmsnorm, NormPosition.post),
     (Norm.rezero, NormPosition.pre),
     (Norm.prescalenorm, NormPosition.pre),
 ]
 ACTIVATIONS = list(Activation)
 FEATURE_MAPS = ["favor", "elu", "relu"]
+POSITIONS = list(Position)
 
 
 def combinations(task: str) -> Iterator[Any]:
-    """Every attention choice, norm, activation and feature map at least once (cycled
-    together, not their product)."""
+    """Every attention choice, norm, activation, feature map and position kind at least
+    once (cycled together, not their product)."""
     attentions = ATTENTIONS[task]
-    count = max(len(attentions), len(NORMS), len(ACTIVATIONS), len(FEATURE_MAPS))
+    count = max(len(attentions), len(NORMS), len(ACTIVATIONS), len(FEATURE_MAPS), len(POSITIONS))
     for i in range(count):
         norm, position = NORMS[i % len(NORMS)]
         activation = ACTIVATIONS[i % len(ACTIVATIONS)]
+        positions = POSITIONS[i % len(POSITIONS)]
         yield pytest.param(
             task,
             attentions[i % len(attentions)],
@@ -54,7 +58,8 @@ def combinations(task: str) -> Iterator[Any]:
             position,
             activation,
             FEATURE_MAPS[i % len(FEATURE_MAPS)],
-            id=f"{task}-{'-'.join(a for a in attentions[i % len(attentions)] if a)}-{norm}-{position}-{activation}",
+            positions,
+            id=f"{task}-{'-'.join(a for a in attentions[i % len(attentions)] if a)}-{norm}-{position}-{activation}-{positions}",
         )
 
 
@@ -72,7 +77,7 @@ def _prepared(task: str, compose_config: Compose) -> Task:
 
 
 @pytest.mark.parametrize(
-    ("task", "attention", "norm", "position", "activation", "feature_map"),
+    ("task", "attention", "norm", "position", "activation", "feature_map", "positions"),
     [param for task in RECIPES for param in combinations(task)],
 )
 def test_every_choice_builds_and_trains_for_every_task(
@@ -83,6 +88,7 @@ def test_every_choice_builds_and_trains_for_every_task(
     position: NormPosition,
     activation: Activation,
     feature_map: str,
+    positions: Position,
 ) -> None:
     base = _prepared(task, compose_config)
     encoder, decoder, cross = attention
@@ -93,6 +99,7 @@ def test_every_choice_builds_and_trains_for_every_task(
         norm=norm,
         norm_position=position,
         activation=activation,
+        position=positions,
         dropout=0.0,
         encoder=replace(model_cfg.encoder, self_attention=encoder or "softmax"),
         decoder=replace(

@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from seq2seq.model import stack as stack_module
 from seq2seq.training import checkpoint as checkpoint_module
 from seq2seq.training.checkpoint import CheckpointManager, load_checkpoint
 from seq2seq.training.run import train
@@ -82,6 +83,33 @@ def test_resume_matches_an_unbroken_run(
     final_resumed = load_checkpoint(run / "checkpoints" / "step_00000008.pt")
     for name, tensor in final_unbroken["model"].items():
         torch.testing.assert_close(final_resumed["model"][name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_activation_checkpointing_trains_and_resumes_as_without_it(
+    compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trainer.activation_checkpointing=true under dropout: the losses of an unbroken run
+    without it, also when interrupted and resumed, and its layers did run checkpointed."""
+    checkpointed = []
+    original = stack_module.checkpoint
+
+    def counting_checkpoint(*args: Any, **kwargs: Any) -> Any:
+        checkpointed.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(stack_module, "checkpoint", counting_checkpoint)
+    unbroken = _record_losses(monkeypatch, stop_after=None)
+    train(compose_config(*RESUME_RUN), tmp_path / "unbroken")
+    assert not checkpointed
+
+    run = tmp_path / "checkpointed"
+    first = _record_losses(monkeypatch, stop_after=3)
+    train(compose_config(*RESUME_RUN, "trainer.activation_checkpointing=true"), run)
+    assert checkpointed
+    second = _record_losses(monkeypatch, stop_after=None)
+    resumed = ("trainer.activation_checkpointing=true", "trainer.resume=auto")
+    train(compose_config(*RESUME_RUN, *resumed), run)
+    assert first + second == pytest.approx(unbroken, rel=1e-5, abs=1e-6)
 
 
 def test_resume_true_with_no_checkpoint_starts_fresh(

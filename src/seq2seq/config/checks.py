@@ -18,7 +18,14 @@ import torch
 
 from seq2seq.config.command_line import typed_keys
 from seq2seq.config.data import BuiltinData, DataConfig, TokenizerConfig
-from seq2seq.config.model import AttentionKind, FeatureMap, ModelConfig, Norm, NormPosition
+from seq2seq.config.model import (
+    AttentionKind,
+    FeatureMap,
+    LinearBackend,
+    ModelConfig,
+    NormPosition,
+    Position,
+)
 from seq2seq.config.schema import TrainConfig
 from seq2seq.config.training import (
     OptimConfig,
@@ -35,6 +42,7 @@ from seq2seq.evaluation import get_metric
 from seq2seq.model.attention.backends import check_backend
 from seq2seq.model.attention.registry import ATTENTIONS
 from seq2seq.model.build import ModelKind, attention_fields, linear_settings, uses_linear_attention
+from seq2seq.model.norms import NORMS
 from seq2seq.training.devices import check_device_name
 
 
@@ -65,6 +73,9 @@ def _choices_text(fields: dict[str, AttentionKind]) -> str:
     return ", ".join(f"{field}={choice!r}" for field, choice in fields.items())
 
 
+POST_NORMS = tuple(name for name, positions in NORMS.items() if NormPosition.post in positions)
+"""The residual schemes that have a post-norm form."""
+
 FAVOR_ONLY = ("nb_features", "redraw_interval")
 """Linear-attention settings that only random features (FAVOR+) read."""
 
@@ -94,10 +105,10 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
     }.items():
         if not 0.0 <= p < 1.0:
             raise ValueError(f"{name}={p} must be in [0, 1)")
-    if cfg.norm_position == NormPosition.post and cfg.norm != Norm.layernorm:
+    if cfg.norm_position == NormPosition.post and cfg.norm not in POST_NORMS:
         raise ValueError(
             f"model.norm_position='post' is not available with model.norm={cfg.norm!r}; "
-            "choose 'pre' (post-norm exists for layernorm only)"
+            f"choose 'pre' (post-norm exists for {' and '.join(POST_NORMS)} only)"
         )
     for field_name, choice in built.items():
         kind_class = ATTENTIONS[choice]
@@ -115,6 +126,7 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
                 f"choose one of {valid}"
             )
     _check_linear(cfg, kind, built)
+    _check_rotary(cfg, built)
     if cfg.attention_dropout > 0 and AttentionKind.softmax not in built.values():
         raise ValueError(
             f"model.attention_dropout={cfg.attention_dropout} is read only by softmax "
@@ -159,6 +171,47 @@ def _check_linear(cfg: ModelConfig, kind: ModelKind, built: dict[str, AttentionK
     ):
         if value < least:
             raise ValueError(f"model.linear.{name}={value} must be >= {least}")
+
+
+def _check_rotary(cfg: ModelConfig, built: dict[str, AttentionKind]) -> None:
+    """Rotary positions turn pairs of columns: of q and k (width Dh) for softmax, of the
+    features (width m: Dh for elu and relu) for the linear kinds, which the Triton kernels
+    cannot do. Cross-attention is never turned, so only self-attention choices count."""
+    if cfg.position != Position.rotary:
+        return
+    head_dim = cfg.d_model // cfg.heads
+    if head_dim % 2:
+        even = [
+            h
+            for h in range(1, cfg.d_model + 1)
+            if cfg.d_model % h == 0 and (cfg.d_model // h) % 2 == 0
+        ]
+        raise ValueError(
+            f"model.position='rotary' turns the head width in pairs, but model.d_model="
+            f"{cfg.d_model} / model.heads={cfg.heads} = {head_dim} is odd; choose heads among "
+            f"{even}, or another model.position"
+        )
+    rotated = [
+        field
+        for field, choice in built.items()
+        if field.endswith(".self_attention") and ATTENTIONS[choice].uses_feature_map
+    ]
+    if not rotated:
+        return
+    settings = linear_settings(cfg)
+    if settings.feature_map == FeatureMap.favor and settings.nb_features % 2:
+        n = settings.nb_features
+        valid = f"{n - 1} or {n + 1}" if n > 1 else f"{n + 1}"
+        raise ValueError(
+            f"model.linear.nb_features={n} is odd, but model.position='rotary' turns the "
+            f"features of {rotated[0]} in pairs; choose {valid}"
+        )
+    if settings.backend == LinearBackend.triton:
+        raise ValueError(
+            "model.linear.backend='triton' has no rotary form, but model.position='rotary' "
+            f"turns the features of {rotated[0]}; choose 'auto' (the torch backend then runs "
+            "the rotary layers) or 'torch', or another model.position"
+        )
 
 
 # --- optimizer, schedule, trainer -------------------------------------------------------

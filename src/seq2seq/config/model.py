@@ -15,6 +15,7 @@ class AttentionKind(Choice):
 
 class Norm(Choice):
     layernorm = "layernorm"
+    rmsnorm = "rmsnorm"
     rezero = "rezero"
     prescalenorm = "prescalenorm"
 
@@ -36,6 +37,7 @@ class Activation(Choice):
 class Position(Choice):
     sinusoidal = "sinusoidal"
     learned = "learned"
+    rotary = "rotary"
 
 
 class FeatureMap(Choice):
@@ -82,7 +84,9 @@ class LinearAttentionConfig:
     feature_map: FeatureMap | None = None
     """`favor` (FAVOR+ random features, default), `elu` (elu+1) or `relu`."""
     nb_features: int | None = None
-    """FAVOR+ feature count m; default int(Dh * ln(Dh)) as in the Performer paper."""
+    """FAVOR+ feature count m; default int(Dh * ln(Dh)) as in the Performer paper, rounded up
+    to even under `model.position=rotary` (which turns the features in pairs; an odd m set
+    here is then an error)."""
     redraw_interval: int | None = None
     """Optimizer steps between FAVOR+ redraws (default 1000; 0 never redraws)."""
     chunk_size: int | None = None
@@ -110,13 +114,18 @@ class ModelConfig:
     attention_dropout: float = 0.0
     """Dropout on softmax attention probabilities."""
     norm: Norm = Norm.layernorm
-    """Residual scheme: `layernorm`, `rezero` or `prescalenorm` (set through the `norm` group)."""
+    """Residual scheme: `layernorm`, `rmsnorm`, `rezero` or `prescalenorm` (set through the
+    `norm` group)."""
     norm_position: NormPosition = NormPosition.pre
-    """`pre` or `post`; `post` exists for `layernorm` only."""
+    """`pre` or `post`; `post` exists for `layernorm` and `rmsnorm` only."""
     activation: Activation = Activation.gelu
     """`gelu`, `relu`, `silu`, or the gated `swiglu`, `geglu`, `reglu`."""
     position: Position = Position.sinusoidal
-    """Positions: `sinusoidal` or `learned`."""
+    """Positions: `sinusoidal` or `learned`, added to the embeddings; or `rotary` (RoFormer):
+    nothing added, the queries and keys of self-attention turned by their positions instead
+    (for the linear kinds, their features in the numerator only; see
+    `model/attention/rotary.py`). Cross-attention is never turned. `rotary` needs an even
+    head width d_model / heads; the linear kinds then run on the `torch` backend."""
     max_len: int = 512
     """Longest sequence (source or target, with bos/eos) the positions cover."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

@@ -85,6 +85,12 @@ class TrainerConfig:
     """`fp32`, `bf16` (autocast) or `fp16` (autocast + GradScaler, GPU only)."""
     compile: bool = False
     """Wrap the model in `torch.compile`."""
+    activation_checkpointing: bool = False
+    """Keep only each layer's input for the backward pass and recompute the layer there
+    (`torch.utils.checkpoint`, non-reentrant, in training only): activation memory of one
+    layer instead of all of them, for long contexts, for about one more forward pass of
+    time. Losses and gradients stay the same (dropout redraws the same masks), and it may
+    change on resume. Measured by `scripts/bench_long.py --checkpointing`."""
     device: str = "auto"
     """`auto` (cuda when available), `cpu`, `cuda`, `cuda:1`, ..."""
     tf32: bool = True

@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 from torch import nn
 
-from seq2seq.config.model import AttentionKind, FeatureMap, LinearBackend, ModelConfig
+from seq2seq.config.model import AttentionKind, FeatureMap, LinearBackend, ModelConfig, Position
 from seq2seq.model.activations import activation_spec
 from seq2seq.model.attention import ATTENTIONS, AttentionSettings, MultiHeadAttention
 from seq2seq.model.attention.feature_maps import FeatureMapFactory, make_feature_map_factory
 from seq2seq.model.attention.registry import build_attention
+from seq2seq.model.attention.rotary import Rotary
 from seq2seq.model.embedding import TokenEmbedding, make_positions
 from seq2seq.model.feedforward import FeedForward
 from seq2seq.model.layer import PerformerLayer
@@ -73,9 +74,12 @@ def linear_settings(cfg: ModelConfig) -> LinearSettings:
     def given(value: Any, default: Any) -> Any:
         return default if value is None else value
 
+    nb_features = max(1, int(head_dim * math.log(head_dim)))
+    if cfg.position == Position.rotary:  # rotary turns the features in pairs
+        nb_features += nb_features % 2
     return LinearSettings(
         feature_map=given(linear.feature_map, DEFAULT_FEATURE_MAP),
-        nb_features=given(linear.nb_features, max(1, int(head_dim * math.log(head_dim)))),
+        nb_features=given(linear.nb_features, nb_features),
         redraw_interval=given(linear.redraw_interval, DEFAULT_REDRAW_INTERVAL),
         chunk_size=given(linear.chunk_size, DEFAULT_CHUNK_SIZE),
         backend=given(linear.backend, LinearBackend.auto),
@@ -92,9 +96,13 @@ class _Builder:
             self.linear.feature_map, nb_features=self.linear.nb_features, seed=seed
         )
         self.scheme = norm_scheme(cfg.norm, cfg.norm_position)
+        self.rotary = Rotary() if cfg.position == Position.rotary else None
         self.layer_count = 0
 
-    def attention(self, name: AttentionKind, *, causal: bool) -> MultiHeadAttention:
+    def attention(
+        self, name: AttentionKind, *, causal: bool, cross: bool = False
+    ) -> MultiHeadAttention:
+        """Self-attention (or `cross`-attention, which rotary positions never turn)."""
         cfg = self.cfg
         self.layer_count += 1
         layer_id, head_dim = self.layer_count, cfg.d_model // cfg.heads
@@ -105,7 +113,12 @@ class _Builder:
             chunk_size=self.linear.chunk_size,
             backend=self.linear.backend,
         )
-        return MultiHeadAttention(cfg.d_model, cfg.heads, build_attention(name, settings))
+        return MultiHeadAttention(
+            cfg.d_model,
+            cfg.heads,
+            build_attention(name, settings),
+            rotary=None if cross else self.rotary,
+        )
 
     def layer(
         self, self_attention: AttentionKind, cross_attention: AttentionKind | None, causal: bool
@@ -116,7 +129,7 @@ class _Builder:
             self_attention=self.attention(self_attention, causal=causal),
             cross_attention=None
             if cross_attention is None
-            else self.attention(cross_attention, causal=False),
+            else self.attention(cross_attention, causal=False, cross=True),
             feedforward=FeedForward(
                 cfg.d_model,
                 cfg.d_ff,

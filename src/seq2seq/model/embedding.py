@@ -1,4 +1,4 @@
-"""Token embeddings (scaled by sqrt(D)) and positions (`learned` or `sinusoidal`)."""
+"""Token embeddings (scaled by sqrt(D)) and positions (`learned`, `sinusoidal` or `rotary`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class TokenEmbedding(nn.Embedding):
 
 
 class Positions(nn.Module):
-    """`forward(length, offset) -> (length, D)`: positions offset..offset+length-1."""
+    """`forward(x, offset)`: the embeddings `x: (B, L, D)` of positions offset..offset+L-1
+    with their positions added, `(B, L, D)`."""
 
     max_len: int
 
@@ -35,7 +36,7 @@ class Positions(nn.Module):
                 "raise model.max_len or lower data.max_source_len / data.max_target_len"
             )
 
-    def forward(self, length: int, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         raise NotImplementedError
 
 
@@ -46,9 +47,10 @@ class LearnedPositions(Positions):
         self.embedding = nn.Embedding(max_len, d_model)
         nn.init.normal_(self.embedding.weight, std=d_model**-0.5)
 
-    def forward(self, length: int, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        length = x.shape[1]
         self._check(length, offset)
-        return self.embedding.weight[offset : offset + length]
+        return x + self.embedding.weight[offset : offset + length]
 
 
 class SinusoidalPositions(Positions):
@@ -68,14 +70,30 @@ class SinusoidalPositions(Positions):
         table[:, 1::2] = torch.cos(position * frequency[: d_model // 2])
         self.register_buffer("table", table, persistent=False)
 
-    def forward(self, length: int, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        length = x.shape[1]
         self._check(length, offset)
-        return self.table[offset : offset + length]
+        return x + self.table[offset : offset + length]
+
+
+class RotaryPositions(Positions):
+    """Adds nothing: rotary positions turn the queries and keys of self-attention instead
+    (`attention/rotary.py`, built by build.py). Sequences stay within `max_len`, as with
+    the other kinds, so every position choice accepts the same data."""
+
+    def __init__(self, max_len: int, d_model: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        self._check(x.shape[1], offset)
+        return x
 
 
 POSITIONS: dict[str, type[Positions]] = {
     "learned": LearnedPositions,
     "sinusoidal": SinusoidalPositions,
+    "rotary": RotaryPositions,
 }
 
 

@@ -68,11 +68,12 @@ class PerformerLayer(nn.Module):
         return LayerState(self_attention=None, context_keys=keys, context_values=values)
 
     def step(
-        self, x: Tensor, state: LayerState, context_mask: Tensor | None
+        self, x: Tensor, state: LayerState, context_mask: Tensor | None, *, position: int
     ) -> tuple[Tensor, LayerState]:
-        """One decoding position: `x: (B, 1, D)` -> `(B, 1, D)` and the updated state."""
+        """One decoding position: `x: (B, 1, D)` at `position` -> `(B, 1, D)` and the
+        updated state."""
         attended, self_state = self.self_attention.step(
-            self.self_residual.pre(x), state.self_attention
+            self.self_residual.pre(x), state.self_attention, position=position
         )
         x = self.self_residual.post(x, attended)
         if self.cross_attention is not None:

@@ -4,6 +4,7 @@ A scheme splits the wrapper into `pre(x)` (what the sublayer sees) and `post(x, 
 output `y` rejoins the stream), so full passes and one-token decoding steps share one path:
 - `layernorm`, pre: `x + f(LN(x))`, with a final LayerNorm on the stack;
 - `layernorm`, post: `LN(x + f(x))`, no final norm;
+- `rmsnorm`, pre or post: the same with RMSNorm in place of LayerNorm;
 - `rezero`: `x + alpha * f(x)`, alpha a scalar initialised to 0, no norm at all;
 - `prescalenorm`: `x + f(g * x / ||x||)`, g initialised to sqrt(D), with a final ScaleNorm.
 """
@@ -13,8 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.model.dropout import Dropout
@@ -30,6 +33,24 @@ class ScaleNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.scale * x / x.norm(dim=-1, keepdim=True).clamp(min=self.eps)
+
+
+class RMSNorm(nn.Module):
+    """`g * x / sqrt(mean(x^2) + eps)` over the last dim, g a learned vector initialised to 1
+    (Zhang & Sennrich, 2019): LayerNorm without the mean and the bias."""
+
+    def __init__(self, d_model: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """`x: (..., D) -> (..., D)`."""
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+NormFactory = Callable[[int], nn.Module]
+"""`d_model -> norm module`: LayerNorm or RMSNorm."""
 
 
 class Residual(nn.Module):
@@ -50,18 +71,18 @@ class Residual(nn.Module):
 
 
 class PreNormResidual(Residual):
-    def __init__(self, d_model: int, dropout: float) -> None:
+    def __init__(self, d_model: int, dropout: float, norm: NormFactory = nn.LayerNorm) -> None:
         super().__init__(dropout)
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = norm(d_model)
 
     def pre(self, x: Tensor) -> Tensor:
         return self.norm(x)
 
 
 class PostNormResidual(Residual):
-    def __init__(self, d_model: int, dropout: float) -> None:
+    def __init__(self, d_model: int, dropout: float, norm: NormFactory = nn.LayerNorm) -> None:
         super().__init__(dropout)
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = norm(d_model)
 
     def post(self, x: Tensor, y: Tensor) -> Tensor:
         return self.norm(x + self.dropout(y))
@@ -100,6 +121,10 @@ NORMS: dict[str, dict[str, NormScheme]] = {
     "layernorm": {
         "pre": NormScheme(PreNormResidual, nn.LayerNorm),
         "post": NormScheme(PostNormResidual, lambda d_model: nn.Identity()),
+    },
+    "rmsnorm": {
+        "pre": NormScheme(partial(PreNormResidual, norm=RMSNorm), RMSNorm),
+        "post": NormScheme(partial(PostNormResidual, norm=RMSNorm), lambda d_model: nn.Identity()),
     },
     "rezero": {"pre": NormScheme(ReZeroResidual, lambda d_model: nn.Identity())},
     "prescalenorm": {"pre": NormScheme(PreScaleNormResidual, ScaleNorm)},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from seq2seq.model.attention.feature_maps import redraw_feature_maps
-from seq2seq.model.stack import DecoderState, PerformerDecoder, PerformerEncoder
+from seq2seq.model.stack import DecoderState, LayerStack, PerformerDecoder, PerformerEncoder
 
 
 class PerformerModel(nn.Module):
@@ -20,6 +20,13 @@ class PerformerModel(nn.Module):
         FAVOR+ projections every `redraw_interval` steps (0: never), from `(seed, layer,
         step // interval)`, so a resumed run draws as an unbroken one."""
         redraw_feature_maps(self, optimizer_step=step, interval=self.redraw_interval)
+
+    def checkpoint_activations(self, enabled: bool = True) -> None:
+        """Recompute every layer in the backward pass instead of keeping its activations
+        (`trainer.activation_checkpointing`); training only, same losses and gradients."""
+        for module in self.modules():
+            if isinstance(module, LayerStack):
+                module.checkpoint_layers = enabled
 
 
 class EncoderDecoderTransformer(PerformerModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from seq2seq.model.dropout import Dropout
 from seq2seq.model.embedding import Positions, TokenEmbedding
@@ -30,10 +32,23 @@ class LayerStack(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.final_norm = final_norm
         self.dropout = Dropout(dropout)
+        self.checkpoint_layers = False
+        """Recompute each layer in the backward pass instead of keeping its activations
+        (`PerformerModel.checkpoint_activations`)."""
 
     def embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
         """`tokens: (B, L)` at positions offset.. -> `(B, L, D)`."""
-        return self.dropout(self.embedding(tokens) + self.positions(tokens.shape[1], offset))
+        return self.dropout(self.positions(self.embedding(tokens), offset))
+
+    def run_layer(self, layer: nn.Module, *inputs: Tensor | None) -> Tensor:
+        """`layer(*inputs)`; when training with `checkpoint_layers`, under a non-reentrant
+        checkpoint: only the inputs are kept for backward, where the layer runs again with
+        the RNG state of its first run (the same dropout masks)."""
+        if self.checkpoint_layers and self.training and torch.is_grad_enabled():
+            out: Tensor = checkpoint(layer, *inputs, use_reentrant=False)
+            return out
+        result: Tensor = layer(*inputs)
+        return result
 
 
 class PerformerEncoder(LayerStack):
@@ -41,7 +56,7 @@ class PerformerEncoder(LayerStack):
         """`tokens: (B, S)`, `mask: (B, S)` True where real -> `(B, S, D)`."""
         x = self.embed(tokens)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = self.run_layer(layer, x, mask)
         return self.final_norm(x)
 
 
@@ -108,7 +123,7 @@ class PerformerDecoder(LayerStack):
         -> logits `(B, T, V)`."""
         x = self.embed(tokens)
         for layer in self.layers:
-            x = layer(x, mask, context, context_mask)
+            x = self.run_layer(layer, x, mask, context, context_mask)
         return self.output(self.final_norm(x))
 
     def init_state(
@@ -124,7 +139,7 @@ class PerformerDecoder(LayerStack):
         layers = []
         for layer, layer_state in zip(self.layers, state.layers, strict=True):
             assert isinstance(layer, PerformerLayer)
-            x, layer_state = layer.step(x, layer_state, state.context_mask)
+            x, layer_state = layer.step(x, layer_state, state.context_mask, position=state.position)
             layers.append(layer_state)
         logits = self.output(self.final_norm(x))[:, 0]
         return logits, DecoderState(layers, state.context_mask, state.position + 1)

@@ -72,6 +72,7 @@ RESULT_FREE = (
     "trainer.threads",
     "trainer.device",
     "trainer.compile",
+    "trainer.activation_checkpointing",
     "trainer.log_every",
     "trainer.num_samples",
     "trainer.keep_last",

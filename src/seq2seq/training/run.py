@@ -333,6 +333,7 @@ def _model(
     cfg: TrainConfig, task: Task, point: ResumePoint | None, device: torch.device
 ) -> nn.Module:
     model = task.build_model()
+    model.checkpoint_activations(cfg.trainer.activation_checkpointing)
     if point is not None:
         model.load_state_dict(strip_prefixes(point.checkpoint["model"]))
     model.to(device)

@@ -6,7 +6,8 @@
   (`TRITON_INTERPRET=1`, which the tests use).
 - `auto`: `triton` for CUDA tensors where triton imports, `torch` everywhere else, silently.
 
-Decoding steps (`step`) always run in PyTorch: one position needs no kernel.
+Decoding steps (`step`) always run in PyTorch: one position needs no kernel; so do layers
+under rotary positions (`auto` picks `torch` for them; `triton` is refused).
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def check_backend(backend: str) -> None:
         raise ValueError(
             "model.linear.backend='triton' needs the triton package, which is not installed: "
             "install the gpu extra (pip install 'seq2seq[gpu]'), or choose 'auto' or 'torch'"
+        )
+
+
+def check_rotary_backend(backend: str) -> None:
+    """The Triton kernels have no rotary form: `auto` runs rotary layers in PyTorch, an
+    explicit `triton` is refused (`seq2seq.config.checks` says so first, naming both fields)."""
+    if backend == "triton":
+        raise ValueError(
+            "model.linear.backend='triton' has no rotary form, but model.position='rotary'; "
+            "choose 'auto' (rotary layers then run in PyTorch) or 'torch'"
         )
 
 

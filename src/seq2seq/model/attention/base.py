@@ -1,7 +1,9 @@
 """The interface every attention kind shares.
 
-`forward(q, k, v, key_padding_mask)` attends per-head tensors; causal kinds also have
-`step(q, k, v, state)`, which attends one new position given the state of the prefix.
+`forward(q, k, v, key_padding_mask, rotary)` attends per-head tensors; causal kinds also
+have `step(q, k, v, state, rotary)`, which attends one new position given the state of the
+prefix. `rotary` (self-attention under `model.position=rotary`, else None) gives the rows'
+positions; each kind applies it in its own way (`rotary.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.model.attention.feature_maps import FeatureMap
+from seq2seq.model.attention.rotary import Rotary
 
 AttentionState = dict[str, Tensor]
 """Per-layer decoding state; every tensor has the batch on dim 0 so beams can reorder it."""
@@ -61,13 +64,26 @@ class Attention(nn.Module):
         """This kind built from the settings it reads."""
         raise NotImplementedError
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_padding_mask: Tensor | None,
+        rotary: Rotary | None = None,
+    ) -> Tensor:
         raise NotImplementedError
 
     def step(
-        self, q: Tensor, k: Tensor, v: Tensor, state: AttentionState | None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        state: AttentionState | None,
+        rotary: Rotary | None = None,
     ) -> tuple[Tensor, AttentionState]:
-        """Attend position t given the prefix's state: `q, k, v: (B, H, 1, Dh)`."""
+        """Attend position t given the prefix's state: `q, k, v: (B, H, 1, Dh)`; `rotary`,
+        if given, is at position t."""
         raise NotImplementedError(f"{type(self).__name__} has no incremental step")
 
 

@@ -2,7 +2,8 @@
 
 `out_i = phi(q_i) (sum_j phi(k_j) v_j^T) / (phi(q_i) . sum_j phi(k_j))`: O(L m Dh) time,
 no L x L matrix. Padded keys get zero features, so they add nothing to either sum. The
-arithmetic lives in the backends (`backends.py`): PyTorch, or fused Triton kernels.
+arithmetic lives in the backends (`backends.py`): PyTorch, or fused Triton kernels. Under
+rotary positions the numerator's features are rotated (`rotary.py`), in PyTorch.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from seq2seq.model.attention import torch_backend
-from seq2seq.model.attention.backends import check_backend, runs_triton
+from seq2seq.model.attention.backends import check_backend, check_rotary_backend, runs_triton
 from seq2seq.model.attention.base import Attention, AttentionSettings
 from seq2seq.model.attention.feature_maps import FeatureMap
+from seq2seq.model.attention.rotary import Rotary
 
 
 class LinearAttention(Attention):
@@ -30,7 +32,19 @@ class LinearAttention(Attention):
         assert settings.feature_map is not None and not settings.causal
         return cls(settings.feature_map(), backend=settings.backend)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_padding_mask: Tensor | None,
+        rotary: Rotary | None = None,
+    ) -> Tensor:
+        if rotary is not None:
+            check_rotary_backend(self.backend)
+            return torch_backend.rotary_linear_attention(
+                q, k, v, key_padding_mask, self.feature_map, rotary
+            )
         if runs_triton(self.backend, q.device):
             from seq2seq.model.attention import triton_backend
 

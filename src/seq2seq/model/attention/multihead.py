@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from seq2seq.model.attention.base import Attention, AttentionState
+from seq2seq.model.attention.rotary import Rotary
 from seq2seq.model.attention.softmax import SoftmaxAttention
 
 
@@ -14,13 +15,18 @@ class MultiHeadAttention(nn.Module):
     Self-attention passes no `context`; cross-attention passes the encoder output.
     For decoding, `step` runs causal self-attention one position at a time, and
     `project_context` computes the cross-attention keys and values once per source.
+    `rotary` (self-attention under rotary positions) goes to the attention kind with the
+    rows' positions: 0.. for a whole sequence, the decoding position for a step.
     """
 
-    def __init__(self, d_model: int, num_heads: int, attention: Attention) -> None:
+    def __init__(
+        self, d_model: int, num_heads: int, attention: Attention, *, rotary: Rotary | None = None
+    ) -> None:
         super().__init__()
         assert d_model % num_heads == 0, (d_model, num_heads)
         self.num_heads = num_heads
         self.attention = attention
+        self.rotary = rotary
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -54,14 +60,23 @@ class MultiHeadAttention(nn.Module):
 
         `key_padding_mask: (B, Lk)` marks the real keys (of `context`, or of `x`).
         """
-        keys, values = self.project_context(x if context is None else context)
-        return self.attend(x, keys, values, key_padding_mask)
+        if context is not None:
+            assert self.rotary is None, "rotary positions turn self-attention only"
+            keys, values = self.project_context(context)
+            return self.attend(x, keys, values, key_padding_mask)
+        keys, values = self.project_context(x)
+        queries = self._heads(self.q_proj(x))
+        return self._merge(self.attention(queries, keys, values, key_padding_mask, self.rotary))
 
-    def step(self, x: Tensor, state: AttentionState | None) -> tuple[Tensor, AttentionState]:
-        """Causal self-attention for one new position `x: (B, 1, D)`."""
+    def step(
+        self, x: Tensor, state: AttentionState | None, *, position: int
+    ) -> tuple[Tensor, AttentionState]:
+        """Causal self-attention for one new position `x: (B, 1, D)` at `position` (counted
+        from 0, the first token of the sequence)."""
         q = self._heads(self.q_proj(x))
         k, v = self.project_context(x)
-        out, state = self.attention.step(q, k, v, state)
+        rotary = None if self.rotary is None else self.rotary.at(position)
+        out, state = self.attention.step(q, k, v, state, rotary)
         return self._merge(out), state
 
     def attention_weights(
@@ -73,4 +88,8 @@ class MultiHeadAttention(nn.Module):
                 f"attention weights exist for softmax attention only, not {type(self.attention).__name__}"
             )
         keys, _ = self.project_context(x if context is None else context)
-        return self.attention.weights(self._heads(self.q_proj(x)), keys, key_padding_mask)
+        rotary = self.rotary if context is None else None
+        return self.attention.weights(self._heads(self.q_proj(x)), keys, key_padding_mask, rotary)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, rotary={self.rotary is not None}"

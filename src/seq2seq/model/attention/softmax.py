@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seq2seq.model.attention.base import Attention, AttentionSettings, AttentionState
+from seq2seq.model.attention.rotary import Rotary
 
 
 def _padding_and_causal_mask(
@@ -31,7 +32,8 @@ class SoftmaxAttention(Attention):
 
     SDPA gets `is_causal` only when there is no padding mask; otherwise one explicit mask
     holds both. Query rows with no key to attend (an all-padding sequence) give zeros, not
-    the NaN that a fully masked softmax row would.
+    the NaN that a fully masked softmax row would. Rotary positions turn q and k before
+    the product (the KV cache holds turned keys).
     """
 
     supports_causal = True
@@ -46,8 +48,17 @@ class SoftmaxAttention(Attention):
     def from_settings(cls, settings: AttentionSettings) -> SoftmaxAttention:
         return cls(causal=settings.causal, dropout=settings.dropout)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_padding_mask: Tensor | None,
+        rotary: Rotary | None = None,
+    ) -> Tensor:
         dropout = self.dropout if self.training else 0.0
+        if rotary is not None:
+            q, k = rotary.rotate(q), rotary.rotate(k)
         if key_padding_mask is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal)
         mask = _padding_and_causal_mask(
@@ -59,12 +70,19 @@ class SoftmaxAttention(Attention):
         return out.masked_fill(empty, 0.0)
 
     def step(
-        self, q: Tensor, k: Tensor, v: Tensor, state: AttentionState | None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        state: AttentionState | None,
+        rotary: Rotary | None = None,
     ) -> tuple[Tensor, AttentionState]:
         """The KV cache is preallocated and doubled when full, so a step writes one
         position in place instead of copying the whole cache; `length: (B,)` holds the
         filled size (a tensor, so beam reordering selects it like everything else).
         A state is consumed by `step`: step it once, or `reorder` (which copies) first."""
+        if rotary is not None:
+            q, k = rotary.rotate(q), rotary.rotate(k)
         if state is None:
             capacity = 64
             state = {
@@ -85,8 +103,12 @@ class SoftmaxAttention(Attention):
         )
         return out, {"k": keys, "v": values, "length": lengths + 1}
 
-    def weights(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    def weights(
+        self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None, rotary: Rotary | None = None
+    ) -> Tensor:
         """Attention probabilities `(B, H, Lq, Lk)`, for inspecting attention maps."""
+        if rotary is not None:
+            q, k = rotary.rotate(q), rotary.rotate(k)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
         mask = _padding_and_causal_mask(
             key_padding_mask, q.shape[-2], k.shape[-2], self.causal, q.device

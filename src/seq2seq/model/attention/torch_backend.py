@@ -11,6 +11,11 @@ The gradient, with `N = [num, den] = A [v, 1]` for the (causally masked) weights
 gradient with respect to N, and then `dphi(q) = (G [v, 1]^T) phi(k)`, `dphi(k) = (G [v, 1]^T)^T
 phi(q)`, `d[v, 1] = A^T G`, each masked as A is; the causal kind computes them chunk by chunk
 like its forward, with states carried forwards (for `dphi(q)`) and backwards (for the rest).
+
+Under rotary positions the numerator takes rotated features and the normalizer the plain
+ones (RoFormer's eq. 19, `rotary.py`): two products instead of one, written with PyTorch
+ops and run under a non-reentrant `torch.utils.checkpoint`, so these too keep nothing but
+their inputs for the backward pass and recompute the rest there.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from seq2seq.model.attention.base import SMALLEST_DENOMINATOR, float32_region
 from seq2seq.model.attention.feature_maps import FeatureMap
+from seq2seq.model.attention.rotary import Rotary
 
 
 def masked_features(
@@ -53,7 +60,12 @@ def normalized(numerator_and_denominator: Tensor) -> Tensor:
     numerator, denominator = numerator_and_denominator.split(
         [numerator_and_denominator.shape[-1] - 1, 1], dim=-1
     )
-    # A row with no weight at all (every feature 0) gives 0 and passes no gradient.
+    return divided(numerator, denominator)
+
+
+def divided(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """`numerator: (..., X) / denominator: (..., 1)`; a row with no weight at all (every
+    feature 0) gives 0 and passes no gradient."""
     return (numerator / denominator.clamp_min(SMALLEST_DENOMINATOR)).masked_fill_(
         denominator <= 0, 0.0
     )
@@ -269,3 +281,86 @@ def causal_linear_attention(
     with float32_region(q.device):
         out: Tensor = _CausalLinearAttention.apply(q, k, v, key_padding_mask, feature_map, chunk)
     return out
+
+
+# --- rotary positions (RoFormer's eq. 19) ---------------------------------------------------
+
+
+def _rotary_linear(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None,
+    feature_map: FeatureMap,
+    rotary: Rotary,
+) -> Tensor:
+    q_features, k_features = masked_features(feature_map, q, k, key_padding_mask, all_keys=True)
+    state = rotary.rotate(k_features).transpose(-1, -2) @ v.float()  # (B, H, m, Dh)
+    numerator = rotary.rotate(q_features) @ state
+    denominator = q_features @ k_features.sum(-2).unsqueeze(-1)  # (B, H, L, 1)
+    return divided(numerator, denominator).to(v.dtype)
+
+
+def _rotary_causal_linear(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None,
+    feature_map: FeatureMap,
+    rotary: Rotary,
+    chunk: int,
+) -> Tensor:
+    q_features, k_features = masked_features(feature_map, q, k, key_padding_mask, all_keys=False)
+    numerator = causal_chunk_products(
+        rotary.rotate(q_features), rotary.rotate(k_features), v.float(), chunk
+    )
+    # The normalizer needs no chunked product: phi(q_i) . sum_{j <= i} phi(k_j).
+    denominator = (q_features * k_features.cumsum(-2)).sum(-1, keepdim=True)
+    return divided(numerator, denominator).to(v.dtype)
+
+
+def _recomputed_in_backward(function: Any, *args: Any) -> Tensor:
+    """`function(*args)`, keeping only its inputs for backward, where it runs again."""
+    out: Tensor
+    if torch.is_grad_enabled():
+        out = checkpoint(function, *args, use_reentrant=False, preserve_rng_state=False)
+    else:
+        out = function(*args)
+    return out
+
+
+def rotary_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None,
+    feature_map: FeatureMap,
+    rotary: Rotary,
+) -> Tensor:
+    """Non-causal linear self-attention under rotary positions, `(B, H, L, Dh)` in v's dtype:
+    rotated features in the numerator, plain ones in the normalizer.
+
+    `q, k, v: (B, H, L, Dh)`, `key_padding_mask: (B, L)` True where real."""
+    with float32_region(q.device):
+        return _recomputed_in_backward(
+            _rotary_linear, q, k, v, key_padding_mask, feature_map, rotary
+        )
+
+
+def rotary_causal_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None,
+    feature_map: FeatureMap,
+    rotary: Rotary,
+    *,
+    chunk_size: int,
+) -> Tensor:
+    """Causal linear attention under rotary positions, in chunks of `chunk_size`:
+    `(B, H, L, Dh)` in v's dtype. `q, k, v: (B, H, L, Dh)`, `key_padding_mask: (B, L)`."""
+    chunk = max(1, min(chunk_size, q.shape[2]))
+    with float32_region(q.device):
+        return _recomputed_in_backward(
+            _rotary_causal_linear, q, k, v, key_padding_mask, feature_map, rotary, chunk
+        )
