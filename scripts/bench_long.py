@@ -4,9 +4,10 @@ the causal linear kinds, in the same process.
 Model: a byte-level decoder-only LM built by `build_model` (default d_model 256, 8 heads of
 width 32, d_ff 1024, 4 layers, vocabulary 260, dropout 0.1, pre-LayerNorm, sinusoidal
 positions), the same for every kind but its decoder self-attention:
-  `softmax`              SDPA with `is_causal` (no padding mask: packed blocks have none);
-  `softmax/masked`       SDPA given the all-true padding mask the language_modeling task
-                         passes today: the explicit (B, 1, L, L) mask SDPA then needs;
+  `softmax`              SDPA with `is_causal`: no padding mask, as the language_modeling
+                         task trains (its padding is on the right, unseen by causal rows);
+  `softmax/masked`       SDPA given an all-true padding mask: the explicit (B, 1, L, L)
+                         mask SDPA then needs (what the task passed before 2026-12-02);
   `causal_linear/favor`  FAVOR+ features (m = Dh ln Dh), `model.linear.backend=auto`
                          (Triton kernels on CUDA, the torch backend elsewhere);
   `causal_linear/elu`    elu + 1 features.

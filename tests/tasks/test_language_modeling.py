@@ -18,9 +18,10 @@ from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.model import DecoderConfig, ModelConfig
 from seq2seq.model import build_model
 from seq2seq.prediction import generate_from_config
-from seq2seq.tasks.language_modeling_data import make_blocks
-from seq2seq.tasks.language_modeling_evaluation import continue_prompts
-from seq2seq.training.run import run_training, train
+from seq2seq.tasks.language_modeling import LanguageModelingTask
+from seq2seq.tasks.language_modeling_data import BLOCK, make_blocks
+from seq2seq.tasks.language_modeling_evaluation import collate_blocks, continue_prompts
+from seq2seq.training.run import checked_config, run_training, train
 
 Compose = Callable[..., DictConfig]
 EOS = 3
@@ -103,6 +104,29 @@ def test_greedy_continuation_is_the_argmax_of_the_full_forward_pass(decoder: str
                 logits[[0, 2, EOS]] = -math.inf  # pad, bos; eos forbidden before min_len
                 sequence.append(int(logits.argmax()))
         assert nbest[0].tokens == sequence[len(prompt) :]
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "causal_linear"])
+def test_a_blocks_loss_is_the_same_beside_longer_blocks(
+    decoder: str, compose_config: Compose
+) -> None:
+    """Blocks batched with longer ones are padded on the right and given to the model with
+    no padding mask: their loss and gradients are those they have alone."""
+    task = LanguageModelingTask(checked_config(compose_config("experiment=lm_dyck")))
+    model = _lm(decoder)
+    blocks = [[EOS, 5, 6, 7, 8, 9, 4, 5, 6], [EOS, 9, 4], [EOS, 4, 4, 8, 5]]
+
+    def loss_and_gradients(chosen: list[list[int]]) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        sums = task.loss(model, collate_blocks([{BLOCK: block} for block in chosen]))
+        sums.loss.backward()
+        return float(sums.loss.detach()), [p.grad.clone() for p in model.parameters()]
+
+    together, together_grads = loss_and_gradients(blocks)
+    alone = [loss_and_gradients([block]) for block in blocks]
+    assert together == pytest.approx(sum(loss for loss, _ in alone), rel=1e-5)
+    for i, grad in enumerate(together_grads):
+        torch.testing.assert_close(grad, sum(grads[i] for _, grads in alone), atol=1e-5, rtol=1e-4)
 
 
 def test_a_continuation_stops_at_the_positions_left(compose_config: Compose) -> None:

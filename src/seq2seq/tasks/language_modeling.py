@@ -206,7 +206,7 @@ class LanguageModelingTask(Task):
 
     def loss(self, model: nn.Module, batch: LanguageModelBatch) -> LossSums:
         return label_smoothed_cross_entropy(
-            model(batch.tokens, batch.mask),
+            model(batch.tokens, None),  # see LanguageModelBatch
             batch.targets,
             pad_id=PAD_ID,
             smoothing=self.cfg.trainer.label_smoothing,
