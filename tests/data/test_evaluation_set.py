@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import datasets
+import pytest
 
 from seq2seq.tasks.seq2seq_evaluation import evaluation_set
 from seq2seq.tokenizer import train_tokenizer
 
 
-def test_references_are_normalized_like_decoded_hypotheses_and_merged(tmp_path: Path) -> None:
+def test_references_are_normalized_like_decoded_hypotheses_and_merged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     targets = ["HH AH  L OW ", " HH EH L OW", "HH  AH L OW", "\ufb01 X"]
     tokenizer = train_tokenizer(
         ["HH AH L OW", "HH EH L OW", "fi X"],
@@ -27,7 +31,10 @@ def test_references_are_normalized_like_decoded_hypotheses_and_merged(tmp_path: 
             "target_ids": [tokenizer.encode(t) for t in targets],
         }
     )
-    evaluation = evaluation_set(split, tokenizer)
+    with caplog.at_level(logging.INFO):
+        evaluation = evaluation_set(split, tokenizer, "test split")
+    assert "test split: 2 of 4 examples repeat an earlier source" in caplog.text
+    assert "(2 scored)" in caplog.text
     assert evaluation.sources == ["hello", "fix"]
     # The first and third targets differ only in spacing: one reference.
     assert evaluation.references == [["HH AH L OW", "HH EH L OW"], ["fi X"]]

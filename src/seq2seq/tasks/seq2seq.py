@@ -184,7 +184,7 @@ class Seq2SeqTask(Task):
         cfg = self.cfg
         return Seq2SeqEvaluator(
             model=cast(EncoderDecoderTransformer, model),
-            data=evaluation_set(self.split(split), self.target_tokenizer),
+            data=evaluation_set(self.split(split), self.target_tokenizer, f"{split} split"),
             target_tokenizer=self.target_tokenizer,
             generation=decoding_settings(cfg, cfg.generation),
             metrics=cfg.trainer.metrics,
@@ -271,7 +271,7 @@ class Seq2SeqTask(Task):
         cleaned, _ = clean_role(
             tokenized[split], split, data=cfg.data, length_limits=length_limits(cfg)
         )
-        return evaluation_set(cleaned, self.target_tokenizer)
+        return evaluation_set(cleaned, self.target_tokenizer, f"{split} split")
 
 
 def encode_lines(lines: Sequence[str], tokenizer: Tokenizer, *, max_len: int) -> list[list[int]]:

@@ -61,9 +61,12 @@ class EvaluationSet:
             raise ValueError(f"evaluation set columns differ in length: {sorted(sizes)}")
 
 
-def evaluation_set(split: datasets.Dataset, target_tokenizer: Tokenizer) -> EvaluationSet:
+def evaluation_set(
+    split: datasets.Dataset, target_tokenizer: Tokenizer, name: str = "split"
+) -> EvaluationSet:
     """One entry per distinct source; the targets of repeated sources become alternative
-    references (a word with several pronunciations, a sentence with several translations).
+    references (a word with several pronunciations, a sentence with several translations),
+    logged with their count: predictions then hold one line per distinct source.
 
     References are normalized as the target tokenizer's `decode` writes hypotheses (NFKC,
     whitespace collapsed), so a perfect output matches its reference exactly."""
@@ -81,6 +84,17 @@ def evaluation_set(split: datasets.Dataset, target_tokenizer: Tokenizer) -> Eval
         first[source] = len(keep)
         keep.append(index)
         references.append([reference])
+    repeated = len(rows["source"]) - len(keep)
+    if repeated:
+        log.info(
+            "%s: %d of %d examples repeat an earlier source; each distinct source is decoded "
+            "and scored once, with the targets of its repeats as alternative references "
+            "(%d scored)",
+            name,
+            repeated,
+            len(rows["source"]),
+            len(keep),
+        )
     return EvaluationSet(
         source_ids=[rows["source_ids"][i] for i in keep],
         target_ids=[rows["target_ids"][i] for i in keep],
