@@ -5,6 +5,7 @@ whose figures seq2seq-generate and seq2seq-evaluate reproduce."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,7 @@ def test_a_continuation_stops_at_the_positions_left(compose_config: Compose) -> 
     )
     # The prompt takes 61 of the 64 positions; each output token is fed back in turn.
     assert len(nbest[0].tokens) == 64 - len(long_prompt)
+    assert nbest[0].at_limit
 
 
 @pytest.mark.parametrize(
@@ -220,25 +222,36 @@ def test_a_run_trains_and_generate_plus_evaluate_reproduce_its_test_figures(
     compose_generate: Compose,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     run = tmp_path / "run"
-    train(compose_config(*LM, "trainer.max_steps=6", "trainer.eval_every=3"), run)
+    limit = "generation.max_new_tokens=12"
+    with caplog.at_level(logging.WARNING):
+        train(compose_config(*LM, "trainer.max_steps=6", "trainer.eval_every=3", limit), run)
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]
-    assert set(test) == {"loss", "ppl", "bpb", "dyck"}
+    assert set(test) == {"loss", "ppl", "bpb", "dyck", "at_length_limit"}
     # A byte tokenizer's tokens are the bytes (and one end per document), so without label
     # smoothing bits per byte is the loss in bits.
     assert test["bpb"] == pytest.approx(test["loss"] / math.log(2), rel=1e-4)
     assert test["ppl"] == pytest.approx(math.exp(test["loss"]), rel=1e-4)
     samples = (run / "predictions.txt").read_text().removesuffix("\n").split("\n")
     assert len(samples) == 20
+    # Six steps in, most samples run on to the 12-token limit; each is counted.
+    at_limit = int(test["at_length_limit"])
+    assert at_limit > 0
+    assert f"{at_limit} of 20 sampled documents stopped at the length limit" in caplog.text
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n" * 20)
-    generated = generate_from_config(
-        compose_generate(f"checkpoint={run}", f"input={prompts}", "output=-"), command_line=[]
-    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        generated = generate_from_config(
+            compose_generate(f"checkpoint={run}", f"input={prompts}", "output=-"), command_line=[]
+        )
     assert generated == samples
+    assert f"{at_limit} of 20 continuations stopped at the length limit" in caplog.text
+    assert "raise generation.max_new_tokens=12" in caplog.text
     capsys.readouterr()  # the samples generate wrote to stdout
     out = tmp_path / "samples.txt"
     out.write_text("".join(f"{line}\n" for line in generated))

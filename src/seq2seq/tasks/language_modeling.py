@@ -32,6 +32,7 @@ from seq2seq.data.batching import LoaderStream
 from seq2seq.data.columns import TEXT
 from seq2seq.data.prepare import load_raw_splits, split_origin
 from seq2seq.evaluation import get_metric
+from seq2seq.generation.limits import count_at_limit, warn_at_limit
 from seq2seq.model import PerformerModel, build_model
 from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
 from seq2seq.tasks.language_modeling_data import BLOCK, BYTES, BlockReport, make_blocks
@@ -39,6 +40,7 @@ from seq2seq.tasks.language_modeling_evaluation import (
     LanguageModelBatch,
     LanguageModelEvaluator,
     collate_blocks,
+    continuation_limit_advice,
     continue_prompts,
     one_line,
 )
@@ -236,6 +238,7 @@ class LanguageModelingTask(Task):
             device=device,
             autocast_dtype=autocast_dtype,
             label_smoothing=cfg.trainer.label_smoothing,
+            split=split,
         )
 
     # --- prediction ---------------------------------------------------------------------
@@ -273,6 +276,13 @@ class LanguageModelingTask(Task):
             max_tokens=options.max_tokens,
             device=options.device,
             autocast_dtype=options.autocast_dtype,
+        )
+
+        warn_at_limit(
+            count_at_limit(nbests),
+            len(nbests),
+            "continuations",
+            continuation_limit_advice(generation, self.cfg.model.max_len),
         )
 
         def decode(tokens: list[int]) -> str:

@@ -19,6 +19,7 @@ from seq2seq.config.generation import GenerationConfig
 from seq2seq.data.batching import length_sorted_chunks
 from seq2seq.evaluation import score
 from seq2seq.generation import Hypothesis, generate
+from seq2seq.generation.limits import AT_LIMIT, count_at_limit, warn_at_limit
 from seq2seq.generation.prompted import PromptedModel
 from seq2seq.tasks.language_modeling_data import BLOCK
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -135,6 +136,14 @@ def continue_prompts(
     return results
 
 
+def continuation_limit_advice(settings: GenerationConfig, max_len: int) -> str:
+    """Which setting to raise for continuations that stopped at their length limit."""
+    return (
+        f"raise generation.max_new_tokens={settings.max_new_tokens} (a continuation also "
+        f"ends where the model's model.max_len={max_len} positions do)"
+    )
+
+
 class LanguageModelEvaluator:
     def __init__(
         self,
@@ -152,6 +161,7 @@ class LanguageModelEvaluator:
         device: torch.device,
         autocast_dtype: torch.dtype | None,
         label_smoothing: float,
+        split: str,
     ) -> None:
         self.model = model
         self.blocks = blocks
@@ -166,6 +176,7 @@ class LanguageModelEvaluator:
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.label_smoothing = label_smoothing
+        self.split = split
 
     @torch.no_grad()
     def evaluate(self, step: int) -> EvaluationResult:
@@ -188,7 +199,7 @@ class LanguageModelEvaluator:
                     nll_sum += float(sums.nll)
                     loss_sum += float(sums.loss)
                     tokens += sums.tokens
-            documents = self._sample_documents()
+            documents, at_limit = self._sample_documents()
         finally:
             model.train(was_training)
         figures = {
@@ -198,14 +209,20 @@ class LanguageModelEvaluator:
         }
         if documents:
             figures.update(score(documents, [[""]] * len(documents), self.metrics))
+            figures[AT_LIMIT] = float(at_limit)
+            if self.split == "test":
+                warn_at_limit(at_limit, len(documents), "sampled documents", self.limit_advice())
         samples = [("", "", document) for document in documents[: self.num_samples]]
         return EvaluationResult(figures=figures, predictions=documents, samples=samples)
 
-    def _sample_documents(self) -> list[str]:
+    def limit_advice(self) -> str:
+        return continuation_limit_advice(self.generation, self.max_len)
+
+    def _sample_documents(self) -> tuple[list[str], int]:
         """Documents sampled from an empty prompt (with the run's decoding settings), on
-        which the rule metrics (`dyck`) are scored."""
+        which the rule metrics (`dyck`) are scored, and how many stopped at the limit."""
         if not self.sampled_documents:
-            return []
+            return [], 0
         nbests = continue_prompts(
             self.model,
             [[EOS_ID]] * self.sampled_documents,
@@ -216,4 +233,5 @@ class LanguageModelEvaluator:
             autocast_dtype=self.autocast_dtype,
             progress=False,
         )
-        return [one_line(self.tokenizer.decode(nbest[0].tokens)) for nbest in nbests]
+        documents = [one_line(self.tokenizer.decode(nbest[0].tokens)) for nbest in nbests]
+        return documents, count_at_limit(nbests)

@@ -29,6 +29,7 @@ from seq2seq.data.columns import SOURCE_IDS, TARGET_IDS
 from seq2seq.data.lengths import token_lengths
 from seq2seq.data.prepare import PAIR_COLUMNS, clean_role, load_raw_splits, prepare_data
 from seq2seq.evaluation import get_metric
+from seq2seq.generation.limits import count_at_limit, warn_at_limit
 from seq2seq.model import EncoderDecoderTransformer, PerformerModel, build_model
 from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
 from seq2seq.tasks.seq2seq_evaluation import (
@@ -36,7 +37,6 @@ from seq2seq.tasks.seq2seq_evaluation import (
     Seq2SeqEvaluator,
     decode_sources,
     evaluation_set,
-    warn_at_limit,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokenize_splits
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
@@ -231,7 +231,7 @@ class Seq2SeqTask(Task):
             autocast_dtype=options.autocast_dtype,
         )
         warn_at_limit(
-            sum(bool(nbest) and nbest[0].at_limit for nbest in nbests),
+            count_at_limit(nbests),
             sum(bool(nbest) for nbest in nbests),
             "outputs",
             generation.limit_advice(longest=longest_output(self.cfg)),

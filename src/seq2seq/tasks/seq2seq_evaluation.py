@@ -18,27 +18,13 @@ from seq2seq.config.generation import GenerationConfig
 from seq2seq.data.batching import collate, length_sorted_chunks
 from seq2seq.evaluation import score
 from seq2seq.generation import Hypothesis, generate
+from seq2seq.generation.limits import AT_LIMIT, warn_at_limit
 from seq2seq.model.seq2seq import EncoderDecoderTransformer
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.training.evaluation import EvaluationResult
 from seq2seq.training.loss import label_smoothed_cross_entropy, perplexity
 
 log = logging.getLogger("seq2seq.generate")
-
-AT_LIMIT = "at_length_limit"
-"""The figure that counts the outputs that stopped at their length limit (eos forced)."""
-
-
-def warn_at_limit(count: int, total: int, what: str, advice: str) -> None:
-    """One warning line when outputs stopped at their length limit; nothing otherwise."""
-    if count:
-        log.warning(
-            "%d of %d %s stopped at the length limit (eos forced there; they may be cut short): %s",
-            count,
-            total,
-            what,
-            advice,
-        )
 
 
 @dataclass
