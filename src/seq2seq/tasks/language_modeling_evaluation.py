@@ -211,12 +211,10 @@ class LanguageModelEvaluator:
             figures.update(score(documents, [[""]] * len(documents), self.metrics))
             figures[AT_LIMIT] = float(at_limit)
             if self.split == "test":
-                warn_at_limit(at_limit, len(documents), "sampled documents", self.limit_advice())
+                advice = continuation_limit_advice(self.generation, self.max_len)
+                warn_at_limit(at_limit, len(documents), "sampled documents", advice)
         samples = [("", "", document) for document in documents[: self.num_samples]]
         return EvaluationResult(figures=figures, predictions=documents, samples=samples)
-
-    def limit_advice(self) -> str:
-        return continuation_limit_advice(self.generation, self.max_len)
 
     def _sample_documents(self) -> tuple[list[str], int]:
         """Documents sampled from an empty prompt (with the run's decoding settings), on
