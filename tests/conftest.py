@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from seq2seq.config.store import CONFIG_MODULE, register_configs
-from seq2seq.training.run import train
+from seq2seq.jobs.train import train
 
 register_configs()
 

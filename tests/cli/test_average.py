@@ -21,9 +21,8 @@ from omegaconf import DictConfig
 from seq2seq.cli.average import main
 from seq2seq.cli.generate import generate_from_config
 from seq2seq.config.store import CONFIG_MODULE
-from seq2seq.training.averaging import AVERAGED_KEY
-from seq2seq.training.checkpoint import checkpoint_paths, load_checkpoint
-from seq2seq.training.run import train
+from seq2seq.jobs.train import train
+from seq2seq.training.checkpoint import AVERAGED_KEY, checkpoint_paths, load_checkpoint
 
 # Tiny models on a loaded two-core machine: a second intra-op thread only waits.
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -29,10 +29,9 @@ from seq2seq.config.generate import GenerateConfig
 from seq2seq.config.store import CONFIG_MODULE
 from seq2seq.evaluation import files as evaluate_cli
 from seq2seq.evaluation.scoring import score
-from seq2seq.prediction import files as prediction_files
-from seq2seq.prediction import generate_from_config
-from seq2seq.prediction.files import in_job_dir
-from seq2seq.prediction.job import decoding_precision
+from seq2seq.jobs.generate import decoding_precision, generate_from_config
+from seq2seq.jobs import generate_files as prediction_files
+from seq2seq.jobs.generate_files import in_job_dir
 from seq2seq.tasks.seq2seq import references_rows
 
 # Tiny models on a loaded two-core machine: a second intra-op thread only waits.

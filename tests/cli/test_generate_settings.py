@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_module
 from seq2seq.config.generate import decoding_generation
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.store import CONFIG_MODULE
-from seq2seq.prediction import generate_from_config
+from seq2seq.jobs.generate import generate_from_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

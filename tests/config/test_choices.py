@@ -32,6 +32,7 @@ from seq2seq.config.training import NonFinite, Optimizer, Precision, ProgressMod
 from seq2seq.data.cleaning import OVERLONG_CHOICES
 from seq2seq.data.datasets_registry import BUILTIN_DATASETS
 from seq2seq.data.tasks import TASKS as GENERATED_TASKS
+from seq2seq.data.tokenization import BYTE
 from seq2seq.generation import STRATEGIES
 from seq2seq.model.activations import ACTIVATIONS
 from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS
@@ -40,7 +41,6 @@ from seq2seq.model.embedding import POSITIONS
 from seq2seq.model.norms import NORMS
 from seq2seq.model.seq2seq import POOLINGS
 from seq2seq.tasks import TASKS
-from seq2seq.tokenizer.build import BYTE
 from seq2seq.tokenizer.sentencepiece import MODEL_TYPES
 from seq2seq.training.optim import OPTIMIZERS
 from seq2seq.training.progress import PROGRESS_MODES

@@ -12,7 +12,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from seq2seq.config.schema import TrainConfig
 from seq2seq.config.store import builtin_options
-from seq2seq.training.run import train
+from seq2seq.jobs.train import train
 
 Compose = Callable[..., DictConfig]
 

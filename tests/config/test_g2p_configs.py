@@ -11,13 +11,13 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.config.checks import check_config
 from seq2seq.config.schema import TrainConfig
 from seq2seq.config.store import builtin_options
 from seq2seq.data.cmudict import pronunciations, split_of
 from seq2seq.data.prepare import load_raw_splits
 from seq2seq.evaluation import get_metric
-from seq2seq.training.run import train
+from seq2seq.jobs.checks import check_config
+from seq2seq.jobs.train import train
 
 Compose = Callable[..., DictConfig]
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from seq2seq.config.checks import check_model
 from seq2seq.model.attention import (
     ATTENTIONS,
     CausalLinearAttention,
@@ -21,6 +20,7 @@ from seq2seq.model.attention import (
     ReluFeatureMap,
     SoftmaxAttention,
 )
+from seq2seq.model.checks import check_model
 from seq2seq.model.norms import PostNormResidual, PreNormResidual, Residual
 
 CAUSAL = re.escape(str(sorted(n for n, c in ATTENTIONS.items() if c.supports_causal)))

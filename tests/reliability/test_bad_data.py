@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from seq2seq.training.run import train
+from seq2seq.jobs.train import train
 
 Compose = Callable[..., DictConfig]
 

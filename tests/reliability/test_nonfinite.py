@@ -21,8 +21,8 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
 
+from seq2seq.jobs.train import run_training, train
 from seq2seq.tasks.seq2seq import Seq2SeqTask
-from seq2seq.training.run import run_training, train
 
 Compose = Callable[..., DictConfig]
 

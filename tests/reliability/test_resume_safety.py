@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.prepare import load_raw_splits
-from seq2seq.tokenizer import build_tokenizers
-from seq2seq.training.run import train
+from seq2seq.data.tokenization import build_tokenizers
+from seq2seq.jobs.train import train
 from seq2seq.training.trainer import Trainer
 
 Compose = Callable[..., DictConfig]

@@ -22,9 +22,9 @@ import pytest
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
+from seq2seq.jobs.train import run_training, train
 from seq2seq.tasks.seq2seq_evaluation import Seq2SeqEvaluator as Evaluator
 from seq2seq.training.evaluation import EvaluationResult
-from seq2seq.training.run import run_training, train
 from seq2seq.training.run_files import signal_status
 from seq2seq.training.signals import graceful_stop
 

@@ -17,8 +17,8 @@ import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.config.checks import check_config
 from seq2seq.config.store import CONFIG_MODULE, builtin_options
+from seq2seq.jobs.checks import check_config
 
 optuna_sweeper = pytest.importorskip(
     "hydra_plugins.hydra_optuna_sweeper._impl",

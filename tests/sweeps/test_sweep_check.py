@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import DictConfig
 
-from seq2seq.cli.train import _check_direction
 from seq2seq.config.store import CONFIG_MODULE
 from seq2seq.config.sweep_check import check_sweep, launch_config, sweep_jobs
-from seq2seq.training.run import checked_config
+from seq2seq.jobs.checks import check_search_direction, checked_config
 
 
 def test_the_grid_is_every_combination_in_the_launch_order() -> None:
@@ -61,7 +60,9 @@ def test_single_runs_and_runtime_interpolations_are_not_checked_ahead() -> None:
 
 def test_a_search_must_seek_the_better_end_of_its_monitor() -> None:
     command = ["-m", "hparams_search=optuna", "experiment=toy_reverse"]
-    check_sweep(CONFIG_MODULE, "train", command, checked_config, check_launch=_check_direction)
+    check_sweep(
+        CONFIG_MODULE, "train", command, checked_config, check_launch=check_search_direction
+    )
     with pytest.raises(
         ValueError,
         match=r"^hydra\.sweeper\.direction='minimize', but the search optimizes "
@@ -73,5 +74,5 @@ def test_a_search_must_seek_the_better_end_of_its_monitor() -> None:
             "train",
             [*command, "trainer.monitor=exact_match"],
             checked_config,
-            check_launch=_check_direction,
+            check_launch=check_search_direction,
         )

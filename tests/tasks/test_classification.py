@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.cli.evaluate import main as evaluate_main
-from seq2seq.prediction import generate_from_config
+from seq2seq.jobs.generate import generate_from_config
+from seq2seq.jobs.train import train
 from seq2seq.training.checkpoint import load_checkpoint
-from seq2seq.training.run import train
 
 Compose = Callable[..., DictConfig]
 BRACKETS = ("experiment=classify_brackets", "trainer.max_steps=6", "trainer.eval_every=3")
@@ -185,9 +185,8 @@ def test_a_seq2seq_dataset_is_refused_naming_the_classification_ones(
 def test_cls_pooling_reads_the_bos_token_the_task_puts_first(
     compose_config: Compose, tmp_path: Path
 ) -> None:
-    from seq2seq.config.checks import check_config
+    from seq2seq.jobs.checks import check_config, checked_config
     from seq2seq.tasks import task_class
-    from seq2seq.training.run import checked_config
 
     cfg = checked_config(compose_config("experiment=classify_brackets"))
     check_config(cfg)

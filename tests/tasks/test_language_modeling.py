@@ -17,12 +17,13 @@ from omegaconf import DictConfig
 from seq2seq.cli.evaluate import main as evaluate_main
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.model import DecoderConfig, ModelConfig
+from seq2seq.jobs.checks import checked_config
+from seq2seq.jobs.generate import generate_from_config
+from seq2seq.jobs.train import run_training, train
 from seq2seq.model import build_model
-from seq2seq.prediction import generate_from_config
 from seq2seq.tasks.language_modeling import LanguageModelingTask
 from seq2seq.tasks.language_modeling_data import BLOCK, make_blocks
 from seq2seq.tasks.language_modeling_evaluation import collate_blocks, continue_prompts
-from seq2seq.training.run import checked_config, run_training, train
 
 Compose = Callable[..., DictConfig]
 EOS = 3

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig
 
-from seq2seq.training.run import train
+from seq2seq.jobs.train import train
 from seq2seq.training.trainer import Trainer
 
 Compose = Callable[..., DictConfig]

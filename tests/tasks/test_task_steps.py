@@ -13,8 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from seq2seq.config.model import Activation, Norm, NormPosition, Position
+from seq2seq.jobs.checks import checked_config
 from seq2seq.tasks import Task, task_class
-from seq2seq.training.run import checked_config
 
 Compose = Callable[..., DictConfig]
 

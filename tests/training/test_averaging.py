@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from seq2seq.training.averaging import RunningAverage
+from seq2seq.jobs.average import RunningAverage
 
 
 def mean_of(states: Sequence[Mapping[str, Tensor]], parameters: set[str]) -> dict[str, Tensor]:

@@ -13,10 +13,10 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from seq2seq.jobs.train import train
 from seq2seq.model import stack as stack_module
 from seq2seq.training import checkpoint as checkpoint_module
 from seq2seq.training.checkpoint import CheckpointManager, load_checkpoint
-from seq2seq.training.run import train
 from seq2seq.training.trainer import Trainer
 
 Compose = Callable[..., DictConfig]

@@ -19,9 +19,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from seq2seq.atomic import write_json_atomic
 from seq2seq.config.schema import TrainConfig
+from seq2seq.jobs.train import train
 from seq2seq.training.checkpoint import load_checkpoint
 from seq2seq.training.resume import check_resumable
-from seq2seq.training.run import train
 from seq2seq.training.schedule import lr_multiplier
 from seq2seq.training.trainer import Monitor, Trainer
 

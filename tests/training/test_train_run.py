@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seq2seq.training.run import train
+from seq2seq.jobs.train import train
 
 Compose = Callable[..., DictConfig]
 

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from seq2seq.training.averaging import average
+from seq2seq.jobs.average import average
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,8 +30,8 @@ from seq2seq.evaluation.files import (
 )
 from seq2seq.evaluation.metrics import METRICS, get_metric
 from seq2seq.evaluation.scoring import format_table, score
+from seq2seq.jobs.trained_run import checkpoint_file, evaluate_run
 from seq2seq.training.devices import resolve_device
-from seq2seq.training.trained_run import checkpoint_file, evaluate_run
 
 DEFAULT_METRICS = "bleu,chrf"
 

@@ -19,7 +19,7 @@ Outputs are checked (writable, not the input or the checkpoint, not one another)
 the model is loaded. In a multirun (`-m`), a relative output path is written inside
 each job's own dir (`hydra.sweep.dir/<job number>/`), so jobs never share a file.
 `python -m seq2seq.cli.generate ...` is the same program; the job itself is
-`seq2seq.prediction.generate_from_config`.
+`seq2seq.jobs.generate.generate_from_config`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from seq2seq.cli.errors import run_cli, usage_errors
 from seq2seq.config.command_line import typed_overrides
 from seq2seq.config.store import CONFIG_PATH, register_configs
-from seq2seq.prediction import generate_from_config
+from seq2seq.jobs.generate import generate_from_config
 
 register_configs()
 

@@ -6,7 +6,7 @@
     seq2seq-train --config-dir my_configs experiment=my_task  # configs of your own
 
 `python -m seq2seq.cli.train ...` is the same program. The run itself is
-`seq2seq.training.run.run_training`.
+`seq2seq.jobs.train.run_training`.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.cli.errors import USAGE_ERRORS, SweepJobFailed, run_cli, usage_errors
 from seq2seq.config.command_line import typed_overrides
 from seq2seq.config.recipes import warn_recipe_overrides
-from seq2seq.config.schema import TrainConfig
 from seq2seq.config.store import CONFIG_MODULE, CONFIG_PATH, register_configs
 from seq2seq.config.sweep_check import check_sweep
-from seq2seq.tasks import task_class
-from seq2seq.training.run import checked_config, run_training
+from seq2seq.jobs.checks import check_search_direction, checked_config
+from seq2seq.jobs.train import run_training
 from seq2seq.training.run_files import (
     FAILURE_NAME,
     HYDRA_SUBDIR,
@@ -116,34 +115,10 @@ def _hydra_main(cfg: DictConfig) -> float:
         raise
 
 
-def _check_direction(launch: DictConfig) -> None:
-    """An Optuna search must seek the best of what seq2seq-train returns: the best
-    value of trainer.monitor."""
-    direction = launch.hydra.sweeper.get("direction")
-    if not isinstance(direction, str):  # the basic sweeper, or a multi-objective search
-        return
-    name = launch.trainer.monitor
-    node = launch.copy()
-    with open_dict(node):
-        del node["hydra"]
-    cfg: TrainConfig = OmegaConf.to_object(node)  # type: ignore[assignment]
-    figures = task_class(cfg.task).figures(cfg)
-    if name not in figures:
-        return  # each job's own check names the bad monitor
-    wanted = "maximize" if figures[name] else "minimize"
-    if direction != wanted:
-        raise ValueError(
-            f"hydra.sweeper.direction={direction!r}, but the search optimizes "
-            f"trainer.monitor={name!r}, which is better "
-            f"{'higher' if wanted == 'maximize' else 'lower'}: "
-            f"set hydra.sweeper.direction={wanted}"
-        )
-
-
 def _check_sweep_jobs(argv: list[str]) -> None:
     """Every job of a grid sweep is checked before the first one trains, and a search's
     direction against the figure it optimizes."""
-    check_sweep(CONFIG_MODULE, "train", argv, checked_config, check_launch=_check_direction)
+    check_sweep(CONFIG_MODULE, "train", argv, checked_config, check_launch=check_search_direction)
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field, replace
 
 from omegaconf import MISSING
 
+from seq2seq.config.checks import check_device_name
 from seq2seq.config.command_line import typed_keys
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.training import Precision
-from seq2seq.training.devices import check_device_name
 
 STDIO = "-"
 SPLITS = ("validation", "test")

@@ -2,7 +2,7 @@
 
 SOURCE = "source"
 TARGET = "target"
-# Token ids without bos/eos, added by seq2seq.tokenizer.build.tokenize_splits.
+# Token ids without bos/eos, added by seq2seq.data.tokenization.tokenize_splits.
 SOURCE_IDS = "source_ids"
 TARGET_IDS = "target_ids"
 # Classification and language modeling.

@@ -15,7 +15,7 @@ def require_token_columns(ds: datasets.Dataset) -> None:
     if missing:
         raise ValueError(
             f"the split has no {missing} column(s) (columns: {ds.column_names}); "
-            "tokenize it first with seq2seq.tokenizer.build.tokenize_splits"
+            "tokenize it first with seq2seq.data.tokenization.tokenize_splits"
         )
 
 

@@ -16,7 +16,8 @@ from seq2seq.data.cleaning import CleanReport, clean_split
 from seq2seq.data.datasets_registry import BUILTIN_DATASETS
 from seq2seq.data.loading import load_splits
 from seq2seq.data.tasks import generate_splits
-from seq2seq.tokenizer import Tokenizer, build_tokenizers, tokenize_splits
+from seq2seq.data.tokenization import build_tokenizers, tokenize_splits
+from seq2seq.tokenizer import Tokenizer
 from seq2seq.writable import directory_problem
 
 log = logging.getLogger("seq2seq.data")

@@ -24,13 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seq2seq.config.checks import check_builtin_fits, check_unread_typed
+from seq2seq.config.checks import check_unread_typed
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import LoaderStream
+from seq2seq.data.checks import check_builtin_fits
 from seq2seq.data.cleaning import CleanReport, clean_inputs
 from seq2seq.data.columns import LABEL, TEXT, TEXT_PAIR
 from seq2seq.data.prepare import load_raw_splits, split_origin
+from seq2seq.data.tokenization import build_tokenizer, ids_column, tokenize_columns
 from seq2seq.evaluation import get_metric
 from seq2seq.model import PerformerModel, build_model
 from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
@@ -44,7 +46,6 @@ from seq2seq.tasks.classification_evaluation import (
     collate_inputs,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from seq2seq.tokenizer.build import build_tokenizer, ids_column, tokenize_columns
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors
 from seq2seq.training.loss import LossSums

@@ -24,13 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq.config.checks import check_builtin_fits, check_unread_typed
+from seq2seq.config.checks import check_unread_typed
 from seq2seq.config.data import Packing
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import LoaderStream
+from seq2seq.data.checks import check_builtin_fits
 from seq2seq.data.columns import TEXT
 from seq2seq.data.prepare import load_raw_splits, split_origin
+from seq2seq.data.tokenization import build_tokenizer, ids_column, tokenize_columns
 from seq2seq.evaluation import get_metric
 from seq2seq.generation.limits import count_at_limit, warn_at_limit
 from seq2seq.model import PerformerModel, build_model
@@ -45,7 +47,6 @@ from seq2seq.tasks.language_modeling_evaluation import (
     one_line,
 )
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
-from seq2seq.tokenizer.build import build_tokenizer, ids_column, tokenize_columns
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors
 from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy

@@ -21,13 +21,15 @@ import datasets
 import torch
 from torch import nn
 
-from seq2seq.config.checks import check_builtin_fits, check_unread_typed
+from seq2seq.config.checks import check_unread_typed
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import Batch, LoaderStream, collate
+from seq2seq.data.checks import check_builtin_fits
 from seq2seq.data.columns import SOURCE_IDS, TARGET_IDS
 from seq2seq.data.lengths import token_lengths
 from seq2seq.data.prepare import PAIR_COLUMNS, clean_role, load_raw_splits, prepare_data
+from seq2seq.data.tokenization import tokenize_splits
 from seq2seq.evaluation import get_metric
 from seq2seq.generation.limits import count_at_limit, warn_at_limit
 from seq2seq.model import EncoderDecoderTransformer, PerformerModel, build_model
@@ -38,7 +40,7 @@ from seq2seq.tasks.seq2seq_evaluation import (
     decode_sources,
     evaluation_set,
 )
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, tokenize_splits
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors
 from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy

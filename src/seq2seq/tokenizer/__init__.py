@@ -1,7 +1,7 @@
-"""Tokenizers: SentencePiece (trained, cached) and bytes, and tokenizing dataset splits."""
+"""Tokenizers: SentencePiece (trained, cached) and bytes. Tokenizing dataset splits is
+`seq2seq.data.tokenization`'s."""
 
 from seq2seq.tokenizer.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from seq2seq.tokenizer.build import build_tokenizers, tokenize_splits
 from seq2seq.tokenizer.byte import ByteTokenizer
 from seq2seq.tokenizer.cache import cache_key, load_or_train
 from seq2seq.tokenizer.sentencepiece import MODEL_TYPES, SentencePieceTokenizer, train_tokenizer
@@ -15,9 +15,7 @@ __all__ = [
     "ByteTokenizer",
     "SentencePieceTokenizer",
     "Tokenizer",
-    "build_tokenizers",
     "cache_key",
     "load_or_train",
-    "tokenize_splits",
     "train_tokenizer",
 ]

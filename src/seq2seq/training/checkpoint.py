@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 BEST_NAME = "best.pt"
+AVERAGED_KEY = "averaged_from"
+"""Marks an averaged checkpoint: the file names and steps it was averaged from."""
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 

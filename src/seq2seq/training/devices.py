@@ -4,20 +4,10 @@ what this machine has before any data is loaded."""
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-"""The values a device setting takes."""
-
-
-def check_device_name(name: str, *, field: str) -> None:
-    """Refuse a device name that is none of `DEVICE_PATTERN`'s (mps, xla, a typo)."""
-    if not DEVICE_PATTERN.fullmatch(name):
-        raise ValueError(
-            f"{field}={name!r} is not a supported device; use auto, cpu, cuda or cuda:N"
-        )
+from seq2seq.config.checks import check_device_name
 
 
 def resolve_device(name: str, *, field: str, local_rank: int = 0) -> torch.device:

@@ -21,8 +21,8 @@ import yaml
 
 from seq2seq.atomic import write_atomic
 from seq2seq.config.schema import TrainConfig
-from seq2seq.training.averaging import AVERAGED_KEY
 from seq2seq.training.checkpoint import (
+    AVERAGED_KEY,
     BEST_NAME,
     CheckpointManager,
     checkpoint_paths,

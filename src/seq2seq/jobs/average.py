@@ -19,8 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seq2seq.jobs.trained_run import rebuild_run
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.training.checkpoint import (
+    AVERAGED_KEY,
     BEST_NAME,
     CHECKPOINT_PATTERN,
     atomic_save,
@@ -29,12 +31,8 @@ from seq2seq.training.checkpoint import (
     strip_prefixes,
 )
 from seq2seq.training.config_diff import check_same_model
-from seq2seq.training.trained_run import rebuild_run
 
 log = logging.getLogger("seq2seq.average")
-
-AVERAGED_KEY = "averaged_from"
-"""Marks an averaged checkpoint: the file names and steps it was averaged from."""
 
 ParameterNames = Callable[[dict[str, Any], Path], Collection[str]]
 """`(checkpoint, path) -> names of the model's parameters` (the rest are buffers)."""

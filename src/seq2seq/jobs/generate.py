@@ -22,16 +22,16 @@ from seq2seq.config.generate import (
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.keys import check_known_keys
 from seq2seq.config.training import Precision
-from seq2seq.prediction.files import (
+from seq2seq.jobs.generate_files import (
     check_destinations,
     in_job_dir,
     read_lines,
     require_text,
     write_output,
 )
+from seq2seq.jobs.trained_run import checkpoint_file, load_run
 from seq2seq.tasks import DecodingOptions
 from seq2seq.training.devices import resolve_device
-from seq2seq.training.trained_run import checkpoint_file, load_run
 from seq2seq.training.trainer import PRECISIONS
 
 log = logging.getLogger("seq2seq.generate")

@@ -22,10 +22,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.atomic import remove_orphan_temporaries, write_json_atomic, write_text_atomic
-from seq2seq.config.checks import check_config, check_precision
-from seq2seq.config.keys import check_known_keys
+from seq2seq.config.checks import check_precision
 from seq2seq.config.schema import TrainConfig
-from seq2seq.tasks import PreparedData, Task, task_class
+from seq2seq.jobs.checks import checked_task
+from seq2seq.tasks import PreparedData, Task
 from seq2seq.training.checkpoint import (
     BEST_NAME,
     CheckpointManager,
@@ -61,18 +61,9 @@ from seq2seq.writable import directory_problem
 log = logging.getLogger("seq2seq.train")
 
 
-def checked_config(cfg_node: DictConfig, command_line: Sequence[str] = ()) -> TrainConfig:
-    """The typed config, once every key is known and every value passes `check_config`
-    (`command_line`: the overrides the user typed, for the checks only they can fail)."""
-    check_known_keys(cfg_node)
-    cfg: TrainConfig = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
-    check_config(cfg, command_line=command_line)
-    return cfg
-
-
-def monitor(cfg: TrainConfig) -> Monitor:
+def monitor(cfg: TrainConfig, kind: type[Task]) -> Monitor:
     """The figure that picks the best checkpoint, and which way is better."""
-    figures = task_class(cfg.task).figures(cfg)
+    figures = kind.figures(cfg)
     return Monitor(cfg.trainer.monitor, higher_is_better=figures[cfg.trainer.monitor])
 
 
@@ -116,7 +107,7 @@ def run_training(
     Hydra's record of the launch, written to `.hydra/` with the run's own files once the
     run is accepted (so a refused command never replaces an earlier run's record).
     """
-    cfg = checked_config(cfg_node, command_line)
+    cfg, kind = checked_task(cfg_node, command_line)
     distributed = init_distributed()
     threads = torch.get_num_threads()  # `trainer.threads` is this run's, not the caller's
     try:
@@ -127,7 +118,7 @@ def run_training(
             log.info("%s already finished (metrics.json); not training it again", run_dir)
             return Outcome(done, trained=False)
         check_run_dir(run_dir)
-        run = assemble(cfg, config_text, run_dir, distributed, hydra_files or {})
+        run = assemble(cfg, kind, config_text, run_dir, distributed, hydra_files or {})
         hparams = OmegaConf.to_container(cfg_node, resolve=True, enum_to_str=True)
         best = run.train(hparams)  # type: ignore[arg-type]
         fault = run.trainer.fault
@@ -246,6 +237,7 @@ class AssembledRun:
 
 def assemble(
     cfg: TrainConfig,
+    kind: type[Task],
     config_text: str,
     run_dir: Path,
     distributed: Distributed,
@@ -261,7 +253,7 @@ def assemble(
         config_text=config_text,
     )
     seed_everything(cfg.seed)
-    task, data = _prepare_task(cfg, point, distributed)
+    task, data = _prepare_task(cfg, kind, point, distributed)
     model = _model(cfg, task, point, device)
     batches = task.train_batches(rank=distributed.rank, world_size=distributed.world_size)
     optimizer = build_optimizer(model, cfg.optim)
@@ -282,7 +274,7 @@ def assemble(
         batches=batches,
         loss=task.loss,
         evaluator=task.evaluator("validation", model, device=device, autocast_dtype=autocast),
-        monitor=monitor(cfg),
+        monitor=monitor(cfg, kind),
         checkpoints=checkpoints,
         logger=logger,
         cfg=cfg.trainer,
@@ -313,13 +305,12 @@ def _device(cfg: TrainConfig, distributed: Distributed) -> torch.device:
 
 
 def _prepare_task(
-    cfg: TrainConfig, point: ResumePoint | None, distributed: Distributed
+    cfg: TrainConfig, kind: type[Task], point: ResumePoint | None, distributed: Distributed
 ) -> tuple[Task, PreparedData]:
     """The task, its tokenizers restored from the resumed checkpoint (the weights belong to
     their ids: tokenizers retrained on changed data would silently renumber them), and its
     prepared data. Rank 0 trains (or finds) the tokenizers first; the others then read its
     cache."""
-    kind = task_class(cfg.task)
     task = kind(cfg) if point is None else kind.restore(cfg, point.checkpoint, point.path)
     if not distributed.is_main:
         distributed.barrier()
