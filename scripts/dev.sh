@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv (once) and run a job in it.
 #   bash scripts/dev.sh train [overrides...]   # default: experiment=toy_reverse
-#   bash scripts/dev.sh test  [pytest args...] # ruff, mypy, pytest
+#   bash scripts/dev.sh test  [pytest args...] # ruff, mypy, import-linter, pytest
 # Needs only python3 (>= 3.10) and bash. torch 2.13.0 is installed first where no torch is
 # importable, so pip never pulls a multi-GB CUDA build of torch on a CPU machine.
 set -euo pipefail
@@ -38,6 +38,7 @@ case "$command" in
         "$venv/bin/ruff" check .
         "$venv/bin/ruff" format --check .
         "$venv/bin/mypy"
+        "$venv/bin/lint-imports" --no-cache
         exec "$venv/bin/pytest" -q "$@"
         ;;
     *)
