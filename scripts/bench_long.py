@@ -83,7 +83,6 @@ import torch
 from torch import Tensor
 
 from seq2seq.config.model import (
-    AttentionKind,
     DecoderConfig,
     FeatureMap,
     LinearAttentionConfig,
@@ -229,7 +228,7 @@ def model_config(kind: str, args: argparse.Namespace) -> ModelConfig:
         dropout=args.dropout,
         position=Position(args.position),
         max_len=max([*args.lengths, *args.decode_lengths]) + 2 * args.decode_repeats + 1,
-        decoder=DecoderConfig(layers=args.layers, self_attention=AttentionKind(attention)),
+        decoder=DecoderConfig(layers=args.layers, self_attention=attention),
         linear=LinearAttentionConfig(feature_map=FeatureMap(feature_map))
         if feature_map
         else LinearAttentionConfig(),

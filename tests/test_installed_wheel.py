@@ -127,6 +127,6 @@ def test_an_experiment_of_ones_own_runs_from_a_config_dir(
         env,
     )
     config = (tmp_path / "run" / "config.yaml").read_text()
-    assert "task: sort" in config and "d_model: 32" in config
+    assert "builtin: sort" in config and "d_model: 32" in config
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["stopped"] == "max_steps" and metrics["test"]["exact_match"] >= 0

@@ -551,7 +551,7 @@ def test_a_split_of_file_data_reads_only_that_split_s_file(
         "trainer.max_steps=2",
         "trainer.eval_every=2",
         "schedule.warmup_steps=0",
-        "data.task=null",
+        "data.builtin=null",
         "data.path=json",
         *files,
         tiny=False,

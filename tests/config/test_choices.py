@@ -1,6 +1,8 @@
-"""Every named choice is an Enum in the schema: an unknown value fails at composition, naming
-the key and the valid values, before any check or data work; and each Enum lists exactly
-the options its registry builds, so a new option cannot be reachable from one side only."""
+"""Every named choice fails clearly before any data work. The task, the attention kinds and
+the built-in datasets are plain strings checked against their registry (the one list of
+each: adding one is a module, a registry entry and a config file); the other choices are
+Enums in the schema, which fail at composition naming the key and the valid values, and
+each Enum lists exactly the options its registry builds."""
 
 from __future__ import annotations
 
@@ -15,11 +17,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
 from seq2seq.config.choice import Choice
-from seq2seq.config.data import BuiltinData, Overlong, TokenizerModel
+from seq2seq.config.data import Overlong, TokenizerModel
 from seq2seq.config.generation import Strategy
 from seq2seq.config.model import (
     Activation,
-    AttentionKind,
     FeatureMap,
     LinearBackend,
     Norm,
@@ -27,13 +28,12 @@ from seq2seq.config.model import (
     Pooling,
     Position,
 )
-from seq2seq.config.schema import TaskName
 from seq2seq.config.training import NonFinite, Optimizer, Precision, ProgressMode, Schedule
+from seq2seq.data.builtin import BUILTIN_DATASETS
 from seq2seq.data.cleaning import OVERLONG_CHOICES
-from seq2seq.data.datasets_registry import BUILTIN_DATASETS
-from seq2seq.data.tasks import TASKS as GENERATED_TASKS
 from seq2seq.data.tokenization import BYTE
 from seq2seq.generation import STRATEGIES
+from seq2seq.jobs.checks import checked_config
 from seq2seq.model.activations import ACTIVATIONS
 from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS
 from seq2seq.model.attention.backends import LINEAR_BACKENDS
@@ -50,8 +50,6 @@ from seq2seq.training.trainer import PRECISIONS
 Compose = Callable[..., DictConfig]
 
 REGISTRIES: list[tuple[type[Choice], object]] = [
-    (TaskName, TASKS),
-    (AttentionKind, ATTENTIONS),
     (Norm, NORMS),
     (NormPosition, {position for positions in NORMS.values() for position in positions}),
     (Activation, ACTIVATIONS),
@@ -67,7 +65,6 @@ REGISTRIES: list[tuple[type[Choice], object]] = [
     (Strategy, STRATEGIES),
     (Overlong, OVERLONG_CHOICES),
     (TokenizerModel, {*MODEL_TYPES, BYTE}),
-    (BuiltinData, {*GENERATED_TASKS, *BUILTIN_DATASETS}),
 ]
 
 
@@ -87,9 +84,6 @@ def test_each_choice_lists_exactly_what_its_registry_builds(
     ("override", "valid"),
     [
         ("task=seq2seq_lm", None),  # a group: Hydra lists the group's options
-        ("model.encoder.self_attention=performer", AttentionKind),
-        ("model.decoder.self_attention=flash", AttentionKind),
-        ("model.decoder.cross_attention=Softmax", AttentionKind),
         ("model.norm=batchnorm", Norm),
         ("model.norm_position=middle", NormPosition),
         ("model.activation=tanh", Activation),
@@ -103,7 +97,6 @@ def test_each_choice_lists_exactly_what_its_registry_builds(
         ("trainer.progress=rich", ProgressMode),
         ("generation.strategy=nucleus", Strategy),
         ("data.overlong=wrap", Overlong),
-        ("data.task=g2p_cmu", BuiltinData),
         ("tokenizer.model_type=wordpiece", TokenizerModel),
     ],
 )
@@ -137,3 +130,53 @@ def test_the_command_line_names_key_value_and_choices_in_one_line(tmp_path: Path
     assert "model.norm=batch" in lines[0]
     assert "[layernorm, rmsnorm, rezero, prescalenorm]" in lines[0]
     assert not any(tmp_path.iterdir()), "a refused command leaves nothing behind"
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "registry"),
+    [
+        ("task=seq2seq_lm", "task", TASKS),
+        ("model.encoder.self_attention=performer", "model.encoder.self_attention", ATTENTIONS),
+        ("model.decoder.self_attention=flash", "model.decoder.self_attention", ATTENTIONS),
+        ("model.decoder.cross_attention=Softmax", "model.decoder.cross_attention", ATTENTIONS),
+        (
+            "model.decoder.self_attention=causal_linear+flash",
+            "model.decoder.self_attention",
+            ATTENTIONS,
+        ),
+        ("data.builtin=g2p_cmu", "data.builtin", BUILTIN_DATASETS),
+    ],
+)
+def test_a_registry_choice_fails_before_data_work_naming_the_field_and_the_registry(
+    compose_config: Compose, override: str, field: str, registry: dict[str, object]
+) -> None:
+    """`task=` is also a config group: composing a plain `task` value works, the check
+    refuses it."""
+    key, value = override.split("=")
+    if key == "task":
+        node = compose_config("experiment=toy_reverse")
+        node.task = value
+    else:
+        node = compose_config("experiment=toy_reverse", override)
+    with pytest.raises(ValueError) as raised:
+        checked_config(node)
+    message = str(raised.value)
+    assert field in message
+    assert repr(value.rsplit("+", 1)[-1]) in message
+    assert str(sorted(registry)) in message
+
+
+def test_the_old_name_of_a_renamed_key_is_refused_naming_the_new_one(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "seq2seq.cli.train", "data.task=reverse"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "seq2seq-train: error: data.task was renamed data.builtin; "
+        "write data.builtin=<value> instead"
+    )
+    assert not any(tmp_path.iterdir())

@@ -10,8 +10,8 @@ import datasets
 import pytest
 
 from seq2seq.data.cmudict import cmudict_splits, split_of
-from seq2seq.data.datasets_registry import BUILTIN_DATASETS, TASK_CHOICES
-from seq2seq.data.tasks import TASKS
+from seq2seq.data.builtin import BUILTIN_DATASETS
+from seq2seq.data.generated import GENERATORS
 
 # The 39 phonemes of CMUdict, stress digits removed.
 PHONEMES = {
@@ -165,7 +165,8 @@ def test_caps_must_be_positive() -> None:
         cmudict_splits(max_test_words=0)
 
 
-def test_task_choices_hold_generated_tasks_and_builtin_datasets() -> None:
-    assert set(TASK_CHOICES) == {*TASKS, *BUILTIN_DATASETS}
+def test_one_registry_holds_the_generated_and_the_fixed_datasets() -> None:
+    assert set(GENERATORS) < set(BUILTIN_DATASETS)
     assert {"g2p_cmudict", "listops", "python_stdlib"} <= set(BUILTIN_DATASETS)
-    assert list(TASK_CHOICES) == sorted(TASK_CHOICES)
+    for name, generator in GENERATORS.items():
+        assert BUILTIN_DATASETS[name].fields == generator.fields

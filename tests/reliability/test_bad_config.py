@@ -129,17 +129,17 @@ INCOMPATIBLE = [
     pytest.param(
         ("data.data_files.train=my/train.jsonl",),
         r"data\.data_files\.train='my/train\.jsonl' is read only with data\.path, but "
-        r"data\.task='reverse' is set; remove data\.data_files\.train",
+        r"data\.builtin='reverse' is set; remove data\.data_files\.train",
         id="data-files-with-a-task",
     ),
     pytest.param(
         ("data.source=src",),
-        r"data\.source='src' is read only with data\.path, but data\.task='reverse' is set",
+        r"data\.source='src' is read only with data\.path, but data\.builtin='reverse' is set",
         id="source-column-with-a-task",
     ),
     pytest.param(
         ("data.splits.validation=dev",),
-        r"data\.splits\.validation='dev': data\.task='reverse' makes the splits "
+        r"data\.splits\.validation='dev': data\.builtin='reverse' makes the splits "
         r"\['train', 'validation', 'test'\]; a role is kept under its own name or skipped",
         id="split-name-with-a-task",
     ),
@@ -171,7 +171,7 @@ INCOMPATIBLE = [
     ),
     pytest.param(
         ("data.validation_size=0",),
-        r"^data\.validation_size=0 must be a positive integer, or null for the task's default$",
+        r"^data\.validation_size=0 must be a positive integer, or null for the dataset's default$",
         id="empty-validation-split",
     ),
     pytest.param(
@@ -418,7 +418,7 @@ def test_mistakes_found_while_composing_print_one_line_too(
     assert not (tmp_path / "run").exists()
 
 
-PATH_RUN = ("data.task=null", "data.path=json", "data.data_files.train=t.jsonl")
+PATH_RUN = ("data.builtin=null", "data.path=json", "data.data_files.train=t.jsonl")
 
 
 def test_a_typed_task_setting_beside_a_path_is_refused(
@@ -430,7 +430,7 @@ def test_a_typed_task_setting_beside_a_path_is_refused(
     cfg = compose_config("experiment=toy_reverse", *PATH_RUN, typed)
     with pytest.raises(
         ValueError,
-        match=r"^data\.min_len=2 is read only with data\.task, but data\.path='json' is set; "
+        match=r"^data\.min_len=2 is read only with data\.builtin, but data\.path='json' is set; "
         r"remove data\.min_len$",
     ):
         train(cfg, tmp_path / "run", command_line=[*PATH_RUN, typed])
@@ -447,12 +447,12 @@ def test_a_typed_task_setting_beside_a_path_is_refused(
         (
             "data=g2p_cmudict",
             "data.min_len=3",
-            r"^data\.min_len=3 is read only by the generated tasks, but data\.task='g2p_cmudict' is set; remove data\.min_len$",
+            r"^data\.min_len=3 is read only by the generated datasets, but data\.builtin='g2p_cmudict' is set; remove data\.min_len$",
         ),
         (
             "data=addition",
             "data.num_symbols=5",
-            r"^data\.num_symbols=5 is read only by the letter tasks; data\.task='addition' has its own symbols; remove data\.num_symbols$",
+            r"^data\.num_symbols=5 is read only by the generated datasets that use it; data\.builtin='addition' reads only \['min_len', 'max_len'\]; remove data\.num_symbols$",
         ),
     ],
 )

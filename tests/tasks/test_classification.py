@@ -79,7 +79,7 @@ def _files(
     return (
         "task=classification",
         "tokenizer=char",
-        "data.task=null",
+        "data.builtin=null",
         "data.path=json",
         f"data.data_files.train={_jsonl(tmp_path / 'train.jsonl', train)}",
         f"data.data_files.validation={_jsonl(tmp_path / 'valid.jsonl', valid)}",

@@ -183,7 +183,7 @@ def test_second_run_reuses_the_cached_tokenizer(
 
 def test_no_data_chosen_is_a_clear_error(compose_config: Compose, tmp_path: Path) -> None:
     cfg = compose_config(tiny=False)
-    with pytest.raises(ValueError, match=r"set exactly one of data\.task .* and data\.path"):
+    with pytest.raises(ValueError, match=r"set exactly one of data\.builtin .* and data\.path"):
         train(cfg, tmp_path / "run")
 
 

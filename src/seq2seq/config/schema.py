@@ -4,28 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from seq2seq.config.choice import Choice
 from seq2seq.config.data import DataConfig, TokenizerConfig
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.model import ModelConfig
 from seq2seq.config.training import OptimConfig, ScheduleConfig, TrainerConfig
 
 
-class TaskName(Choice):
-    """The kinds of training (seq2seq.tasks): each builds its own model kind from the same
-    layers, and owns its data, batches, loss, metrics and predictions."""
-
-    seq2seq = "seq2seq"
-    classification = "classification"
-    language_modeling = "language_modeling"
-
-
 @dataclass
 class TrainConfig:
-    task: TaskName = TaskName.seq2seq
-    """What is trained: `seq2seq` (an encoder-decoder from source to target text),
-    `classification` (an encoder classifier from text to a label) or `language_modeling`
-    (a decoder-only language model of a text column)."""
+    task: str = "seq2seq"
+    """What is trained, a task of `seq2seq.tasks.TASKS`: `seq2seq` (an encoder-decoder from
+    source to target text), `classification` (an encoder classifier from text to a label)
+    or `language_modeling` (a decoder-only language model of a text column)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

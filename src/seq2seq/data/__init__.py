@@ -7,21 +7,24 @@ from seq2seq.data.batching import (
     collate,
     make_dataloader,
 )
+from seq2seq.data.builtin import BUILTIN_DATASETS, builtin_dataset
 from seq2seq.data.cleaning import CleanReport, clean_split
+from seq2seq.data.generated import GENERATORS, generate_examples, generate_splits
 from seq2seq.data.lengths import token_lengths
 from seq2seq.data.loading import load_splits
-from seq2seq.data.tasks import TASKS, generate_splits, generate_task
 
 __all__ = [
-    "TASKS",
+    "BUILTIN_DATASETS",
+    "GENERATORS",
     "Batch",
     "CleanReport",
     "ResumableDataLoader",
     "TokenBatchSampler",
+    "builtin_dataset",
     "clean_split",
     "collate",
+    "generate_examples",
     "generate_splits",
-    "generate_task",
     "load_splits",
     "make_dataloader",
     "token_lengths",

@@ -12,10 +12,9 @@ from pathlib import Path
 import datasets
 
 from seq2seq.config.data import DataConfig, TokenizerConfig
+from seq2seq.data.builtin import builtin_dataset
 from seq2seq.data.cleaning import CleanReport, clean_split
-from seq2seq.data.datasets_registry import BUILTIN_DATASETS
 from seq2seq.data.loading import load_splits
-from seq2seq.data.tasks import generate_splits
 from seq2seq.data.tokenization import build_tokenizers, tokenize_splits
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.writable import directory_problem
@@ -53,8 +52,8 @@ def load_raw_splits(
         for role, split in asdict(cfg.splits).items()
         if split is not None and (roles is None or role in roles)
     }
-    if cfg.task is not None:
-        splits = _task_splits(cfg, seed=seed)
+    if cfg.builtin is not None:
+        splits = _builtin_splits(cfg, seed=seed)
         return datasets.DatasetDict({role: splits[role] for role in wanted})
     assert cfg.path is not None
     every_file = asdict(cfg.data_files)
@@ -70,27 +69,16 @@ def load_raw_splits(
     )
 
 
-def _task_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
-    assert cfg.task is not None
-    if cfg.task in BUILTIN_DATASETS:
-        return BUILTIN_DATASETS[cfg.task].make(cfg, seed)
-    return generate_splits(
-        cfg.task,
-        train_size=cfg.train_size,
-        validation_size=cfg.validation_size,
-        test_size=cfg.test_size,
-        min_len=cfg.min_len,
-        max_len=cfg.max_len,
-        num_symbols=cfg.num_symbols,
-        seed=seed,
-    )
+def _builtin_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
+    assert cfg.builtin is not None
+    return builtin_dataset(cfg.builtin).make(cfg, seed)
 
 
 def split_origin(data: DataConfig, role: str) -> str:
     """Where a split's examples come from, for errors: the built-in task, or the file or
     split name of the dataset."""
-    if data.task is not None:
-        return f"data.task={data.task!r}"
+    if data.builtin is not None:
+        return f"data.builtin={data.builtin!r}"
     file = getattr(data.data_files, role, None)
     if file is not None:
         return f"data.data_files.{role}={file!r}"
@@ -107,8 +95,8 @@ def _require_usable_examples(train: datasets.Dataset, data: DataConfig) -> None:
         ):
             return
     where = (
-        f"data.task={data.task!r}"
-        if data.task
+        f"data.builtin={data.builtin!r}"
+        if data.builtin
         else f"data.data_files.train={data.data_files.train!r}"
     )
     raise ValueError(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import sacrebleu
 
-from seq2seq.data.tasks import is_balanced
+from seq2seq.data.generated import is_balanced
 from seq2seq.evaluation.edit_distance import levenshtein
 from seq2seq.evaluation.labels import macro_f1
 

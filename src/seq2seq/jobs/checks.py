@@ -18,6 +18,7 @@ from seq2seq.config.checks import (
     check_schedule,
     check_tokenizer,
     check_trainer,
+    check_unread_typed,
 )
 from seq2seq.config.keys import check_known_keys
 from seq2seq.config.schema import TrainConfig
@@ -25,7 +26,7 @@ from seq2seq.config.training import TrainerConfig
 from seq2seq.data.checks import check_data_source
 from seq2seq.evaluation import get_metric
 from seq2seq.model.checks import check_model
-from seq2seq.tasks import Task, task_class
+from seq2seq.tasks import Task, task_class, unread_settings
 
 
 def checked_config(cfg_node: DictConfig, command_line: Sequence[str] = ()) -> TrainConfig:
@@ -56,6 +57,7 @@ def check_config(cfg: TrainConfig, *, command_line: Sequence[str] = ()) -> type[
     check_trainer(cfg.trainer)
     check_data_source(cfg.data, command_line)
     check_tokenizer(cfg.tokenizer, cfg.model)
+    check_unread_typed(cfg, command_line, unread_settings(task), reader=f"task={cfg.task}")
     task.check_config(cfg, command_line)
     check_metrics(cfg.trainer)
     check_monitor(cfg.trainer, list(task.figures(cfg)))

@@ -13,6 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seq2seq.config.keys import with_renamed_keys
 from seq2seq.config.schema import TrainConfig
 from seq2seq.config.training import Precision
 from seq2seq.model import PerformerModel
@@ -52,9 +53,8 @@ def checkpoint_file(value: str) -> Path:
 def saved_config(checkpoint: dict[str, Any], path: Path) -> TrainConfig:
     """The training config a checkpoint holds; `path` names it in errors."""
     try:
-        config = OmegaConf.merge(
-            OmegaConf.structured(TrainConfig), OmegaConf.create(checkpoint["config"])
-        )
+        saved = with_renamed_keys(yaml.safe_load(checkpoint["config"]))
+        config = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(saved))
         return OmegaConf.to_object(config)  # type: ignore[return-value]
     except (OmegaConfBaseException, yaml.YAMLError) as error:
         raise ValueError(

@@ -1,6 +1,6 @@
 """Config -> modules. The only place in the model package that reads a config object.
 
-Its settings are checked by `seq2seq.config.checks` before anything is built; here each
+Its settings are checked by `seq2seq.model.checks` before anything is built; here each
 choice is one registry lookup.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from seq2seq.config.model import AttentionKind, FeatureMap, LinearBackend, ModelConfig, Position
+from seq2seq.config.model import FeatureMap, LinearBackend, ModelConfig, Position, layer_schedule
 from seq2seq.model.activations import activation_spec
 from seq2seq.model.attention import ATTENTIONS, AttentionSettings, MultiHeadAttention
 from seq2seq.model.attention.feature_maps import FeatureMapFactory, make_feature_map_factory
@@ -48,8 +48,9 @@ class LinearSettings:
     backend: LinearBackend
 
 
-def attention_fields(cfg: ModelConfig, kind: ModelKind) -> dict[str, AttentionKind]:
-    """The attention choice of every stack a model of `kind` builds, keyed by config field."""
+def attention_fields(cfg: ModelConfig, kind: ModelKind) -> dict[str, str]:
+    """The attention setting of every stack a model of `kind` builds, keyed by config field
+    (a kind, or a schedule of kinds: `layer_schedule`)."""
     fields = {}
     if kind in ("encoder_decoder", "encoder_classifier"):
         fields["model.encoder.self_attention"] = cfg.encoder.self_attention
@@ -60,10 +61,26 @@ def attention_fields(cfg: ModelConfig, kind: ModelKind) -> dict[str, AttentionKi
     return fields
 
 
+def attention_layers(cfg: ModelConfig, kind: ModelKind) -> dict[str, list[str]]:
+    """The attention kind of every layer of every stack a model of `kind` builds, keyed by
+    config field."""
+    layers = {
+        "model.encoder.self_attention": cfg.encoder.layers,
+        "model.decoder.self_attention": cfg.decoder.layers,
+        "model.decoder.cross_attention": cfg.decoder.layers,
+    }
+    return {
+        field: layer_schedule(value, layers[field], field=field)
+        for field, value in attention_fields(cfg, kind).items()
+    }
+
+
 def uses_linear_attention(cfg: ModelConfig, kind: ModelKind) -> bool:
     """Whether a stack a model of `kind` builds uses a feature-map (linear) attention."""
     return any(
-        ATTENTIONS[choice].uses_feature_map for choice in attention_fields(cfg, kind).values()
+        ATTENTIONS[name].uses_feature_map
+        for names in attention_layers(cfg, kind).values()
+        for name in names
     )
 
 
@@ -99,9 +116,7 @@ class _Builder:
         self.rotary = Rotary() if cfg.position == Position.rotary else None
         self.layer_count = 0
 
-    def attention(
-        self, name: AttentionKind, *, causal: bool, cross: bool = False
-    ) -> MultiHeadAttention:
+    def attention(self, name: str, *, causal: bool, cross: bool = False) -> MultiHeadAttention:
         """Self-attention (or `cross`-attention, which rotary positions never turn)."""
         cfg = self.cfg
         self.layer_count += 1
@@ -121,7 +136,7 @@ class _Builder:
         )
 
     def layer(
-        self, self_attention: AttentionKind, cross_attention: AttentionKind | None, causal: bool
+        self, self_attention: str, cross_attention: str | None, causal: bool
     ) -> PerformerLayer:
         cfg = self.cfg
         activation = activation_spec(cfg.activation)
@@ -146,8 +161,12 @@ class _Builder:
             embedding=embedding,
             positions=make_positions(cfg.position, max_len=cfg.max_len, d_model=cfg.d_model),
             layers=[
-                self.layer(cfg.encoder.self_attention, None, causal=False)
-                for _ in range(cfg.encoder.layers)
+                self.layer(name, None, causal=False)
+                for name in layer_schedule(
+                    cfg.encoder.self_attention,
+                    cfg.encoder.layers,
+                    field="model.encoder.self_attention",
+                )
             ],
             final_norm=self.scheme.final_norm(cfg.d_model),
             dropout=cfg.dropout,
@@ -162,12 +181,20 @@ class _Builder:
             embedding=embedding,
             positions=make_positions(cfg.position, max_len=cfg.max_len, d_model=cfg.d_model),
             layers=[
-                self.layer(
-                    cfg.decoder.self_attention,
-                    cfg.decoder.cross_attention if cross else None,
-                    causal=True,
+                self.layer(name, cross_name if cross else None, causal=True)
+                for name, cross_name in zip(
+                    layer_schedule(
+                        cfg.decoder.self_attention,
+                        cfg.decoder.layers,
+                        field="model.decoder.self_attention",
+                    ),
+                    layer_schedule(
+                        cfg.decoder.cross_attention,
+                        cfg.decoder.layers,
+                        field="model.decoder.cross_attention",
+                    ),
+                    strict=True,
                 )
-                for _ in range(cfg.decoder.layers)
             ],
             final_norm=self.scheme.final_norm(cfg.d_model),
             output=output,

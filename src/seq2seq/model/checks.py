@@ -5,7 +5,6 @@ ValueError naming the field, the value and what is valid."""
 from __future__ import annotations
 
 from seq2seq.config.model import (
-    AttentionKind,
     FeatureMap,
     LinearBackend,
     ModelConfig,
@@ -14,11 +13,17 @@ from seq2seq.config.model import (
 )
 from seq2seq.model.attention.backends import check_backend
 from seq2seq.model.attention.registry import ATTENTIONS
-from seq2seq.model.build import ModelKind, attention_fields, linear_settings, uses_linear_attention
+from seq2seq.model.build import (
+    ModelKind,
+    attention_fields,
+    attention_layers,
+    linear_settings,
+    uses_linear_attention,
+)
 from seq2seq.model.norms import NORMS
 
 
-def _choices_text(fields: dict[str, AttentionKind]) -> str:
+def _choices_text(fields: dict[str, str]) -> str:
     """`model.encoder.self_attention='softmax', ...`: the stacks' choices, for errors."""
     return ", ".join(f"{field}={choice!r}" for field, choice in fields.items())
 
@@ -47,9 +52,9 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
             f"choose heads among {[h for h in range(1, cfg.d_model + 1) if cfg.d_model % h == 0]}"
         )
     built = attention_fields(cfg, kind)
-    for stack, layers in (("encoder", cfg.encoder.layers), ("decoder", cfg.decoder.layers)):
-        if f"model.{stack}.self_attention" in built and layers < 1:
-            raise ValueError(f"model.{stack}.layers={layers} must be at least 1")
+    for stack, depth in (("encoder", cfg.encoder.layers), ("decoder", cfg.decoder.layers)):
+        if f"model.{stack}.self_attention" in built and depth < 1:
+            raise ValueError(f"model.{stack}.layers={depth} must be at least 1")
     for name, p in {
         "model.dropout": cfg.dropout,
         "model.attention_dropout": cfg.attention_dropout,
@@ -61,24 +66,13 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
             f"model.norm_position='post' is not available with model.norm={cfg.norm!r}; "
             f"choose 'pre' (post-norm exists for {' and '.join(POST_NORMS)} only)"
         )
-    for field_name, choice in built.items():
-        kind_class = ATTENTIONS[choice]
-        causal = field_name == "model.decoder.self_attention"
-        if causal and not kind_class.supports_causal:
-            valid = sorted(n for n, c in ATTENTIONS.items() if c.supports_causal)
-            raise ValueError(
-                f"{field_name}={choice!r} is not causal and cannot be decoder self-attention; "
-                f"choose one of {valid}"
-            )
-        if not causal and not kind_class.supports_bidirectional:
-            valid = sorted(n for n, c in ATTENTIONS.items() if c.supports_bidirectional)
-            raise ValueError(
-                f"{field_name}={choice!r} is causal-only and cannot attend in both directions; "
-                f"choose one of {valid}"
-            )
+    layers = attention_layers(cfg, kind)
+    for field_name, names in layers.items():
+        for choice in dict.fromkeys(names):
+            _check_kind(field_name, choice, causal=field_name == "model.decoder.self_attention")
     _check_linear(cfg, kind, built)
-    _check_rotary(cfg, built)
-    if cfg.attention_dropout > 0 and AttentionKind.softmax not in built.values():
+    _check_rotary(cfg, layers)
+    if cfg.attention_dropout > 0 and not any("softmax" in names for names in layers.values()):
         raise ValueError(
             f"model.attention_dropout={cfg.attention_dropout} is read only by softmax "
             f"attention, which no stack uses ({_choices_text(built)}); remove it"
@@ -90,7 +84,29 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
         )
 
 
-def _check_linear(cfg: ModelConfig, kind: ModelKind, built: dict[str, AttentionKind]) -> None:
+def _check_kind(field_name: str, choice: str, *, causal: bool) -> None:
+    """`choice` (one layer's kind in `field_name`) is registered and attends the way the
+    stack needs: causally for decoder self-attention, in both directions elsewhere."""
+    kind_class = ATTENTIONS.get(choice)
+    if kind_class is None:
+        raise ValueError(
+            f"{field_name}: {choice!r} is not an attention kind; choose one of {sorted(ATTENTIONS)}"
+        )
+    if causal and not kind_class.supports_causal:
+        valid = sorted(n for n, c in ATTENTIONS.items() if c.supports_causal)
+        raise ValueError(
+            f"{field_name}={choice!r} is not causal and cannot be decoder self-attention; "
+            f"choose one of {valid}"
+        )
+    if not causal and not kind_class.supports_bidirectional:
+        valid = sorted(n for n, c in ATTENTIONS.items() if c.supports_bidirectional)
+        raise ValueError(
+            f"{field_name}={choice!r} is causal-only and cannot attend in both directions; "
+            f"choose one of {valid}"
+        )
+
+
+def _check_linear(cfg: ModelConfig, kind: ModelKind, built: dict[str, str]) -> None:
     explicit = {
         f"model.linear.{name}": value
         for name, value in vars(cfg.linear).items()
@@ -124,7 +140,7 @@ def _check_linear(cfg: ModelConfig, kind: ModelKind, built: dict[str, AttentionK
             raise ValueError(f"model.linear.{name}={value} must be >= {least}")
 
 
-def _check_rotary(cfg: ModelConfig, built: dict[str, AttentionKind]) -> None:
+def _check_rotary(cfg: ModelConfig, layers: dict[str, list[str]]) -> None:
     """Rotary positions turn pairs of columns: of q and k (width Dh) for softmax, of the
     features (width m: Dh for elu and relu) for the linear kinds, which the Triton kernels
     cannot do. Cross-attention is never turned, so only self-attention choices count."""
@@ -144,8 +160,9 @@ def _check_rotary(cfg: ModelConfig, built: dict[str, AttentionKind]) -> None:
         )
     rotated = [
         field
-        for field, choice in built.items()
-        if field.endswith(".self_attention") and ATTENTIONS[choice].uses_feature_map
+        for field, names in layers.items()
+        if field.endswith(".self_attention")
+        and any(ATTENTIONS[name].uses_feature_map for name in names)
     ]
     if not rotated:
         return

@@ -33,6 +33,11 @@ from seq2seq.training.evaluation import Evaluator
 from seq2seq.training.loss import LossSums
 
 
+def generation_settings(*keys: str) -> tuple[str, ...]:
+    """The `generation` group and those of its keys a task reads, for `Task.reads`."""
+    return ("generation", *(f"generation.{key}" for key in keys))
+
+
 class Batch(Protocol):
     """What the trainer needs of a batch: moving it, and the count its loss is summed over."""
 
@@ -99,8 +104,11 @@ class DecodingOptions:
 class Task(ABC):
     """One kind of training; see the module docstring for its life cycle."""
 
-    name: ClassVar[str]
     model_kind: ClassVar[ModelKind]
+    reads: ClassVar[tuple[str, ...]]
+    """The task-specific settings it reads (`data.text`, `generation.beam_size`, a whole
+    group as `generation`). What another task reads and this one does not is refused when
+    typed beside it (`seq2seq.tasks.unread_settings`): it would be silently ignored."""
     blank_inputs: ClassVar[bool] = False
     """Whether an all-blank `input` to seq2seq-generate means something (a language
     model samples from an empty prompt)."""

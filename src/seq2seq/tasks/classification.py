@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seq2seq.config.checks import check_unread_typed
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import LoaderStream
@@ -54,16 +53,6 @@ log = logging.getLogger("seq2seq.data")
 
 LABELS_KEY = "labels"
 """The checkpoint entry with the label set, in class-index order."""
-UNREAD = (
-    "data.source",
-    "data.target",
-    "data.max_source_len",
-    "data.max_target_len",
-    "data.block_size",
-    "data.packing",
-    "generation",
-    *(f"generation.{key}" for key in GenerationConfig.__dataclass_fields__),
-)
 
 
 def _label_order(label: str) -> tuple[int, float, str]:
@@ -75,8 +64,8 @@ def _label_order(label: str) -> tuple[int, float, str]:
 
 
 class ClassificationTask(Task):
-    name = "classification"
     model_kind = "encoder_classifier"
+    reads = ("data.text", "data.text_pair", "data.label")
 
     def __init__(
         self,
@@ -94,8 +83,7 @@ class ClassificationTask(Task):
 
     @classmethod
     def check_config(cls, cfg: TrainConfig, command_line: Sequence[str]) -> None:
-        check_unread_typed(cfg, command_line, UNREAD, reader="task=classification")
-        check_builtin_fits(cfg, cls.fields(cfg), task=cls.name)
+        check_builtin_fits(cfg, cls.fields(cfg))
         if cfg.data.text_pair is not None and cfg.data.text_pair in (
             cfg.data.text,
             cfg.data.label,
@@ -107,7 +95,7 @@ class ClassificationTask(Task):
 
     @classmethod
     def fields(cls, cfg: TrainConfig) -> tuple[str, ...]:
-        pair = cfg.data.task is None and cfg.data.text_pair is not None
+        pair = cfg.data.builtin is None and cfg.data.text_pair is not None
         return (TEXT, TEXT_PAIR, LABEL) if pair else (TEXT, LABEL)
 
     @classmethod

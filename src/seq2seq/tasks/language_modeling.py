@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq.config.checks import check_unread_typed
 from seq2seq.config.data import Packing
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
@@ -36,7 +35,7 @@ from seq2seq.data.tokenization import build_tokenizer, ids_column, tokenize_colu
 from seq2seq.evaluation import get_metric
 from seq2seq.generation.limits import count_at_limit, warn_at_limit
 from seq2seq.model import PerformerModel, build_model
-from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
+from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task, generation_settings
 from seq2seq.tasks.language_modeling_data import BLOCK, BYTES, BlockReport, make_blocks
 from seq2seq.tasks.language_modeling_evaluation import (
     LanguageModelBatch,
@@ -55,22 +54,27 @@ log = logging.getLogger("seq2seq.data")
 
 FIELDS = (TEXT,)
 LOSS_FIGURES = {"loss": False, "ppl": False, "bpb": False}
-UNREAD = (
-    "data.source",
-    "data.target",
-    "data.text_pair",
-    "data.label",
-    "data.max_source_len",
-    "data.max_target_len",
-    "generation.max_len_a",
-    "generation.max_len_b",
-    "generation.max_len",
-)
 
 
 class LanguageModelingTask(Task):
-    name = "language_modeling"
     model_kind = "decoder_lm"
+    reads = (
+        "data.text",
+        "data.block_size",
+        "data.packing",
+        *generation_settings(
+            "strategy",
+            "beam_size",
+            "nbest",
+            "length_penalty",
+            "min_len",
+            "max_new_tokens",
+            "temperature",
+            "top_k",
+            "top_p",
+            "seed",
+        ),
+    )
     blank_inputs = True
 
     def __init__(self, cfg: TrainConfig, tokenizer: Tokenizer | None = None) -> None:
@@ -82,8 +86,7 @@ class LanguageModelingTask(Task):
 
     @classmethod
     def check_config(cls, cfg: TrainConfig, command_line: Sequence[str]) -> None:
-        check_unread_typed(cfg, command_line, UNREAD, reader="task=language_modeling")
-        check_builtin_fits(cfg, FIELDS, task=cls.name)
+        check_builtin_fits(cfg, FIELDS)
         if cfg.data.block_size < 1:
             raise ValueError(f"data.block_size={cfg.data.block_size} must be a positive integer")
         if cfg.data.block_size > cfg.model.max_len:

@@ -21,7 +21,6 @@ import datasets
 import torch
 from torch import nn
 
-from seq2seq.config.checks import check_unread_typed
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import Batch, LoaderStream, collate
@@ -33,7 +32,13 @@ from seq2seq.data.tokenization import tokenize_splits
 from seq2seq.evaluation import get_metric
 from seq2seq.generation.limits import count_at_limit, warn_at_limit
 from seq2seq.model import EncoderDecoderTransformer, PerformerModel, build_model
-from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
+from seq2seq.tasks.base import (
+    DecodingOptions,
+    Predictions,
+    PreparedData,
+    Task,
+    generation_settings,
+)
 from seq2seq.tasks.seq2seq_evaluation import (
     EvaluationSet,
     Seq2SeqEvaluator,
@@ -48,15 +53,6 @@ from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy
 log = logging.getLogger("seq2seq.generate")
 
 LOSS_FIGURES = {"loss": False, "ppl": False}
-UNREAD = (
-    "data.text",
-    "data.text_pair",
-    "data.label",
-    "data.block_size",
-    "data.packing",
-    "generation.max_new_tokens",
-)
-"""Settings of the other tasks, refused when typed beside this one."""
 """The teacher-forced figures every validation computes (lower is better)."""
 
 
@@ -84,8 +80,27 @@ def decoding_settings(cfg: TrainConfig, generation: GenerationConfig) -> Generat
 
 
 class Seq2SeqTask(Task):
-    name = "seq2seq"
     model_kind = "encoder_decoder"
+    reads = (
+        "data.source",
+        "data.target",
+        "data.max_source_len",
+        "data.max_target_len",
+        *generation_settings(
+            "strategy",
+            "beam_size",
+            "nbest",
+            "length_penalty",
+            "max_len_a",
+            "max_len_b",
+            "max_len",
+            "min_len",
+            "temperature",
+            "top_k",
+            "top_p",
+            "seed",
+        ),
+    )
 
     def __init__(self, cfg: TrainConfig, tokenizers: tuple[Tokenizer, Tokenizer] | None = None):
         super().__init__(cfg)
@@ -95,8 +110,7 @@ class Seq2SeqTask(Task):
 
     @classmethod
     def check_config(cls, cfg: TrainConfig, command_line: Sequence[str]) -> None:
-        check_unread_typed(cfg, command_line, UNREAD, reader="task=seq2seq")
-        check_builtin_fits(cfg, PAIR_COLUMNS, task=cls.name)
+        check_builtin_fits(cfg, PAIR_COLUMNS)
         max_source, max_target = length_limits(cfg)
         for name, value in {
             "data.max_source_len": max_source,

@@ -6,15 +6,15 @@ from collections import Counter
 
 import pytest
 
-from seq2seq.data.tasks import TASKS, generate_splits, generate_task, is_balanced
+from seq2seq.data.generated import GENERATORS, generate_examples, generate_splits, is_balanced
 
 SETTINGS = {"min_len": 2, "max_len": 6, "num_symbols": 5}
 
 
 def _rows(name: str, *, seed: int = 0, n: int = 200, **settings: int) -> list[tuple[str, ...]]:
-    ds = generate_task(name, num_examples=n, seed=seed, **{**SETTINGS, **settings})
-    assert tuple(ds.column_names) == TASKS[name].fields
-    return list(zip(*(ds[field] for field in TASKS[name].fields), strict=True))
+    ds = generate_examples(name, num_examples=n, seed=seed, **{**SETTINGS, **settings})
+    assert tuple(ds.column_names) == GENERATORS[name].fields
+    return list(zip(*(ds[field] for field in GENERATORS[name].fields), strict=True))
 
 
 def _pairs(name: str, *, seed: int = 0, n: int = 200, **settings: int) -> list[tuple[str, str]]:
@@ -78,7 +78,7 @@ def test_brackets_classes_hold_the_same_brackets_and_differ_in_order() -> None:
 
 
 def test_registry_holds_each_kind_of_task() -> None:
-    assert {name: task.fields for name, task in TASKS.items()} == {
+    assert {name: task.fields for name, task in GENERATORS.items()} == {
         "addition": ("source", "target"),
         "copy": ("source", "target"),
         "reverse": ("source", "target"),
@@ -89,15 +89,15 @@ def test_registry_holds_each_kind_of_task() -> None:
     }
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_same_seed_same_data_and_other_seed_other_data(name: str) -> None:
     assert _rows(name, seed=3) == _rows(name, seed=3)
     assert _rows(name, seed=3) != _rows(name, seed=4)
 
 
 def test_unknown_task_lists_the_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"data.task='revrese'.*\['addition', 'brackets', 'copy'"):
-        generate_task("revrese", num_examples=1, seed=0, **SETTINGS)
+    with pytest.raises(ValueError, match=r"data.builtin='revrese'.*\['addition', 'brackets', 'copy'"):
+        generate_examples("revrese", num_examples=1, seed=0, **SETTINGS)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_unknown_task_lists_the_valid_names() -> None:
 )
 def test_bad_settings_name_the_field(settings: dict[str, int], field: str) -> None:
     with pytest.raises(ValueError, match=field):
-        generate_task("reverse", num_examples=1, seed=0, **{**SETTINGS, **settings})
+        generate_examples("reverse", num_examples=1, seed=0, **{**SETTINGS, **settings})
 
 
 def test_splits_are_sized_deterministic_and_disjoint() -> None:

@@ -1,4 +1,4 @@
-"""Built-in generated tasks, each for one kind of training.
+"""Generated datasets, each for one kind of training (`data.builtin=<name>`).
 
 - seq2seq (`source`, `target`): reverse, copy, sort ("abcd" -> "dcba"), and addition of
   decimal integers ("123+45" -> "168");
@@ -9,7 +9,7 @@
 - language modeling (`text`): dyck, balanced strings of two kinds of brackets ("([]())"),
   a formal language whose samples can be checked by a rule (`is_balanced`).
 
-Each task draws one example at a time from a `random.Random`, so a dataset is a pure
+Each generator draws one example at a time from a `random.Random`, so a dataset is a pure
 function of its settings and seed. Letters are the first `num_symbols` lowercase ones;
 addition and dyck ignore `num_symbols`. `min_len` and `max_len` bound the length (letters,
 digits of each addend, or brackets).
@@ -40,8 +40,8 @@ _DRAWS_PER_EXAMPLE = 20
 _EXTRA_DRAWS = 1000
 
 
-class TaskFn(Protocol):
-    """Draws one example: its fields, in the task's order."""
+class DrawFn(Protocol):
+    """Draws one example: its fields, in the dataset's order."""
 
     def __call__(
         self, rng: random.Random, *, min_len: int, max_len: int, num_symbols: int
@@ -143,8 +143,8 @@ def _brackets(
 
 
 @dataclass(frozen=True)
-class GeneratedTask:
-    draw: TaskFn
+class Generator:
+    draw: DrawFn
     fields: tuple[str, ...]
     """The columns it makes, in the order `draw` returns them."""
     reads_symbols: bool = True
@@ -152,23 +152,23 @@ class GeneratedTask:
 
 
 PAIRS = (SOURCE, TARGET)
-TASKS: dict[str, GeneratedTask] = {
-    "reverse": GeneratedTask(_reverse, PAIRS),
-    "copy": GeneratedTask(_copy, PAIRS),
-    "sort": GeneratedTask(_sort, PAIRS),
-    "addition": GeneratedTask(_addition, PAIRS, reads_symbols=False),
-    "majority": GeneratedTask(_majority, (TEXT, LABEL)),
-    "brackets": GeneratedTask(_brackets, (TEXT, LABEL), reads_symbols=False),
-    "dyck": GeneratedTask(_dyck, (TEXT,), reads_symbols=False),
+GENERATORS: dict[str, Generator] = {
+    "reverse": Generator(_reverse, PAIRS),
+    "copy": Generator(_copy, PAIRS),
+    "sort": Generator(_sort, PAIRS),
+    "addition": Generator(_addition, PAIRS, reads_symbols=False),
+    "majority": Generator(_majority, (TEXT, LABEL)),
+    "brackets": Generator(_brackets, (TEXT, LABEL), reads_symbols=False),
+    "dyck": Generator(_dyck, (TEXT,), reads_symbols=False),
 }
 
 
-def _task(name: str) -> GeneratedTask:
+def _generator(name: str) -> Generator:
     try:
-        return TASKS[name]
+        return GENERATORS[name]
     except KeyError:
         raise ValueError(
-            f"data.task={name!r} is not a built-in task; choose one of {sorted(TASKS)}"
+            f"data.builtin={name!r} is not a generated dataset; choose one of {sorted(GENERATORS)}"
         ) from None
 
 
@@ -177,7 +177,7 @@ def _check_settings(name: str, *, min_len: int, max_len: int, num_symbols: int) 
         raise ValueError(f"data.min_len={min_len} must be at least 1")
     if max_len < min_len:
         raise ValueError(f"data.max_len={max_len} must be at least data.min_len={min_len}")
-    if TASKS[name].reads_symbols and not 1 <= num_symbols <= MAX_SYMBOLS:
+    if GENERATORS[name].reads_symbols and not 1 <= num_symbols <= MAX_SYMBOLS:
         raise ValueError(
             f"data.num_symbols={num_symbols} must be in 1..{MAX_SYMBOLS} (lowercase letters)"
         )
@@ -194,23 +194,24 @@ def _to_dataset(rows: list[tuple[str, ...]], fields: tuple[str, ...]) -> dataset
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def generate_task(
+def generate_examples(
     name: str, *, num_examples: int, min_len: int, max_len: int, num_symbols: int, seed: int
 ) -> datasets.Dataset:
-    """`num_examples` examples of task `name`, with its string columns (`TASKS[name].fields`).
+    """`num_examples` examples of the generated dataset `name`, with its string columns
+    (`GENERATORS[name].fields`).
 
     Sequence lengths (letters, or digits of each addend for addition) are uniform in
     `min_len..max_len`. The same arguments always give the same dataset.
     """
-    task = _task(name)
+    generator = _generator(name)
     _check_settings(name, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
     _check_size("num_examples", num_examples)
     rng = random.Random(seed)
     rows = [
-        task.draw(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+        generator.draw(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
         for _ in range(num_examples)
     ]
-    return _to_dataset(rows, task.fields)
+    return _to_dataset(rows, generator.fields)
 
 
 def _derived_seed(seed: int, split: str) -> int:
@@ -220,7 +221,7 @@ def _derived_seed(seed: int, split: str) -> int:
 
 
 def _unseen_examples(
-    task: TaskFn,
+    draw: DrawFn,
     rng: random.Random,
     *,
     size: int,
@@ -233,7 +234,7 @@ def _unseen_examples(
     """`size` examples whose inputs (first fields) are not in `seen` (nor repeated), where
     the space allows.
 
-    When the task's space is too small, the remainder is drawn without that rule and a
+    When the generator's space is too small, the remainder is drawn without that rule and a
     warning says how many examples may overlap.
     """
     pairs: list[tuple[str, ...]] = []
@@ -241,13 +242,13 @@ def _unseen_examples(
     for _ in range(_DRAWS_PER_EXAMPLE * size + _EXTRA_DRAWS):
         if len(pairs) == size:
             break
-        row = task(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+        row = draw(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
         if row[0] not in seen and row[0] not in sources:
             sources.add(row[0])
             pairs.append(row)
     if len(pairs) < size:
         logger.warning(
-            "only %d of %d %s examples are unseen in earlier splits: the task's space is too "
+            "only %d of %d %s examples are unseen in earlier splits: the generator's space is too "
             "small; the other %d may repeat training sources",
             len(pairs),
             size,
@@ -255,14 +256,14 @@ def _unseen_examples(
             size - len(pairs),
         )
         pairs += [
-            task(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+            draw(rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
             for _ in range(size - len(pairs))
         ]
     return pairs
 
 
 DEFAULT_SIZES = {"train": 10_000, "validation": 500, "test": 500}
-"""Examples per split of a generated task whose `data.*_size` is null."""
+"""Examples per split of a generated dataset whose `data.*_size` is null."""
 
 
 def generate_splits(
@@ -276,13 +277,13 @@ def generate_splits(
     num_symbols: int,
     seed: int,
 ) -> datasets.DatasetDict:
-    """`train`, `validation` and `test` splits of task `name`, each from its own derived seed.
+    """`train`, `validation` and `test` splits of the generated dataset `name`, each from its own derived seed.
 
     Validation and test inputs are distinct, unseen in train and in each other, as far
-    as the task's space allows (see `_unseen_examples`). Train may repeat itself, like
+    as the generator's space allows (see `_unseen_examples`). Train may repeat itself, like
     any sample.
     """
-    task = _task(name)
+    generator = _generator(name)
     _check_settings(name, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
     given = {"train": train_size, "validation": validation_size, "test": test_size}
     sizes = {split: DEFAULT_SIZES[split] if size is None else size for split, size in given.items()}
@@ -291,14 +292,14 @@ def generate_splits(
 
     train_rng = random.Random(_derived_seed(seed, "train"))
     train = [
-        task.draw(train_rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
+        generator.draw(train_rng, min_len=min_len, max_len=max_len, num_symbols=num_symbols)
         for _ in range(sizes["train"])
     ]
     seen = {row[0] for row in train}
-    result = {"train": _to_dataset(train, task.fields)}
+    result = {"train": _to_dataset(train, generator.fields)}
     for split in ("validation", "test"):
         pairs = _unseen_examples(
-            task.draw,
+            generator.draw,
             random.Random(_derived_seed(seed, split)),
             size=sizes[split],
             seen=seen,
@@ -308,5 +309,5 @@ def generate_splits(
             num_symbols=num_symbols,
         )
         seen.update(row[0] for row in pairs)
-        result[split] = _to_dataset(pairs, task.fields)
+        result[split] = _to_dataset(pairs, generator.fields)
     return datasets.DatasetDict(result)
