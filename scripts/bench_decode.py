@@ -45,7 +45,7 @@ from torch import Tensor
 
 from seq2seq.config.model import DecoderConfig, ModelConfig
 from seq2seq.model import DecoderState, build_model
-from seq2seq.model.seq2seq import DecoderLanguageModel
+from seq2seq.model.language_model import DecoderLanguageModel
 from seq2seq.tokenizer.sentencepiece import PAD_ID
 
 KV_CACHE = "softmax_kv_cache"

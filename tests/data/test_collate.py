@@ -1,4 +1,4 @@
-"""collate, Batch and the loader from make_dataloader (including resumption with workers)."""
+"""collate_pairs, PairBatch and the loader from make_dataloader (including resumption with workers)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from seq2seq.data.batching import (
-    Batch,
+    PairBatch,
     ResumableDataLoader,
     TokenBatchSampler,
-    collate,
+    collate_pairs,
     make_dataloader,
 )
 from seq2seq.data.lengths import token_lengths
@@ -21,7 +21,7 @@ PAD, BOS, EOS = 0, 2, 3
 
 
 def test_collate_pads_right_and_adds_bos_and_eos() -> None:
-    batch = collate(
+    batch = collate_pairs(
         [
             {"source_ids": [5, 6, 7], "target_ids": [8]},
             {"source_ids": [9], "target_ids": [10, 11, 12]},
@@ -43,14 +43,16 @@ def test_collate_pads_right_and_adds_bos_and_eos() -> None:
 
 
 def test_an_empty_target_still_has_bos_and_eos() -> None:
-    batch = collate([{"source_ids": [5], "target_ids": []}], pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    batch = collate_pairs(
+        [{"source_ids": [5], "target_ids": []}], pad_id=PAD, bos_id=BOS, eos_id=EOS
+    )
     assert batch.tgt_input.tolist() == [[BOS]]
     assert batch.tgt_output.tolist() == [[EOS]]
 
 
 def test_an_empty_source_is_refused() -> None:
     with pytest.raises(ValueError, match=r"example 1 .* empty source.*clean_split"):
-        collate(
+        collate_pairs(
             [{"source_ids": [5], "target_ids": [6]}, {"source_ids": [], "target_ids": [6]}],
             pad_id=PAD,
             bos_id=BOS,
@@ -59,9 +61,11 @@ def test_an_empty_source_is_refused() -> None:
 
 
 def test_to_moves_every_tensor() -> None:
-    batch = collate([{"source_ids": [5], "target_ids": [6]}], pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    batch = collate_pairs(
+        [{"source_ids": [5], "target_ids": [6]}], pad_id=PAD, bos_id=BOS, eos_id=EOS
+    )
     moved = batch.to(torch.device("meta"))
-    assert isinstance(moved, Batch)
+    assert isinstance(moved, PairBatch)
     assert all(
         t.device.type == "meta"
         for t in (
@@ -92,7 +96,7 @@ def _loader(ds: datasets.Dataset, *, num_workers: int = 0) -> ResumableDataLoade
     )
 
 
-def _ids(batches: list[Batch]) -> list[list[int]]:
+def _ids(batches: list[PairBatch]) -> list[list[int]]:
     """Example ids of each batch: target_ids are 100 + index; an empty target has none."""
     return [sorted({v - 100 for v in b.tgt_output.flatten().tolist() if v >= 100}) for b in batches]
 

@@ -96,7 +96,9 @@ def test_same_seed_same_data_and_other_seed_other_data(name: str) -> None:
 
 
 def test_unknown_task_lists_the_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"data.builtin='revrese'.*\['addition', 'brackets', 'copy'"):
+    with pytest.raises(
+        ValueError, match=r"data.builtin='revrese'.*\['addition', 'brackets', 'copy'"
+    ):
         generate_examples("revrese", num_examples=1, seed=0, **SETTINGS)
 
 

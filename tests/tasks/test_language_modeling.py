@@ -22,8 +22,9 @@ from seq2seq.jobs.generate import generate_from_config
 from seq2seq.jobs.train import run_training, train
 from seq2seq.model import build_model
 from seq2seq.tasks.language_modeling import LanguageModelingTask
+from seq2seq.tasks.language_modeling_batches import collate_blocks
 from seq2seq.tasks.language_modeling_data import BLOCK, make_blocks
-from seq2seq.tasks.language_modeling_evaluation import collate_blocks, continue_prompts
+from seq2seq.tasks.language_modeling_evaluation import continue_prompts
 
 Compose = Callable[..., DictConfig]
 EOS = 3

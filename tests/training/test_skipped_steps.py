@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from seq2seq.config.model import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.config.training import OptimConfig, ScheduleConfig, TrainerConfig
-from seq2seq.data.batching import Batch, collate
+from seq2seq.data.batching import PairBatch, collate_pairs
 from seq2seq.model.build import build_model
 from seq2seq.training.checkpoint import CheckpointManager
 from seq2seq.training.distributed import Distributed
@@ -48,7 +48,7 @@ def _model() -> nn.Module:
     return build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, pad_id=PAD, seed=0)
 
 
-def _batches(sizes: list[int]) -> list[Batch]:
+def _batches(sizes: list[int]) -> list[PairBatch]:
     generator = torch.Generator().manual_seed(0)
 
     def example(length: int) -> dict[str, Any]:
@@ -56,13 +56,13 @@ def _batches(sizes: list[int]) -> list[Batch]:
         return {"source_ids": ids, "target_ids": ids[::-1]}
 
     return [
-        collate([example(4 + i) for i in range(size)], pad_id=PAD, bos_id=BOS, eos_id=EOS)
+        collate_pairs([example(4 + i) for i in range(size)], pad_id=PAD, bos_id=BOS, eos_id=EOS)
         for size in sizes
     ]
 
 
 def _trainer(
-    model: nn.Module, batches: list[Batch], *, grad_accum: int = 1, **trainer: Any
+    model: nn.Module, batches: list[PairBatch], *, grad_accum: int = 1, **trainer: Any
 ) -> Trainer:
     cfg = TrainerConfig(max_steps=100, grad_accum=grad_accum, progress="off", **trainer)
     optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=0.1, weight_decay=0.0))
@@ -70,10 +70,10 @@ def _trainer(
         optimizer, ScheduleConfig(name="inverse_sqrt", warmup_steps=4), max_steps=100
     )
 
-    def epoch(_: int, start: int) -> Iterator[Batch]:
+    def epoch(_: int, start: int) -> Iterator[PairBatch]:
         yield from batches[start:]
 
-    def loss(model: nn.Module, batch: Batch) -> LossSums:
+    def loss(model: nn.Module, batch: PairBatch) -> LossSums:
         logits = model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask)
         return label_smoothed_cross_entropy(
             logits, batch.tgt_output, pad_id=PAD, smoothing=cfg.label_smoothing
@@ -151,7 +151,7 @@ def test_a_bad_gradient_is_named_by_its_parameter(clip_norm: float) -> None:
         trainer.train_step(next(trainer._micro_batches()))
 
 
-def _fp16_trainer(model: nn.Module, batches: list[Batch], **trainer: Any) -> Trainer:
+def _fp16_trainer(model: nn.Module, batches: list[PairBatch], **trainer: Any) -> Trainer:
     """A trainer whose GradScaler is on, as under fp16 (simulated on CPU: no autocast)."""
     fp16 = _trainer(model, batches, **trainer)
     fp16.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4, enabled=True)

@@ -1,10 +1,10 @@
 """Datasets (loaded or generated), cleaning, token-budget batching and collation."""
 
 from seq2seq.data.batching import (
-    Batch,
+    PairBatch,
     ResumableDataLoader,
     TokenBatchSampler,
-    collate,
+    collate_pairs,
     make_dataloader,
 )
 from seq2seq.data.builtin import BUILTIN_DATASETS, builtin_dataset
@@ -16,13 +16,13 @@ from seq2seq.data.loading import load_splits
 __all__ = [
     "BUILTIN_DATASETS",
     "GENERATORS",
-    "Batch",
     "CleanReport",
+    "PairBatch",
     "ResumableDataLoader",
     "TokenBatchSampler",
     "builtin_dataset",
     "clean_split",
-    "collate",
+    "collate_pairs",
     "generate_examples",
     "generate_splits",
     "load_splits",

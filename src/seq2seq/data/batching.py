@@ -1,7 +1,7 @@
 """Token-budget batches with length bucketing, their collation into tensors, and the loader.
 
-`TokenBatchSampler` decides which examples go together; `collate` pads them into a
-`Batch`; `make_dataloader` joins the two into a `torch.utils.data.DataLoader` whose
+`TokenBatchSampler` decides which examples go together; `collate_pairs` pads them into a
+`PairBatch`; `make_dataloader` joins the two into a `torch.utils.data.DataLoader` whose
 `state_dict` counts the batches the training loop has received (not those prefetched).
 """
 
@@ -227,7 +227,7 @@ class TokenBatchSampler(Sampler[list[int]]):
 
 
 @dataclass
-class Batch:
+class PairBatch:
     """A padded batch; `True` in a mask marks a real token. Padding is on the right.
 
     src_tokens: (B, S) long; src_mask: (B, S) bool.
@@ -243,8 +243,8 @@ class Batch:
     tgt_mask: torch.Tensor
     num_target_tokens: int
 
-    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
-        return Batch(
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> PairBatch:
+        return PairBatch(
             src_tokens=fn(self.src_tokens),
             src_mask=fn(self.src_mask),
             tgt_input=fn(self.tgt_input),
@@ -253,11 +253,11 @@ class Batch:
             num_target_tokens=self.num_target_tokens,
         )
 
-    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Batch:
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> PairBatch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-    def pin_memory(self) -> Batch:
-        """Lets `DataLoader(pin_memory=True)` pin a `Batch`."""
+    def pin_memory(self) -> PairBatch:
+        """Lets `DataLoader(pin_memory=True)` pin a `PairBatch`."""
         return self._map(lambda t: t.pin_memory())
 
     @property
@@ -284,10 +284,12 @@ def _padded(rows: list[list[int]], *, pad_id: int) -> tuple[torch.Tensor, torch.
     return tokens, mask
 
 
-def collate(examples: list[dict[str, Any]], *, pad_id: int, bos_id: int, eos_id: int) -> Batch:
-    """Pads examples with `source_ids` and `target_ids` (no bos/eos) into a `Batch`."""
+def collate_pairs(
+    examples: list[dict[str, Any]], *, pad_id: int, bos_id: int, eos_id: int
+) -> PairBatch:
+    """Pads examples with `source_ids` and `target_ids` (no bos/eos) into a `PairBatch`."""
     if not examples:
-        raise ValueError("collate got no examples")
+        raise ValueError("collate_pairs got no examples")
     sources = [list(e[SOURCE_IDS]) for e in examples]
     targets = [list(e[TARGET_IDS]) for e in examples]
     for i, source in enumerate(sources):
@@ -299,7 +301,7 @@ def collate(examples: list[dict[str, Any]], *, pad_id: int, bos_id: int, eos_id:
     src_tokens, src_mask = _padded(sources, pad_id=pad_id)
     tgt_input, tgt_mask = _padded([[bos_id, *t] for t in targets], pad_id=pad_id)
     tgt_output, _ = _padded([[*t, eos_id] for t in targets], pad_id=pad_id)
-    return Batch(
+    return PairBatch(
         src_tokens=src_tokens,
         src_mask=src_mask,
         tgt_input=tgt_input,
@@ -309,7 +311,7 @@ def collate(examples: list[dict[str, Any]], *, pad_id: int, bos_id: int, eos_id:
     )
 
 
-class ResumableDataLoader(DataLoader[Batch]):
+class ResumableDataLoader(DataLoader[PairBatch]):
     """A DataLoader over a `TokenBatchSampler` whose state counts the batches received.
 
     Workers prefetch, so the sampler runs ahead of the loop. This loader remembers the
@@ -326,7 +328,7 @@ class ResumableDataLoader(DataLoader[Batch]):
         self._received: tuple[int, int] | None = None
         self._moves_seen = sampler._moves
 
-    def __iter__(self) -> Iterator[Batch]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[PairBatch]:  # type: ignore[override]
         sampler = self._token_sampler
         if self._received is not None and sampler._moves == self._moves_seen:
             sampler._epoch, sampler._position = self._received
@@ -379,13 +381,13 @@ def make_dataloader(
     eos_id: int,
     num_workers: int = 0,
 ) -> ResumableDataLoader:
-    """A DataLoader of `Batch`es over the tokenized split `ds`, in `sampler`'s order."""
+    """A DataLoader of `PairBatch`es over the tokenized split `ds`, in `sampler`'s order."""
     require_token_columns(ds)
     return make_loader(
         ds,
         sampler=sampler,
         columns=[SOURCE_IDS, TARGET_IDS],
-        collate_fn=functools.partial(collate, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id),
+        collate_fn=functools.partial(collate_pairs, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id),
         num_workers=num_workers,
     )
 

@@ -95,7 +95,7 @@ def clean_split(
     """Drops examples with an empty source or target, then drops or truncates over-long ones.
 
     `ds` has the token-id columns `source_ids` and `target_ids`; lengths count ids
-    without the bos/eos that `collate` adds (the decoder sees `target + 1` positions).
+    without the bos/eos that `collate_pairs` adds (the decoder sees `target + 1` positions).
     Truncation keeps the first `max_*_len` ids, so a truncated target loses its end.
     """
     if max_source_len < 1:

@@ -32,7 +32,7 @@ from seq2seq.jobs.generate_files import (
 from seq2seq.jobs.trained_run import checkpoint_file, load_run
 from seq2seq.tasks import DecodingOptions
 from seq2seq.training.devices import resolve_device
-from seq2seq.training.trainer import PRECISIONS
+from seq2seq.training.precision import PRECISIONS
 
 log = logging.getLogger("seq2seq.generate")
 

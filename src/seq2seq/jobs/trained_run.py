@@ -19,7 +19,7 @@ from seq2seq.config.training import Precision
 from seq2seq.model import PerformerModel
 from seq2seq.tasks import Task, task_class
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
-from seq2seq.training.trainer import PRECISIONS
+from seq2seq.training.precision import PRECISIONS
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The universal Performer layer stack and the models built from it."""
 
+from seq2seq.model.base_model import PerformerModel
 from seq2seq.model.build import (
     ModelKind,
     attention_fields,
@@ -7,13 +8,10 @@ from seq2seq.model.build import (
     linear_settings,
     uses_linear_attention,
 )
+from seq2seq.model.classifier import EncoderClassifier
+from seq2seq.model.encoder_decoder import EncoderDecoderTransformer
+from seq2seq.model.language_model import DecoderLanguageModel
 from seq2seq.model.layer import LayerState, PerformerLayer
-from seq2seq.model.seq2seq import (
-    DecoderLanguageModel,
-    EncoderClassifier,
-    EncoderDecoderTransformer,
-    PerformerModel,
-)
 from seq2seq.model.stack import DecoderState, PerformerDecoder, PerformerEncoder
 
 __all__ = [

@@ -18,16 +18,14 @@ from seq2seq.model.attention import ATTENTIONS, AttentionSettings, MultiHeadAtte
 from seq2seq.model.attention.feature_maps import FeatureMapFactory, make_feature_map_factory
 from seq2seq.model.attention.registry import build_attention
 from seq2seq.model.attention.rotary import Rotary
+from seq2seq.model.base_model import PerformerModel
+from seq2seq.model.classifier import EncoderClassifier
 from seq2seq.model.embedding import TokenEmbedding, make_positions
+from seq2seq.model.encoder_decoder import EncoderDecoderTransformer
 from seq2seq.model.feedforward import FeedForward
+from seq2seq.model.language_model import DecoderLanguageModel
 from seq2seq.model.layer import PerformerLayer
 from seq2seq.model.norms import norm_scheme
-from seq2seq.model.seq2seq import (
-    DecoderLanguageModel,
-    EncoderClassifier,
-    EncoderDecoderTransformer,
-    PerformerModel,
-)
 from seq2seq.model.stack import PerformerDecoder, PerformerEncoder
 
 ModelKind = Literal["encoder_decoder", "encoder_classifier", "decoder_lm"]

@@ -15,10 +15,10 @@ input lines (or a split of the run's data) into output lines.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import datasets
 import numpy as np
@@ -31,37 +31,12 @@ from seq2seq.data.batching import LoaderStream, TokenBatchSampler, make_loader
 from seq2seq.model import ModelKind, PerformerModel
 from seq2seq.training.evaluation import Evaluator
 from seq2seq.training.loss import LossSums
+from seq2seq.training.trainer import BatchStream
 
 
 def generation_settings(*keys: str) -> tuple[str, ...]:
     """The `generation` group and those of its keys a task reads, for `Task.reads`."""
     return ("generation", *(f"generation.{key}" for key in keys))
-
-
-class Batch(Protocol):
-    """What the trainer needs of a batch: moving it, and the count its loss is summed over."""
-
-    @property
-    def num_targets(self) -> int:
-        """The predictions the loss sums over (target tokens, or examples)."""
-        ...
-
-    @property
-    def num_tokens(self) -> int:
-        """The real tokens of the batch that training throughput counts."""
-        ...
-
-    def to(self, device: torch.device) -> Batch: ...
-
-
-class BatchStream(Protocol):
-    """The training batches, resumable: `epoch(e, start)` yields epoch e's batches from
-    index `start` on; `layout()` is what must match for a saved position to mean the same
-    batches after a resume."""
-
-    def epoch(self, epoch: int, start: int) -> Iterator[Batch]: ...
-
-    def layout(self) -> dict[str, Any]: ...
 
 
 @dataclass

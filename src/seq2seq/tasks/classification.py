@@ -35,15 +35,14 @@ from seq2seq.data.tokenization import build_tokenizer, ids_column, tokenize_colu
 from seq2seq.evaluation import get_metric
 from seq2seq.model import PerformerModel, build_model
 from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task
-from seq2seq.tasks.classification_evaluation import (
+from seq2seq.tasks.classification_batches import (
     INPUT_IDS,
     LABEL_ID,
     ClassificationBatch,
-    ClassificationEvaluator,
-    class_log_probabilities,
     classification_loss,
     collate_inputs,
 )
+from seq2seq.tasks.classification_evaluation import ClassificationEvaluator, class_log_probabilities
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors

@@ -1,12 +1,10 @@
-"""Classification batches, evaluation and prediction: logits for every input, the label
+"""Classification evaluation and prediction: logits for every input, the label
 metrics on the predicted labels, per-class figures and a confusion-matrix image."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -15,54 +13,9 @@ from torch import Tensor, nn
 from seq2seq.data.batching import length_sorted_chunks
 from seq2seq.evaluation import score
 from seq2seq.evaluation.labels import confusion, per_class
+from seq2seq.tasks.classification_batches import INPUT_IDS, classification_loss, collate_inputs
 from seq2seq.training.evaluation import EvaluationResult
-from seq2seq.training.loss import label_smoothed_cross_entropy
-
-INPUT_IDS = "input_ids"
-LABEL_ID = "label_id"
-NO_PAD = -1
-"""Labels have no padding: every example is a target."""
-
-
-@dataclass
-class ClassificationBatch:
-    """tokens, mask: `(B, S)`; labels: `(B,)` class indices."""
-
-    tokens: Tensor
-    mask: Tensor
-    labels: Tensor
-
-    @property
-    def num_targets(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.mask.sum())
-
-    def to(self, device: torch.device) -> ClassificationBatch:
-        return ClassificationBatch(
-            self.tokens.to(device), self.mask.to(device), self.labels.to(device)
-        )
-
-
-def collate_inputs(examples: list[dict[str, Any]], *, pad_id: int) -> ClassificationBatch:
-    """Pads `input_ids` on the right; `label_id` (-1 when unknown: prediction) stacks."""
-    rows = [list(example[INPUT_IDS]) for example in examples]
-    width = max(len(row) for row in rows)
-    tokens = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
-    lengths = torch.tensor([len(row) for row in rows])
-    mask = torch.arange(width)[None, :] < lengths[:, None]
-    labels = torch.tensor([example.get(LABEL_ID, NO_PAD) for example in examples])
-    return ClassificationBatch(tokens, mask, labels)
-
-
-def classification_loss(
-    logits: Tensor, labels: Tensor, *, smoothing: float
-) -> Any:  # LossSums, summed over the examples
-    return label_smoothed_cross_entropy(
-        logits.unsqueeze(1), labels.unsqueeze(1), pad_id=NO_PAD, smoothing=smoothing
-    )
+from seq2seq.training.precision import autocast
 
 
 def class_log_probabilities(
@@ -76,12 +29,7 @@ def class_log_probabilities(
 ) -> Tensor:
     """`(N, C)` float32 log-probabilities of every input row, in batches of similar length."""
     probabilities: list[Tensor | None] = [None] * len(rows)
-    autocast = (
-        nullcontext()
-        if autocast_dtype is None
-        else torch.autocast(device_type=device.type, dtype=autocast_dtype)
-    )
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast(device, autocast_dtype):
         for chunk in length_sorted_chunks([len(row) for row in rows], max_tokens):
             batch = collate_inputs([{INPUT_IDS: rows[i]} for i in chunk], pad_id=pad_id)
             logits = model(batch.tokens.to(device), batch.mask.to(device)).float()

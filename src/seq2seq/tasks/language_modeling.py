@@ -36,11 +36,10 @@ from seq2seq.evaluation import get_metric
 from seq2seq.generation.limits import count_at_limit, warn_at_limit
 from seq2seq.model import PerformerModel, build_model
 from seq2seq.tasks.base import DecodingOptions, Predictions, PreparedData, Task, generation_settings
+from seq2seq.tasks.language_modeling_batches import LanguageModelBatch, collate_blocks
 from seq2seq.tasks.language_modeling_data import BLOCK, BYTES, BlockReport, make_blocks
 from seq2seq.tasks.language_modeling_evaluation import (
-    LanguageModelBatch,
     LanguageModelEvaluator,
-    collate_blocks,
     continuation_limit_advice,
     continue_prompts,
     one_line,

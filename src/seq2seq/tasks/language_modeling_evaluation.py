@@ -1,4 +1,4 @@
-"""Language-modeling batches, evaluation and continuation: loss, perplexity and bits per
+"""Language-modeling evaluation and continuation: loss, perplexity and bits per
 byte over a whole split, rule metrics on sampled documents, and prompts continued by the
 decoding strategies through `PromptedModel`."""
 
@@ -7,12 +7,10 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from seq2seq.config.generation import GenerationConfig
@@ -21,10 +19,12 @@ from seq2seq.evaluation import score
 from seq2seq.generation import Hypothesis, generate
 from seq2seq.generation.limits import AT_LIMIT, count_at_limit, warn_at_limit
 from seq2seq.generation.prompted import PromptedModel
+from seq2seq.tasks.language_modeling_batches import collate_blocks
 from seq2seq.tasks.language_modeling_data import BLOCK
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.training.evaluation import EvaluationResult
 from seq2seq.training.loss import label_smoothed_cross_entropy, perplexity
+from seq2seq.training.precision import autocast
 
 
 def one_line(text: str) -> str:
@@ -32,48 +32,6 @@ def one_line(text: str) -> str:
     two-character escapes backslash-backslash, backslash-n and backslash-r, so that a
     continuation of several lines keeps one line per prompt."""
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-
-
-@dataclass
-class LanguageModelBatch:
-    """tokens: `(B, L)` inputs, padded on the right; targets: `(B, L)` the next tokens, PAD
-    where none.
-
-    No padding mask goes to the model: under causal attention a position sees itself and
-    the positions before it, and a row's padding comes after all its real tokens, so it
-    never reaches a position that is scored. Without a mask softmax attention runs SDPA's
-    causal kernel instead of an explicit `(B, 1, L, L)` mask (1.3x the training tokens/s
-    at 1,024 tokens and 1.9x at 4,096 on a CPU: `scripts/bench_long.py`, softmax/masked)."""
-
-    tokens: Tensor
-    targets: Tensor
-
-    @property
-    def num_targets(self) -> int:
-        return int((self.targets != PAD_ID).sum())
-
-    @property
-    def num_tokens(self) -> int:
-        return self.num_targets
-
-    def to(self, device: torch.device) -> LanguageModelBatch:
-        return LanguageModelBatch(self.tokens.to(device), self.targets.to(device))
-
-
-def collate_blocks(examples: list[dict[str, Any]]) -> LanguageModelBatch:
-    """Blocks of up to B + 1 tokens -> inputs (the first L) and targets (the last L)."""
-    rows = [list(example[BLOCK]) for example in examples]
-    width = max(len(row) for row in rows) - 1
-    tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
-    targets = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row) - 1] = torch.tensor(row[:-1])
-        targets[i, : len(row) - 1] = torch.tensor(row[1:])
-    return LanguageModelBatch(tokens, targets)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def continue_prompts(
@@ -100,7 +58,7 @@ def continue_prompts(
     bar = tqdm(
         total=len(prompts), desc="generating", unit="prompt", file=sys.stderr, disable=not progress
     )
-    with bar, _autocast(device, autocast_dtype):
+    with bar, autocast(device, autocast_dtype):
         for length, members in sorted(groups.items()):
             # The strategies feed every output token (the last one to see eos after it):
             # a prompt of P tokens and N outputs reach position P - 1 + N.
@@ -185,7 +143,7 @@ class LanguageModelEvaluator:
         model.eval()
         nll_sum, loss_sum, tokens = 0.0, 0.0, 0
         try:
-            with _autocast(self.device, self.autocast_dtype):
+            with autocast(self.device, self.autocast_dtype):
                 chunks = length_sorted_chunks([len(b) - 1 for b in self.blocks], self.max_tokens)
                 for chunk in chunks:
                     batch = collate_blocks([{BLOCK: self.blocks[i]} for i in chunk])

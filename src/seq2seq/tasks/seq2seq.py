@@ -23,7 +23,7 @@ from torch import nn
 
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
-from seq2seq.data.batching import Batch, LoaderStream, collate
+from seq2seq.data.batching import LoaderStream, PairBatch, collate_pairs
 from seq2seq.data.checks import check_builtin_fits
 from seq2seq.data.columns import SOURCE_IDS, TARGET_IDS
 from seq2seq.data.lengths import token_lengths
@@ -178,12 +178,14 @@ class Seq2SeqTask(Task):
             sources,
             target_lengths=targets,
             columns=[SOURCE_IDS, TARGET_IDS],
-            collate_fn=functools.partial(collate, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID),
+            collate_fn=functools.partial(
+                collate_pairs, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID
+            ),
             rank=rank,
             world_size=world_size,
         )
 
-    def loss(self, model: nn.Module, batch: Batch) -> LossSums:
+    def loss(self, model: nn.Module, batch: PairBatch) -> LossSums:
         logits = model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask)
         return label_smoothed_cross_entropy(
             logits, batch.tgt_output, pad_id=PAD_ID, smoothing=self.cfg.trainer.label_smoothing

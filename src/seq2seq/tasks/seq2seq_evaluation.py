@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import datasets
@@ -15,14 +14,15 @@ import torch
 from tqdm import tqdm
 
 from seq2seq.config.generation import GenerationConfig
-from seq2seq.data.batching import collate, length_sorted_chunks
+from seq2seq.data.batching import collate_pairs, length_sorted_chunks
 from seq2seq.evaluation import score
 from seq2seq.generation import Hypothesis, generate
 from seq2seq.generation.limits import AT_LIMIT, warn_at_limit
-from seq2seq.model.seq2seq import EncoderDecoderTransformer
+from seq2seq.model.encoder_decoder import EncoderDecoderTransformer
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.training.evaluation import EvaluationResult
 from seq2seq.training.loss import label_smoothed_cross_entropy, perplexity
+from seq2seq.training.precision import autocast
 
 log = logging.getLogger("seq2seq.generate")
 
@@ -89,10 +89,6 @@ def evaluation_set(
     )
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast | nullcontext:
-    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
-
-
 class Seq2SeqEvaluator:
     def __init__(
         self,
@@ -138,7 +134,7 @@ class Seq2SeqEvaluator:
         predictions: list[str] = [""] * len(self.data.sources)
         at_limit = 0
         try:
-            with _autocast(self.device, self.autocast_dtype):
+            with autocast(self.device, self.autocast_dtype):
                 for indices in self.chunks:
                     examples = [
                         {
@@ -147,7 +143,7 @@ class Seq2SeqEvaluator:
                         }
                         for i in indices
                     ]
-                    batch = collate(examples, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+                    batch = collate_pairs(examples, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
                     batch = batch.to(self.device)
                     logits = model(
                         batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask
@@ -212,7 +208,7 @@ def decode_sources(
     chunks = length_sorted_chunks([len(sources[i]) for i in real], max_tokens)
     with (
         tqdm(total=len(real), desc="generating", unit="src", file=sys.stderr) as progress,
-        _autocast(device, autocast_dtype),
+        autocast(device, autocast_dtype),
     ):
         for chunk in chunks:
             indices = [real[i] for i in chunk]

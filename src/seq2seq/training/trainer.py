@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from seq2seq.training.evaluation import EvaluationResult, Evaluator
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.loss import LossSums
 from seq2seq.training.nonfinite import first_nonfinite_gradient, first_nonfinite_module
+from seq2seq.training.precision import PRECISIONS, autocast
 from seq2seq.training.progress import Progress
 from seq2seq.training.rng import capture_rng, restore_rng
 from seq2seq.training.schedule import sync_learning_rates
@@ -36,7 +37,6 @@ from seq2seq.training.signals import StopRequest
 
 log = logging.getLogger("seq2seq.train")
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The autocast dtype of each `trainer.precision` (None: no autocast)."""
 MIN_LOSS_SCALE = 1e-4
 """Below this fp16 loss scale an overflow is no longer the scaler's to absorb."""
@@ -92,25 +92,29 @@ def use_tf32(device: torch.device, enabled: bool) -> None:
         torch.set_float32_matmul_precision("high" if enabled else "highest")
 
 
-class Batch(Protocol):
-    """What the loop needs of a batch (the task makes them)."""
+class TrainingBatch(Protocol):
+    """What the loop needs of a batch (the task makes them): moving it, and the counts its
+    loss and its throughput are summed over."""
 
     @property
-    def num_targets(self) -> int: ...
+    def num_targets(self) -> int:
+        """The predictions the loss sums over (target tokens, or examples)."""
+        ...
 
     @property
     def num_tokens(self) -> int:
-        """The real tokens a step processes (throughput counts these)."""
+        """The real tokens of the batch that training throughput counts."""
         ...
 
-    def to(self, device: torch.device) -> Batch: ...
+    def to(self, device: torch.device) -> TrainingBatch: ...
 
 
 class BatchStream(Protocol):
-    """`epoch(e, start)`: epoch e's batches from index `start` on; `layout()`: what must
-    match for a saved position to mean the same batches."""
+    """The training batches, resumable: `epoch(e, start)` yields epoch e's batches from
+    index `start` on; `layout()` is what must match for a saved position to mean the same
+    batches after a resume."""
 
-    def epoch(self, epoch: int, start: int) -> Iterator[Any]: ...
+    def epoch(self, epoch: int, start: int) -> Iterator[TrainingBatch]: ...
 
     def layout(self) -> dict[str, Any]: ...
 
@@ -208,14 +212,9 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------
 
-    def _autocast(self) -> AbstractContextManager[Any]:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
-    def _micro_batches(self) -> Iterator[list[Batch]]:
+    def _micro_batches(self) -> Iterator[list[TrainingBatch]]:
         """Groups of `grad_accum` batches, epoch after epoch, until max_epochs."""
-        group: list[Batch] = []
+        group: list[TrainingBatch] = []
         while self.cfg.max_epochs is None or self.state.epoch < self.cfg.max_epochs:
             for batch in self.batches.epoch(self.state.epoch, self.state.epoch_batches):
                 self.state.epoch_batches += 1
@@ -230,7 +229,7 @@ class Trainer:
         if group:
             yield group
 
-    def train_step(self, group: list[Batch]) -> dict[str, float] | None:
+    def train_step(self, group: list[TrainingBatch]) -> dict[str, float] | None:
         """One optimizer step over `group`; the loss is normalised by the target tokens of
         the whole step, all ranks' micro-batches together, so accumulation and data
         parallelism both equal one large batch.
@@ -253,7 +252,7 @@ class Trainer:
             last = index == len(group) - 1
             sync = nullcontext() if last or not distributed.enabled else self.model.no_sync()  # type: ignore[operator]
             with sync:
-                with self._autocast():
+                with autocast(self.device, self.autocast_dtype):
                     sums = self.loss(self.model, batch)
                 self.scaler.scale(sums.loss * scale).backward()
             loss_total += float(sums.loss.detach())
@@ -296,7 +295,7 @@ class Trainer:
         }
 
     def _skip_step(
-        self, group: list[Batch], loss: float, grad_norm: float, *, loss_finite: bool
+        self, group: list[TrainingBatch], loss: float, grad_norm: float, *, loss_finite: bool
     ) -> None:
         """Leave the weights alone. Under fp16 a finite loss with overflowing gradients is
         the GradScaler's business: it lowers its scale and the step is retried on the next
@@ -316,11 +315,11 @@ class Trainer:
                 return
         self._handle_nonfinite(group, loss, grad_norm)
 
-    def _handle_nonfinite(self, group: list[Batch], loss: float, grad_norm: float) -> None:
+    def _handle_nonfinite(self, group: list[TrainingBatch], loss: float, grad_norm: float) -> None:
         model = self.module
         culprit = None
         for batch in group:  # the first micro-batch whose forward pass goes non-finite
-            with self._autocast():
+            with autocast(self.device, self.autocast_dtype):
                 culprit = first_nonfinite_module(
                     model,
                     lambda b=batch: self.loss(model, b),  # type: ignore[misc]
