@@ -31,6 +31,18 @@ RUNS = {
         "model.decoder.self_attention=causal_linear",
         "model.linear.redraw_interval=3",
     ),
+    # A hybrid stack from the command line: the delta rule, then softmax (every layer's
+    # state, conv and gate parameters in the checkpoint).
+    "language_modeling_hybrid": (
+        "experiment=lm_dyck",
+        "model.dropout=0.1",
+        "data.block_size=16",
+        "data.max_tokens=48",
+        "trainer.sampled_documents=4",
+        "model.decoder.layers=2",
+        "model.decoder.self_attention=delta+softmax",
+        "model.linear.chunk_size=4",
+    ),
 }
 COMMON = ("trainer.max_steps=8", "trainer.eval_every=4")
 

@@ -101,8 +101,8 @@ class DecoderConfig:
 
 @dataclass
 class LinearAttentionConfig:
-    """Settings of the linear kinds. None means the default; they are ignored when no linear
-    kind is chosen, and setting one explicitly on an all-softmax model is an error."""
+    """Settings of the linear kinds. None means the default; they are ignored when no kind
+    that reads them is chosen, and setting one explicitly then is an error."""
 
     feature_map: FeatureMap | None = None
     """`favor` (FAVOR+ random features, default), `elu` (elu+1) or `relu`."""
@@ -122,6 +122,16 @@ class LinearAttentionConfig:
     them) or `triton` (fused kernels that form the features on chip; CUDA only, or CPU
     tensors under Triton's interpreter, TRITON_INTERPRET=1, for tests). The two agree to
     float32 rounding (about 1e-5); decoding steps always run in PyTorch."""
+    gate: str | None = None
+    """The gated kinds' (`gated_linear`, `delta`) forget gate: `data` (default; Mamba-2's
+    data-dependent decay per head and position), `fixed` (RetNet's constant decay per
+    head) or `none` (no decay; `delta` is then plain DeltaNet)."""
+    conv_size: int | None = None
+    """The gated kinds' short causal depthwise convolution over q, k and v: its kernel
+    (default 4, as Mamba-2 and Gated DeltaNet use); 0 turns it off."""
+    output_gate: bool | None = None
+    """The gated kinds' output gate, `attn(x) * silu(W_g x)` before the output projection
+    (default true)."""
 
 
 @dataclass

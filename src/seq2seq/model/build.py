@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from torch import nn
 
@@ -16,6 +16,7 @@ from seq2seq.config.model import FeatureMap, LinearBackend, ModelConfig, Positio
 from seq2seq.model.activations import activation_spec
 from seq2seq.model.attention import ATTENTIONS, AttentionSettings, MultiHeadAttention
 from seq2seq.model.attention.feature_maps import FeatureMapFactory, make_feature_map_factory
+from seq2seq.model.attention.gates import GateKind
 from seq2seq.model.attention.registry import build_attention
 from seq2seq.model.attention.rotary import Rotary
 from seq2seq.model.base_model import PerformerModel
@@ -33,6 +34,7 @@ ModelKind = Literal["encoder_decoder", "encoder_classifier", "decoder_lm"]
 DEFAULT_FEATURE_MAP = FeatureMap.favor
 DEFAULT_REDRAW_INTERVAL = 1000
 DEFAULT_CHUNK_SIZE = 64
+DEFAULT_CONV_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class LinearSettings:
     redraw_interval: int
     chunk_size: int
     backend: LinearBackend
+    gate: str
+    conv_size: int
+    output_gate: bool
 
 
 def attention_fields(cfg: ModelConfig, kind: ModelKind) -> dict[str, str]:
@@ -98,6 +103,9 @@ def linear_settings(cfg: ModelConfig) -> LinearSettings:
         redraw_interval=given(linear.redraw_interval, DEFAULT_REDRAW_INTERVAL),
         chunk_size=given(linear.chunk_size, DEFAULT_CHUNK_SIZE),
         backend=given(linear.backend, LinearBackend.auto),
+        gate=given(linear.gate, "data"),
+        conv_size=given(linear.conv_size, DEFAULT_CONV_SIZE),
+        output_gate=given(linear.output_gate, True),
     )
 
 
@@ -125,12 +133,18 @@ class _Builder:
             feature_map=lambda: self.feature_maps(head_dim, layer_id),
             chunk_size=self.linear.chunk_size,
             backend=self.linear.backend,
+            heads=cfg.heads,
+            head_dim=head_dim,
+            gate=cast(GateKind, self.linear.gate),
         )
+        attention = build_attention(name, settings)
         return MultiHeadAttention(
             cfg.d_model,
             cfg.heads,
-            build_attention(name, settings),
+            attention,
             rotary=None if cross else self.rotary,
+            conv_size=self.linear.conv_size if attention.gated else 0,
+            output_gate=self.linear.output_gate and attention.gated,
         )
 
     def layer(

@@ -12,13 +12,13 @@ from seq2seq.config.model import (
     Position,
 )
 from seq2seq.model.attention.backends import check_backend
+from seq2seq.model.attention.gates import GATES
 from seq2seq.model.attention.registry import ATTENTIONS
 from seq2seq.model.build import (
     ModelKind,
     attention_fields,
     attention_layers,
     linear_settings,
-    uses_linear_attention,
 )
 from seq2seq.model.norms import NORMS
 
@@ -106,35 +106,57 @@ def _check_kind(field_name: str, choice: str, *, causal: bool) -> None:
         )
 
 
+GATED_ONLY = ("gate", "conv_size", "output_gate")
+"""Linear-attention settings that only the gated kinds (`gated_linear`, `delta`) read."""
+
+
 def _check_linear(cfg: ModelConfig, kind: ModelKind, built: dict[str, str]) -> None:
-    explicit = {
-        f"model.linear.{name}": value
-        for name, value in vars(cfg.linear).items()
-        if value is not None
-    }
-    if not uses_linear_attention(cfg, kind):
-        if explicit:
-            setting, value = next(iter(explicit.items()))
-            raise ValueError(
-                f"{setting}={value!r} is set, but no stack uses a linear attention "
-                f"({_choices_text(built)}); "
-                "remove it, or choose 'linear' / 'causal_linear' for a stack"
-            )
-        return
-    settings = linear_settings(cfg)
-    if settings.feature_map != FeatureMap.favor:
-        for name in FAVOR_ONLY:
-            if f"model.linear.{name}" in explicit:
+    """`model.linear.*`: each setting set explicitly is read by a kind some stack uses, and
+    in range. The feature-map kinds read the feature settings and the backend, the gated
+    kinds the gate and block settings, both the chunk size."""
+    explicit = {name: value for name, value in vars(cfg.linear).items() if value is not None}
+    kinds = [ATTENTIONS[name] for names in attention_layers(cfg, kind).values() for name in names]
+    feature_maps = any(k.uses_feature_map for k in kinds)
+    gated = sorted({name for name, k in ATTENTIONS.items() if k.gated})
+    uses_gated = any(k.gated for k in kinds)
+    for name, value in explicit.items():
+        if name in GATED_ONLY:
+            if not uses_gated:
                 raise ValueError(
-                    f"model.linear.{name}={explicit[f'model.linear.{name}']!r} is read only by "
+                    f"model.linear.{name}={value!r} is read only by the gated kinds {gated}, "
+                    f"which no stack uses ({_choices_text(built)}); remove it"
+                )
+        elif not feature_maps and (name != "chunk_size" or not uses_gated):
+            raise ValueError(
+                f"model.linear.{name}={value!r} is set, but no stack uses a linear attention "
+                f"that reads it ({_choices_text(built)}); remove it, or choose 'linear' / "
+                "'causal_linear' for a stack"
+            )
+    settings = linear_settings(cfg)
+    if feature_maps and settings.feature_map != FeatureMap.favor:
+        for name in FAVOR_ONLY:
+            if name in explicit:
+                raise ValueError(
+                    f"model.linear.{name}={explicit[name]!r} is read only by "
                     f"model.linear.feature_map='favor', but it is {settings.feature_map!r}; "
                     "remove it"
                 )
-    check_backend(settings.backend)
+    if feature_maps:
+        check_backend(settings.backend)
+    if settings.gate not in GATES:
+        raise ValueError(
+            f"model.linear.gate={settings.gate!r} is not a gate; choose one of {list(GATES)}"
+        )
+    if settings.conv_size == 1:
+        raise ValueError(
+            "model.linear.conv_size=1 is not a convolution over neighbours; use 0 (off) or "
+            "at least 2"
+        )
     for name, value, least in (
         ("nb_features", settings.nb_features, 1),
         ("chunk_size", settings.chunk_size, 1),
         ("redraw_interval", settings.redraw_interval, 0),
+        ("conv_size", settings.conv_size, 0),
     ):
         if value < least:
             raise ValueError(f"model.linear.{name}={value} must be >= {least}")

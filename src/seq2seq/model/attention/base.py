@@ -1,14 +1,16 @@
 """The interface every attention kind shares.
 
-`forward(q, k, v, key_padding_mask, rotary)` attends per-head tensors; causal kinds also
-have `step(q, k, v, state, rotary)`, which attends one new position given the state of the
-prefix. `rotary` (self-attention under `model.position=rotary`, else None) gives the rows'
-positions; each kind applies it in its own way (`rotary.py`).
+`forward(q, k, v, key_padding_mask, rotary, extras)` attends per-head tensors; causal kinds
+also have `step(q, k, v, state, rotary, extras)`, which attends one new position given the
+state of the prefix. `rotary` (self-attention under `model.position=rotary`, else None)
+gives the rows' positions; each kind applies it in its own way (`rotary.py`). `extras`
+holds the per-head, per-position inputs a kind declares in `extra_inputs` (a forget gate,
+a write strength), which the multi-head module projects from the layer input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.model.attention.feature_maps import FeatureMap
+from seq2seq.model.attention.gates import GateKind
 from seq2seq.model.attention.rotary import Rotary
 
 AttentionState = dict[str, Tensor]
@@ -45,6 +48,12 @@ class AttentionSettings:
     """Chunk length of the parallel causal-linear algorithm (the torch backend)."""
     backend: str = "auto"
     """What runs the linear kinds: `auto`, `torch` or `triton` (see backends.py)."""
+    heads: int = 1
+    """Attention heads H (the gated kinds learn per-head gate parameters)."""
+    head_dim: int = 1
+    """Head width Dh."""
+    gate: GateKind = "data"
+    """The gated kinds' forget gate: `data`, `fixed` or `none` (see gates.py)."""
 
 
 class Attention(nn.Module):
@@ -57,7 +66,12 @@ class Attention(nn.Module):
     supports_causal: bool = False
     supports_bidirectional: bool = False
     uses_feature_map: bool = False
+    gated: bool = False
+    """A gated kind (`gated_linear`, `delta`): reads `model.linear.gate`, and its block
+    takes the short convolution and the output gate."""
     causal: bool = False
+    extra_inputs: tuple[str, ...] = ()
+    """Names of the per-head, per-position inputs `(B, H, L)` it reads from `extras`."""
 
     @classmethod
     def from_settings(cls, settings: AttentionSettings) -> Attention:
@@ -71,6 +85,7 @@ class Attention(nn.Module):
         v: Tensor,
         key_padding_mask: Tensor | None,
         rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         raise NotImplementedError
 
@@ -81,6 +96,7 @@ class Attention(nn.Module):
         v: Tensor,
         state: AttentionState | None,
         rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, AttentionState]:
         """Attend position t given the prefix's state: `q, k, v: (B, H, 1, Dh)`; `rotary`,
         if given, is at position t."""

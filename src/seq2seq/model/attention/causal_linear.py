@@ -14,6 +14,8 @@ in PyTorch; the state then holds `sum R phi(k) v^T` beside the plain `sum phi(k)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
@@ -57,6 +59,7 @@ class CausalLinearAttention(Attention):
         v: Tensor,
         key_padding_mask: Tensor | None,
         rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         if rotary is not None:
             check_rotary_backend(self.backend)
@@ -80,6 +83,7 @@ class CausalLinearAttention(Attention):
         v: Tensor,
         state: AttentionState | None,
         rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, AttentionState]:
         """The recurrence `S += phi(k) [v, 1]^T`: S holds sum phi(k) v^T and, in its last
         column, the normalizer sum phi(k); constant time and memory per token. Under rotary

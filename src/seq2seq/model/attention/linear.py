@@ -8,6 +8,8 @@ rotary positions the numerator's features are rotated (`rotary.py`), in PyTorch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor
 
 from seq2seq.model.attention import torch_backend
@@ -39,6 +41,7 @@ class LinearAttention(Attention):
         v: Tensor,
         key_padding_mask: Tensor | None,
         rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         if rotary is not None:
             check_rotary_backend(self.backend)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from seq2seq.model.attention.base import Attention, AttentionSettings
 from seq2seq.model.attention.causal_linear import CausalLinearAttention
+from seq2seq.model.attention.delta import DeltaAttention
+from seq2seq.model.attention.gated_linear import GatedLinearAttention
 from seq2seq.model.attention.linear import LinearAttention
 from seq2seq.model.attention.softmax import SoftmaxAttention
 
@@ -12,6 +14,8 @@ ATTENTIONS: dict[str, type[Attention]] = {
     "softmax": SoftmaxAttention,
     "linear": LinearAttention,
     "causal_linear": CausalLinearAttention,
+    "gated_linear": GatedLinearAttention,
+    "delta": DeltaAttention,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,7 @@ class SoftmaxAttention(Attention):
         v: Tensor,
         key_padding_mask: Tensor | None,
         rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         dropout = self.dropout if self.training else 0.0
         if rotary is not None:
@@ -76,6 +78,7 @@ class SoftmaxAttention(Attention):
         v: Tensor,
         state: AttentionState | None,
         rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, AttentionState]:
         """The KV cache is preallocated and doubled when full, so a step writes one
         position in place instead of copying the whole cache; `length: (B,)` holds the

@@ -1,0 +1,93 @@
+"""The gated delta rule (`delta`; Yang et al. 2024, "Gated Delta Networks"), causal.
+
+    S_t = a_t (I - b_t k_t k_t^T) S_{t-1} + b_t k_t v_t^T,    o_t = norm(S_t^T q_t)
+
+Each write first removes what the state held for `k_t` (the delta rule: `S` learns the
+value of a key instead of piling values up), with the write strength
+`b_t = sigmoid(w . x_t)` projected from the layer input per head and position. q and k
+are L2-normalised per head (so `I - b k k^T` never grows the state), the forget gate
+`a_t` is `model.linear.gate` (`data` by default: Gated DeltaNet; `none`: plain DeltaNet;
+`gates.py`), and each head's output is RMS-normed. The whole-sequence form is
+`delta_rule_ops.delta_rule_attention` (the chunked WY/UT form: one triangular solve per
+chunk, a scan over chunks, float32); decoding is the O(1) recurrence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from seq2seq.model.attention.base import Attention, AttentionSettings, AttentionState
+from seq2seq.model.attention.delta_rule_ops import delta_rule_attention, delta_rule_step
+from seq2seq.model.attention.gates import ForgetGate, GateKind, HeadNorm, masked_inputs
+from seq2seq.model.attention.rotary import Rotary
+
+
+class DeltaAttention(Attention):
+    supports_causal = True
+    gated = True
+    causal = True
+
+    def __init__(
+        self, *, heads: int, head_dim: int, gate: GateKind = "data", chunk_size: int = 64
+    ) -> None:
+        super().__init__()
+        assert chunk_size >= 1, chunk_size
+        self.gate = ForgetGate(heads, gate)
+        self.norm = HeadNorm(head_dim)
+        self.chunk_size = chunk_size
+        self.extra_inputs = ("beta", "gate") if self.gate.reads_input else ("beta",)
+
+    @classmethod
+    def from_settings(cls, settings: AttentionSettings) -> DeltaAttention:
+        assert settings.causal
+        return cls(
+            heads=settings.heads,
+            head_dim=settings.head_dim,
+            gate=settings.gate,
+            chunk_size=settings.chunk_size,
+        )
+
+    def _inputs(
+        self, q: Tensor, k: Tensor, rotary: Rotary | None, extras: Mapping[str, Tensor] | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Normalised q and k, write strengths and log decays (None without a gate)."""
+        if rotary is not None:  # a rotation keeps the norm
+            q, k = rotary.rotate(q), rotary.rotate(k)
+        extras = extras or {}
+        beta = extras["beta"].float().sigmoid()
+        log_decay = None if self.gate.kind == "none" else self.gate(extras.get("gate"), q)
+        return F.normalize(q, dim=-1), F.normalize(k, dim=-1), beta, log_decay
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_padding_mask: Tensor | None,
+        rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """`extras["beta"]`, `extras["gate"]`: `(B, H, L)` projections of the layer input."""
+        q, k, beta, log_decay = self._inputs(q, k, rotary, extras)
+        if log_decay is None:
+            k, v, beta = masked_inputs(key_padding_mask, k, v, beta)
+        else:
+            k, v, beta, log_decay = masked_inputs(key_padding_mask, k, v, beta, log_decay)
+        out = delta_rule_attention(q, k, v, beta, log_decay, chunk_size=self.chunk_size)
+        return self.norm(out)
+
+    def step(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        state: AttentionState | None,
+        rotary: Rotary | None = None,
+        extras: Mapping[str, Tensor] | None = None,
+    ) -> tuple[Tensor, AttentionState]:
+        q, k, beta, log_decay = self._inputs(q, k, rotary, extras)
+        out, s = delta_rule_step(q, k, v, beta, log_decay, None if state is None else state["S"])
+        return self.norm(out), {"S": s}
