@@ -145,7 +145,11 @@ class ModelConfig:
     dropout: float = 0.1
     """Dropout on embeddings, residual branches and the feed-forward hidden layer."""
     attention_dropout: float = 0.0
-    """Dropout on softmax attention probabilities."""
+    """Dropout on softmax attention probabilities (`softmax`, `sliding_window`)."""
+    window: int | None = None
+    """Keys a `sliding_window` layer attends: the last W up to its own position, or, in
+    both directions, those fewer than W positions away (default 256; read only by
+    `sliding_window`)."""
     norm: Norm = Norm.layernorm
     """Residual scheme: `layernorm`, `rmsnorm`, `rezero` or `prescalenorm` (set through the
     `norm` group)."""

@@ -35,6 +35,7 @@ DEFAULT_FEATURE_MAP = FeatureMap.favor
 DEFAULT_REDRAW_INTERVAL = 1000
 DEFAULT_CHUNK_SIZE = 64
 DEFAULT_CONV_SIZE = 4
+DEFAULT_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class _Builder:
             heads=cfg.heads,
             head_dim=head_dim,
             gate=cast(GateKind, self.linear.gate),
+            window=DEFAULT_WINDOW if cfg.window is None else cfg.window,
         )
         attention = build_attention(name, settings)
         return MultiHeadAttention(

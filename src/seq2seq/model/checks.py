@@ -72,7 +72,16 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
             _check_kind(field_name, choice, causal=field_name == "model.decoder.self_attention")
     _check_linear(cfg, kind, built)
     _check_rotary(cfg, layers)
-    if cfg.attention_dropout > 0 and not any("softmax" in names for names in layers.values()):
+    windowed = any("sliding_window" in names for names in layers.values())
+    if cfg.window is not None and not windowed:
+        raise ValueError(
+            f"model.window={cfg.window} is read only by sliding_window attention, which no "
+            f"stack uses ({_choices_text(built)}); remove it"
+        )
+    if cfg.window is not None and cfg.window < 1:
+        raise ValueError(f"model.window={cfg.window} must be a positive number of keys")
+    softmax = any({"softmax", "sliding_window"} & set(names) for names in layers.values())
+    if cfg.attention_dropout > 0 and not softmax:
         raise ValueError(
             f"model.attention_dropout={cfg.attention_dropout} is read only by softmax "
             f"attention, which no stack uses ({_choices_text(built)}); remove it"

@@ -54,6 +54,8 @@ class AttentionSettings:
     """Head width Dh."""
     gate: GateKind = "data"
     """The gated kinds' forget gate: `data`, `fixed` or `none` (see gates.py)."""
+    window: int = 256
+    """Keys a `sliding_window` query attends (W)."""
 
 
 class Attention(nn.Module):

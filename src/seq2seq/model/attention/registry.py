@@ -8,6 +8,7 @@ from seq2seq.model.attention.causal_linear import CausalLinearAttention
 from seq2seq.model.attention.delta import DeltaAttention
 from seq2seq.model.attention.gated_linear import GatedLinearAttention
 from seq2seq.model.attention.linear import LinearAttention
+from seq2seq.model.attention.sliding_window import SlidingWindowAttention
 from seq2seq.model.attention.softmax import SoftmaxAttention
 
 ATTENTIONS: dict[str, type[Attention]] = {
@@ -16,6 +17,7 @@ ATTENTIONS: dict[str, type[Attention]] = {
     "causal_linear": CausalLinearAttention,
     "gated_linear": GatedLinearAttention,
     "delta": DeltaAttention,
+    "sliding_window": SlidingWindowAttention,
 }
 
 
