@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from seq2seq.config.model import DecoderConfig, EncoderConfig, LinearAttentionConfig, ModelConfig
 from seq2seq.model import build_model
 from seq2seq.training.loss import label_smoothed_cross_entropy
-from seq2seq.training.trainer import use_tf32
+from seq2seq.training.precision import use_tf32
 
 PAD = 0
 KINDS: dict[str, tuple[str, str, str]] = {

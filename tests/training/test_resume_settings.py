@@ -23,7 +23,8 @@ from seq2seq.jobs.train import train
 from seq2seq.training.checkpoint import load_checkpoint
 from seq2seq.training.resume import check_resumable
 from seq2seq.training.schedule import lr_multiplier
-from seq2seq.training.trainer import Monitor, Trainer
+from seq2seq.training.state import Monitor
+from seq2seq.training.trainer import Trainer
 
 Compose = Callable[..., DictConfig]
 

@@ -26,9 +26,11 @@ from seq2seq.model.build import build_model
 from seq2seq.training.checkpoint import CheckpointManager
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy
+from seq2seq.training.nonfinite import MIN_LOSS_SCALE, NonFiniteError
 from seq2seq.training.optim import build_optimizer
 from seq2seq.training.schedule import build_scheduler
-from seq2seq.training.trainer import MIN_LOSS_SCALE, Monitor, NonFiniteError, Trainer
+from seq2seq.training.state import Monitor
+from seq2seq.training.trainer import Trainer
 
 VOCAB = 13
 PAD, BOS, EOS = 0, 1, 2

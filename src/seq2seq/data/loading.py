@@ -14,166 +14,32 @@ empty line gives an empty example, which cleaning drops and counts.
 
 from __future__ import annotations
 
-import codecs
-import glob
-import json
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-import pyarrow as pa
 from datasets.exceptions import DatasetGenerationError
 from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
-from seq2seq.utf8 import not_utf8
+from seq2seq.data.file_checks import (
+    as_list,
+    bad_json_line,
+    check_files,
+    check_utf8,
+    decode_error,
+    file_not_utf8,
+    is_text,
+    local_base,
+    not_found,
+    unreadable,
+)
 
 ROLES = ("train", "validation", "test")
 TEXT_COLUMN = "text"
-PACKAGED_BUILDERS = ("json", "csv", "parquet", "text")
 
 log = logging.getLogger("seq2seq.data")
-
-# Files not to scan for bad UTF-8: binary formats and compressed files (which datasets
-# decompresses; their bytes would look like bad text).
-_NOT_TEXT_SUFFIXES = frozenset({".parquet", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip"})
-_STRING_TYPES = frozenset({"string", "large_string"})
-_DECODE_CHUNK = 1 << 20
-
-
-def _is_remote(file: str) -> bool:
-    return "://" in file
-
-
-def _local_base(path: str) -> Path | None:
-    """Where relative data files live, or None when they belong to a hub repository."""
-    if path in _PACKAGED_DATASETS_MODULES:
-        return Path.cwd()
-    if Path(path).is_dir():
-        return Path(path)
-    return None
-
-
-def _as_list(files: str | Sequence[str]) -> list[str]:
-    return [files] if isinstance(files, str) else list(files)
-
-
-def _resolve(base: Path, pattern: str) -> list[Path]:
-    """The local files that `pattern` (a path or a glob, relative to `base`) names."""
-    full = Path(pattern) if Path(pattern).is_absolute() else base / pattern
-    if glob.has_magic(str(full)):
-        # datasets reads the files a pattern matches; the directories it matches are skipped.
-        return sorted(
-            path for path in map(Path, glob.glob(str(full), recursive=True)) if path.is_file()
-        )
-    return [full] if full.is_file() else []
-
-
-def _has_records(file: Path, *, header: bool, probe_bytes: int = 1 << 16) -> bool:
-    """Whether `file` holds at least one record: a non-blank line, or with a `header` line
-    (CSV) a non-blank line after it. Reads only the start of a large file."""
-    with open(file, "rb") as handle:
-        head = handle.read(probe_bytes)
-    lines = [line for line in head.splitlines() if line.strip()]
-    needed = 2 if header else 1
-    return len(lines) >= needed or (len(head) == probe_bytes and bool(lines))
-
-
-def _check_files(
-    base: Path, data_files: Mapping[str, list[str]], *, header: bool
-) -> dict[str, list[Path]]:
-    """Every local data file by data_files key; fails on a missing or empty one, naming it.
-    `header`: the files start with a header line (CSV)."""
-    found: dict[str, list[Path]] = {}
-    for key, patterns in data_files.items():
-        found[key] = []
-        for pattern in patterns:
-            if _is_remote(pattern):
-                continue
-            files = _resolve(base, pattern)
-            if not files:
-                raise FileNotFoundError(
-                    f"data.data_files.{key}={pattern!r}: no such file (looked in {base})"
-                )
-            for file in files:
-                if not _has_records(file, header=header):
-                    raise ValueError(
-                        f"data.data_files.{key}={pattern!r}: {file} is empty "
-                        "(no examples: no bytes, blank lines only, or a CSV header alone)"
-                    )
-            found[key] += files
-    return found
-
-
-def _first_undecodable(file: Path) -> int | None:
-    """The offset of the first byte of `file` that is not UTF-8, or None; reads by chunks."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
-    with file.open("rb") as stream:
-        while chunk := stream.read(_DECODE_CHUNK):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as error:
-                return offset + error.start
-            offset += len(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError as error:
-            return offset + error.start
-    return None
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """`error`, then the exceptions it was raised from or during, innermost last."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        yield current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-
-
-def _decode_error(error: BaseException) -> UnicodeDecodeError | None:
-    """The `UnicodeDecodeError` in `error`'s chain; datasets wraps it in its own errors."""
-    return next((e for e in _chain(error) if isinstance(e, UnicodeDecodeError)), None)
-
-
-def _candidate_files(path: str, files: Mapping[str, list[Path]]) -> Iterator[tuple[str, Path]]:
-    yield from ((f"data.data_files.{key}", file) for key, fs in files.items() for file in fs)
-    if not files and Path(path).is_dir():
-        yield from (
-            (f"data.path={path!r}", f) for f in sorted(Path(path).rglob("*")) if f.is_file()
-        )
-
-
-def _not_utf8(path: str, files: Mapping[str, list[Path]], error: BaseException) -> ValueError:
-    for key, file in _candidate_files(path, files):
-        if file.suffix in _NOT_TEXT_SUFFIXES:
-            continue
-        offset = _first_undecodable(file)
-        if offset is not None:
-            return not_utf8(f"{key}: {file}", offset)
-    return ValueError(f"data.path={path!r}: a data file is not valid UTF-8 ({error})")
-
-
-def _check_utf8(
-    ds: datasets.Dataset, *, split: str, path: str, files: Mapping[str, list[Path]]
-) -> None:
-    """Fails if a text column holds bytes that are not UTF-8.
-
-    pyarrow's JSON reader stores such bytes in string columns without complaint; the
-    error would surface only when a row is read, far from its cause.
-    """
-    for column in ds.column_names:
-        if not _is_text(ds.features[column]):
-            continue
-        try:
-            ds.data.column(column).validate(full=True)
-        except pa.ArrowInvalid as error:
-            own = {split: files[split]} if split in files else files
-            raise _not_utf8(path, own, error) from error
 
 
 def _builder_kwargs(path: str, *, columns: Sequence[str]) -> dict[str, Any]:
@@ -182,81 +48,6 @@ def _builder_kwargs(path: str, *, columns: Sequence[str]) -> dict[str, Any]:
         # integers (dropping leading zeros); text means the characters as written.
         return {"na_filter": False, "converters": dict.fromkeys(columns, str)}
     return {}
-
-
-def _json_problem(text: str) -> tuple[int, str] | None:
-    """The first line of JSON-lines `text` that is not a JSON object, and what it is; None
-    when every line is one, when the text is one JSON document (the json builder reads
-    those too), or when it does not start as JSON at all (another format)."""
-    try:
-        json.loads(text)
-        return None
-    except json.JSONDecodeError as error:
-        document = error
-    first = True
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            if first and not line.lstrip().startswith(("{", "[")):
-                return None
-            # A broken first line may open a pretty-printed document: the document's error
-            # names its line.
-            where = document if first else error
-            line_number = document.lineno if first else number
-            return line_number, f"is not valid JSON ({where.msg} at column {where.colno})"
-        if not isinstance(value, dict):
-            return number, f"holds a JSON {type(value).__name__}, not an object"
-        first = False
-    return None
-
-
-def _bad_json_line(local: Mapping[str, list[Path]]) -> ValueError | None:
-    """The first data file line that the json builder cannot read, named with its key."""
-    for key, paths in local.items():
-        for file in paths:
-            if file.suffix in _NOT_TEXT_SUFFIXES:
-                continue
-            problem = _json_problem(file.read_text(encoding="utf-8", errors="replace"))
-            if problem is not None:
-                line, what = problem
-                return ValueError(
-                    f"data.data_files.{key}: line {line} of {file} {what}; a JSON-lines "
-                    "file holds one object per line"
-                )
-    return None
-
-
-def _unreadable(
-    path: str,
-    files: Mapping[str, list[str]],
-    error: BaseException,
-    local: Mapping[str, list[Path]],
-) -> ValueError:
-    if path == "json":
-        bad_line = _bad_json_line(local)
-        if bad_line is not None:
-            return bad_line
-    *_, cause = _chain(error)  # the innermost: datasets' wrappers hide the reason
-    named = ", ".join(
-        f"data.data_files.{key}={(value[0] if len(value) == 1 else value)!r}"
-        for key, value in files.items()
-    )
-    reason = " ".join(str(cause).split())  # one line: arrow's cast errors span several
-    return ValueError(
-        f"data.path={path!r} could not read {named or 'the data'}: "
-        f"{type(cause).__name__}: {reason}; check that data.path is the files' format "
-        f"(one of {list(PACKAGED_BUILDERS)}) and that every file has the same columns"
-    )
-
-
-def _not_found(path: str, error: BaseException) -> ValueError:
-    return ValueError(
-        f"data.path={path!r} is not a packaged builder {list(PACKAGED_BUILDERS)}, a local "
-        f"directory, or a dataset on the Hugging Face Hub that could be reached ({error})"
-    )
 
 
 def _load(
@@ -296,16 +87,12 @@ def _split_tabs(ds: datasets.Dataset, *, role: str, fields: Sequence[str]) -> da
     )
 
 
-def _is_text(feature: object) -> bool:
-    return isinstance(feature, datasets.Value) and feature.dtype in _STRING_TYPES
-
-
 def _as_string(ds: datasets.Dataset, column: str, *, field: str) -> datasets.Dataset:
     feature = ds.features[column]
-    if _is_text(feature):
+    if is_text(feature):
         return ds
     if not isinstance(feature, datasets.Value):
-        text = [name for name, other in ds.features.items() if _is_text(other)]
+        text = [name for name, other in ds.features.items() if is_text(other)]
         raise ValueError(
             f"{field}={column!r} holds {feature}, not text; choose a text column "
             f"(the text columns: {text})"
@@ -390,7 +177,7 @@ def load_splits(
     for role in splits:
         if role not in ROLES:
             raise ValueError(f"data.splits has key {role!r}; the split roles are {list(ROLES)}")
-    files = {k: _as_list(v) for k, v in (data_files or {}).items() if v is not None}
+    files = {k: as_list(v) for k, v in (data_files or {}).items() if v is not None}
     if path in _PACKAGED_DATASETS_MODULES and not files:
         # The builder would otherwise read every file under the working directory.
         raise ValueError(
@@ -398,27 +185,27 @@ def load_splits(
             "data.data_files.validation (and data.data_files.test)"
         )
     splits = _roles_with_files(splits, files)
-    base = _local_base(path)
-    local = _check_files(base, files, header=path == "csv") if base is not None else {}
+    base = local_base(path)
+    local = check_files(base, files, header=path == "csv") if base is not None else {}
     try:
         loaded = _load(
             path, name, files or None, _builder_kwargs(path, columns=list(columns.values()))
         )
     except (DatasetGenerationError, UnicodeDecodeError) as error:
-        decode_error = _decode_error(error)
-        if decode_error is None:
-            raise _unreadable(path, files, error, local) from error
-        raise _not_utf8(path, local, decode_error) from error
+        cause = decode_error(error)
+        if cause is None:
+            raise unreadable(path, files, error, local) from error
+        raise file_not_utf8(path, local, cause) from error
     except (ConnectionError, FileNotFoundError) as error:
         if base is not None:
             raise
-        raise _not_found(path, error) from error
+        raise not_found(path, error) from error
     except StopIteration as error:
         # The json builder ends this way on a file that holds no records.
         raise ValueError(f"data.path={path!r}: a data file holds no records") from error
     except ValueError as error:
         # The json builder's pandas fallback raises a bare ValueError on a broken line.
-        bad_line = _bad_json_line(local) if path == "json" else None
+        bad_line = bad_json_line(local) if path == "json" else None
         if bad_line is not None:
             raise bad_line from error
         # The csv builder's way of saying that a file has a header and no rows.
@@ -436,7 +223,7 @@ def load_splits(
                 f"data.splits.{role}={split!r} is not a split of {path!r}; "
                 f"available splits: {sorted(loaded)}"
             )
-        _check_utf8(loaded[split], split=split, path=path, files=local)
+        check_utf8(loaded[split], split=split, path=path, files=local)
         result[role] = _our_columns(loaded[split], role=role, split=split, columns=columns)
     if "train" in result and len(result["train"]) == 0:
         raise ValueError(f"data.splits.train={splits['train']!r}: the train split is empty")

@@ -35,8 +35,9 @@ from seq2seq.training.checkpoint import (
 from seq2seq.training.devices import cpu_threads, resolve_device
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.logger import RunLogger
+from seq2seq.training.nonfinite import NONFINITE
 from seq2seq.training.optim import build_optimizer
-from seq2seq.training.precision import PRECISIONS
+from seq2seq.training.precision import PRECISIONS, use_tf32
 from seq2seq.training.resume import (
     BATCH_LAYOUT_KEY,
     FINISHED,
@@ -56,7 +57,8 @@ from seq2seq.training.run_files import (
 )
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import StopRequest, graceful_stop
-from seq2seq.training.trainer import NONFINITE, Monitor, Trainer, use_tf32
+from seq2seq.training.state import Monitor
+from seq2seq.training.trainer import Trainer
 from seq2seq.writable import directory_problem
 
 log = logging.getLogger("seq2seq.train")

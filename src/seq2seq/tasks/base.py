@@ -31,7 +31,7 @@ from seq2seq.data.batching import LoaderStream, TokenBatchSampler, make_loader
 from seq2seq.model import ModelKind, PerformerModel
 from seq2seq.training.evaluation import Evaluator
 from seq2seq.training.loss import LossSums
-from seq2seq.training.trainer import BatchStream
+from seq2seq.training.state import BatchStream
 
 
 def generation_settings(*keys: str) -> tuple[str, ...]:

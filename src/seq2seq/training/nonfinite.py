@@ -1,4 +1,5 @@
-"""Name the first module whose output, or the first parameter whose gradient, is not finite."""
+"""Non-finite steps: the error that ends a run on one, and the first module whose output, or
+the first parameter whose gradient, is not finite."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+MIN_LOSS_SCALE = 1e-4
+"""Below this fp16 loss scale an overflow is no longer the scaler's to absorb."""
+NONFINITE = "nonfinite"
+"""Why `fit` stopped on a non-finite step (`trainer.nonfinite`, `trainer.max_skipped_steps`)."""
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite loss or gradient under `trainer.nonfinite=stop`, or one skip more than
+    `trainer.max_skipped_steps`. `fit` ends the run on it like on any other stop."""
+
+    def __init__(self, message: str, *, step: int, culprit: str) -> None:
+        super().__init__(message)
+        self.step = step
+        """The step that was not taken."""
+        self.culprit = culprit
+        """Where it began: the first non-finite module output, or parameter gradient."""
 
 
 def _tensors(output: Any) -> list[Tensor]:

@@ -1,5 +1,5 @@
-"""Mixed precision: the autocast dtype of each `trainer.precision`, and the context that
-turns autocast on for it (or does nothing in fp32)."""
+"""Precision: the autocast dtype of each `trainer.precision`, the context that turns
+autocast on for it (or does nothing in fp32), and TF32 matmuls on CUDA."""
 
 from __future__ import annotations
 
@@ -17,3 +17,10 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def use_tf32(device: torch.device, enabled: bool) -> None:
+    """On CUDA, let float32 matmuls use TF32 tensor cores (`trainer.tf32`), or keep them
+    IEEE; elsewhere nothing changes."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if enabled else "highest")

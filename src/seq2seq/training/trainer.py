@@ -13,9 +13,9 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,96 +28,21 @@ from seq2seq.training.distributed import Distributed
 from seq2seq.training.evaluation import EvaluationResult, Evaluator
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.loss import LossSums
-from seq2seq.training.nonfinite import first_nonfinite_gradient, first_nonfinite_module
+from seq2seq.training.nonfinite import (
+    MIN_LOSS_SCALE,
+    NONFINITE,
+    NonFiniteError,
+    first_nonfinite_gradient,
+    first_nonfinite_module,
+)
 from seq2seq.training.precision import PRECISIONS, autocast
 from seq2seq.training.progress import Progress
 from seq2seq.training.rng import capture_rng, restore_rng
 from seq2seq.training.schedule import sync_learning_rates
 from seq2seq.training.signals import StopRequest
+from seq2seq.training.state import BatchStream, Monitor, TrainingBatch, TrainState
 
 log = logging.getLogger("seq2seq.train")
-
-"""The autocast dtype of each `trainer.precision` (None: no autocast)."""
-MIN_LOSS_SCALE = 1e-4
-"""Below this fp16 loss scale an overflow is no longer the scaler's to absorb."""
-NONFINITE = "nonfinite"
-"""Why `fit` stopped on a non-finite step (`trainer.nonfinite`, `trainer.max_skipped_steps`)."""
-
-
-class NonFiniteError(RuntimeError):
-    """A non-finite loss or gradient under `trainer.nonfinite=stop`, or one skip more than
-    `trainer.max_skipped_steps`. `fit` ends the run on it like on any other stop."""
-
-    def __init__(self, message: str, *, step: int, culprit: str) -> None:
-        super().__init__(message)
-        self.step = step
-        """The step that was not taken."""
-        self.culprit = culprit
-        """Where it began: the first non-finite module output, or parameter gradient."""
-
-
-@dataclass
-class TrainState:
-    """The loop's own counters, checkpointed with everything else."""
-
-    step: int = 0
-    epoch: int = 0
-    epoch_batches: int = 0
-    """Batches of `epoch` already consumed: where a resumed run picks the data up."""
-    best_value: float | None = None
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    skipped_steps: int = 0
-
-
-@dataclass(frozen=True)
-class Monitor:
-    """The validation figure that picks the best checkpoint and drives early stopping."""
-
-    name: str
-    higher_is_better: bool
-
-    def improved(self, value: float, best: float | None) -> bool:
-        if not math.isfinite(value):
-            return False  # a NaN would stay "best": nothing compares better than it
-        if best is None:
-            return True
-        return value > best if self.higher_is_better else value < best
-
-
-def use_tf32(device: torch.device, enabled: bool) -> None:
-    """On CUDA, let float32 matmuls use TF32 tensor cores (`trainer.tf32`), or keep them
-    IEEE; elsewhere nothing changes."""
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high" if enabled else "highest")
-
-
-class TrainingBatch(Protocol):
-    """What the loop needs of a batch (the task makes them): moving it, and the counts its
-    loss and its throughput are summed over."""
-
-    @property
-    def num_targets(self) -> int:
-        """The predictions the loss sums over (target tokens, or examples)."""
-        ...
-
-    @property
-    def num_tokens(self) -> int:
-        """The real tokens of the batch that training throughput counts."""
-        ...
-
-    def to(self, device: torch.device) -> TrainingBatch: ...
-
-
-class BatchStream(Protocol):
-    """The training batches, resumable: `epoch(e, start)` yields epoch e's batches from
-    index `start` on; `layout()` is what must match for a saved position to mean the same
-    batches after a resume."""
-
-    def epoch(self, epoch: int, start: int) -> Iterator[TrainingBatch]: ...
-
-    def layout(self) -> dict[str, Any]: ...
-
 
 LossFunction = Callable[[nn.Module, Any], LossSums]
 """`(model, batch) -> summed loss`: the task's forward pass and loss."""
