@@ -19,36 +19,19 @@ from collections.abc import Mapping
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention.base import Attention, AttentionSettings, AttentionState
+from seq2seq.model.attention.base import AttentionState
 from seq2seq.model.attention.delta_rule_ops import delta_rule_attention, delta_rule_step
-from seq2seq.model.attention.gates import ForgetGate, GateKind, HeadNorm, masked_inputs
+from seq2seq.model.attention.gated import GatedAttention
+from seq2seq.model.attention.gates import GateKind, masked_inputs
 from seq2seq.model.attention.rotary import Rotary
 
 
-class DeltaAttention(Attention):
-    supports_causal = True
-    gated = True
-    causal = True
-
+class DeltaAttention(GatedAttention):
     def __init__(
         self, *, heads: int, head_dim: int, gate: GateKind = "data", chunk_size: int = 64
     ) -> None:
-        super().__init__()
-        assert chunk_size >= 1, chunk_size
-        self.gate = ForgetGate(heads, gate)
-        self.norm = HeadNorm(head_dim)
-        self.chunk_size = chunk_size
+        super().__init__(heads=heads, head_dim=head_dim, gate=gate, chunk_size=chunk_size)
         self.extra_inputs = ("beta", "gate") if self.gate.reads_input else ("beta",)
-
-    @classmethod
-    def from_settings(cls, settings: AttentionSettings) -> DeltaAttention:
-        assert settings.causal
-        return cls(
-            heads=settings.heads,
-            head_dim=settings.head_dim,
-            gate=settings.gate,
-            chunk_size=settings.chunk_size,
-        )
 
     def _inputs(
         self, q: Tensor, k: Tensor, rotary: Rotary | None, extras: Mapping[str, Tensor] | None
