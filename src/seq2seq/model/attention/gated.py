@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from seq2seq.model.attention.base import Attention, AttentionSettings
 from seq2seq.model.attention.gates import ForgetGate, GateKind, HeadNorm
 
