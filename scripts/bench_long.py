@@ -10,7 +10,11 @@ positions), the same for every kind but its decoder self-attention:
                          mask SDPA then needs (what the task passed before 2026-12-02);
   `causal_linear/favor`  FAVOR+ features (m = Dh ln Dh), `model.linear.backend=auto`
                          (Triton kernels on CUDA, the torch backend elsewhere);
-  `causal_linear/elu`    elu + 1 features.
+  `causal_linear/elu`    elu + 1 features;
+  `gated_linear`         a Mamba-2-style forget gate, short convolution, output gate;
+  `delta`                the gated delta rule (Gated DeltaNet), the same block;
+  `hybrid`               three `delta` layers then one `softmax` (`delta*3+softmax`);
+  `sliding_window`       softmax over the last `model.window` = 256 keys.
 With `--checkpointing`, every kind also runs with `trainer.activation_checkpointing`
 (`<kind>+ckpt`): the memory it saves and the time it costs, against the same kind without.
 
@@ -52,9 +56,11 @@ Run:
     python scripts/bench_long.py --device cuda --checkpointing \\
         --json outputs/bench_long_cuda.json                    # CUDA: 1,024 to 16,384 tokens
 
-Targets (verdict lines), CPU at 4,096 tokens, same model: causal_linear/elu at least 3x the
-training tokens/s of softmax, causal_linear/favor at least 1.5x, and each at most half its
-peak memory.
+Targets (verdict lines), CPU at 4,096 tokens, same model: gated_linear at least 1.5x the
+training tokens/s of softmax, delta at least 1.2x, causal_linear/elu at least 3x,
+causal_linear/favor at least 1.5x, the Performer kinds at most half its peak memory; and
+for decoding, gated_linear's and delta's step time at the longest position at most 1.2x
+their time at the shortest (`--decode-lengths 64 4096`: constant time per token).
 """
 
 from __future__ import annotations
@@ -102,6 +108,10 @@ KINDS: dict[str, tuple[str, str | None, bool]] = {
     MASKED: ("softmax", None, True),
     "causal_linear/favor": ("causal_linear", "favor", False),
     "causal_linear/elu": ("causal_linear", "elu", False),
+    "gated_linear": ("gated_linear", None, False),
+    "delta": ("delta", None, False),
+    "hybrid": ("delta*3+softmax", None, False),
+    "sliding_window": ("sliding_window", None, False),
 }
 CHECKPOINTED = "+ckpt"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -128,6 +138,8 @@ class Target:
 
 
 TARGETS = (
+    Target("cpu", 4096, "gated_linear", min_speedup=1.5),
+    Target("cpu", 4096, "delta", min_speedup=1.2),
     Target("cpu", 4096, "causal_linear/elu", min_speedup=3.0),
     Target("cpu", 4096, "causal_linear/favor", min_speedup=1.5),
     Target("cpu", 4096, "causal_linear/elu", max_memory=0.5),
@@ -601,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     print(train_table(train))
     if decode:
         print(decode_table(decode))
-    linear = [kind for kind in args.kinds if kind.startswith("causal_linear")]
+    linear = [kind for kind in args.kinds if kind not in (SOFTMAX, MASKED)]
     crossovers = {kind: overtakes(train, kind) for kind in linear}
     for kind, where in crossovers.items():
         print(f"{kind} overtakes softmax in training tokens/s: {where}")
@@ -612,6 +624,17 @@ def main(argv: list[str] | None = None) -> int:
         verdicts[target.describe()] = {"met": met, "value": value}
         verdict = "not run" if met is None else f"{'MET' if met else 'NOT MET'} ({value:.2f}x)"
         print(f"target {target.describe()}: {verdict}")
+    for kind in ("gated_linear", "delta"):
+        rows = sorted((r for r in decode if r.kind == kind), key=lambda r: r.position)
+        if len(rows) < 2:
+            continue
+        ratio = rows[-1].ms_per_token / rows[0].ms_per_token
+        what = (
+            f"{kind}: decoding step at position {rows[-1].position} <= 1.2x the step at "
+            f"{rows[0].position}"
+        )
+        verdicts[what] = {"met": ratio <= 1.2, "value": ratio}
+        print(f"target {what}: {'MET' if ratio <= 1.2 else 'NOT MET'} ({ratio:.2f}x)")
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at the start {load:.2f}, at the end {load_after:.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ def test_bench_long_reports_training_decoding_checkpointing_and_the_cpu_targets(
     out = tmp_path / "long.json"
     _script("bench_long").main(
         shlex.split(
-            "--lengths 32 64 --tokens 128 --d-model 16 --heads 2 --d-ff 32 --layers 1 "
+            "--lengths 32 --tokens 128 --d-model 16 --heads 2 --d-ff 32 --layers 4 "
             f"--repeats 1 --decode-lengths 8 16 --decode-repeats 2 --checkpointing --json {out}"
         )
     )
@@ -63,13 +63,24 @@ def test_bench_long_reports_training_decoding_checkpointing_and_the_cpu_targets(
     for line in (
         "target causal_linear/elu: training tokens/s >= 3x softmax's at L=4096 on cpu: not run",
         "target causal_linear/favor: peak memory <= 0.5x softmax's at L=4096 on cpu: not run",
+        "target delta: training tokens/s >= 1.2x softmax's at L=4096 on cpu: not run",
     ):
         assert line in printed
     assert "causal_linear/elu overtakes softmax in training tokens/s: " in printed
+    assert "target gated_linear: decoding step at position 16 <= 1.2x the step at 8: " in printed
     payload = json.loads(out.read_text())
-    kinds = ["softmax", "softmax/masked", "causal_linear/favor", "causal_linear/elu"]
+    kinds = [
+        "softmax",
+        "softmax/masked",
+        "causal_linear/favor",
+        "causal_linear/elu",
+        "gated_linear",
+        "delta",
+        "hybrid",
+        "sliding_window",
+    ]
     checkpointed = [f"{kind}+ckpt" for kind in kinds if kind != "softmax/masked"]
-    assert [row["kind"] for row in payload["train"]] == 2 * (kinds + checkpointed)
+    assert [row["kind"] for row in payload["train"]] == kinds + checkpointed
     for row in payload["train"]:
         assert row["tokens_per_s"] > 0 and row["batch"] == 128 // row["length"]
         assert row["peak_bytes"] >= 0 or row["peak_bytes"] != row["peak_bytes"]  # nan: no /proc
