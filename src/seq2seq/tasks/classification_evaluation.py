@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from seq2seq.data.batching import length_sorted_chunks
 from seq2seq.evaluation import score
 from seq2seq.evaluation.labels import confusion, per_class
+from seq2seq.evaluation.plots import confusion_figure, figure_image
 from seq2seq.tasks.classification_batches import INPUT_IDS, classification_loss, collate_inputs
 from seq2seq.training.evaluation import EvaluationResult
 from seq2seq.training.precision import autocast
@@ -36,24 +37,6 @@ def class_log_probabilities(
             for index, row in zip(chunk, logits.log_softmax(-1).cpu(), strict=True):
                 probabilities[index] = row
     return torch.stack([p for p in probabilities if p is not None])
-
-
-def confusion_image(matrix: np.ndarray, *, size: int = 256) -> np.ndarray:
-    """An HWC uint8 heatmap of a confusion matrix (rows: references, columns: predictions,
-    in label order), each row normalized: white is 0, dark blue all of the row; the
-    diagonal is outlined; about `size` pixels wide. The labels and counts go to
-    TensorBoard as text beside it."""
-    cell = max(4, size // max(1, matrix.shape[0]))
-    totals = matrix.sum(1, keepdims=True)
-    share = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
-    colour = np.array([31, 73, 125], dtype=np.float64)
-    cells = 255 - share[..., None] * (255 - colour)
-    image = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1).astype(np.uint8)
-    for i in range(matrix.shape[0]):
-        block = image[i * cell : (i + 1) * cell, i * cell : (i + 1) * cell]
-        block[[0, -1], :] = 0
-        block[:, [0, -1]] = 0
-    return image
 
 
 def confusion_markdown(matrix: np.ndarray, labels: Sequence[str]) -> str:
@@ -134,6 +117,6 @@ class ClassificationEvaluator:
             predictions=predictions,
             samples=samples,
             details=details,
-            images={"confusion": confusion_image(matrix)},
+            images={"confusion": figure_image(confusion_figure(matrix, self.label_names))},
             texts={"confusion": confusion_markdown(matrix, self.label_names)},
         )
