@@ -136,3 +136,35 @@ def test_bench_dropout_times_both_dropouts_alone_and_in_a_step(
     assert len(results) == 3 and results[2]["what"].endswith("M parameters, 8x8 tokens")
     for row in results:
         assert row["speedup"] == pytest.approx(row["nn.Dropout"] / row["ours"])
+
+
+def test_plot_attention_draws_speed_and_quality_from_the_files(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    bench = {
+        "device": "cpu",
+        "threads": 1,
+        "train": [
+            {
+                "kind": kind,
+                "length": length,
+                "tokens_per_s": 1000.0 / scale,
+                "peak_bytes": 2**20 * scale,
+            }
+            for kind, scale in (("softmax", 2.0), ("delta", 1.0), ("delta+ckpt", 1.0))
+            for length in (512, 1024)
+        ],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    runs = []
+    for name in ("softmax", "delta"):
+        with SummaryWriter(str(tmp_path / name / "tensorboard")) as writer:
+            for step, value in enumerate((3.0, 2.5, 2.2)):
+                writer.add_scalar("valid/bpb", value, step)
+        runs.append(f"{name}={tmp_path / name}")
+    out = tmp_path / "figures"
+    _script("plot_attention").main(
+        ["--bench", str(tmp_path / "bench.json"), "--runs", *runs, "--out", str(out)]
+    )
+    for figure in ("attention_speed.png", "attention_quality.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
