@@ -8,18 +8,24 @@ the expected values with the found ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-from torch import Tensor
 
 from seq2seq import generation
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation import generate
+from support.toy_models import (
+    EOS,
+    SPECIAL,
+    WORDS,
+    HashToyModel,
+    TableToyModel,
+    all_outputs,
+    padded_batch,
+    sequence_log_prob,
+)
 
 MAX_LEN = 4
-Batch = Callable[[list[list[int]]], tuple[Tensor, Tensor]]
 
 
 def gnmt_score(log_prob: float, length: int, alpha: float) -> float:
@@ -55,15 +61,10 @@ def test_exhaustive_beam_ranks_every_output_like_enumeration(
     length_penalty: float,
     min_len: int,
     source: list[int],
-    hash_model: Callable[..., Any],
-    sequence_log_prob: Callable[..., float],
-    all_outputs: Callable[[int, int], list[tuple[int, ...]]],
-    padded_batch: Batch,
-    special: dict[str, int],
 ) -> None:
     # A beam as wide as the output space keeps every prefix, so the n-best list must be
     # the whole space, ranked exactly as by scoring each sequence alone.
-    model = hash_model(seed=1)
+    model = HashToyModel(seed=1)
     src_tokens, src_mask = padded_batch([source])
     outputs = all_outputs(min_len, MAX_LEN)
     expected = []
@@ -82,7 +83,7 @@ def test_exhaustive_beam_ranks_every_output_like_enumeration(
         min_len=min_len,
     )
 
-    [found] = generate(model, src_tokens, src_mask, settings, **special)
+    [found] = generate(model, src_tokens, src_mask, settings, **SPECIAL)
 
     assert found[0].tokens == expected[0][2]  # the exhaustive optimum
     assert [h.tokens for h in found] == [tokens for _, _, tokens in expected]
@@ -90,14 +91,8 @@ def test_exhaustive_beam_ranks_every_output_like_enumeration(
     assert [h.score for h in found] == pytest.approx([s for s, _, _ in expected], abs=1e-4)
 
 
-def test_narrow_beam_finds_the_exhaustive_optimum_that_greedy_misses(
-    hash_model: Callable[..., Any],
-    sequence_log_prob: Callable[..., float],
-    all_outputs: Callable[[int, int], list[tuple[int, ...]]],
-    padded_batch: Batch,
-    special: dict[str, int],
-) -> None:
-    model = hash_model(seed=1)
+def test_narrow_beam_finds_the_exhaustive_optimum_that_greedy_misses() -> None:
+    model = HashToyModel(seed=1)
     src_tokens, src_mask = padded_batch([[3, 4]])
     best = max(
         all_outputs(0, MAX_LEN),
@@ -105,29 +100,24 @@ def test_narrow_beam_finds_the_exhaustive_optimum_that_greedy_misses(
     )
     common = {"max_len_a": 0.0, "max_len_b": MAX_LEN, "min_len": 0, "length_penalty": 0.0}
     [[greedy]] = generate(
-        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **special
+        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **SPECIAL
     )
     [[beam, *_]] = generate(
         model,
         src_tokens,
         src_mask,
         GenerationConfig(strategy="beam", beam_size=4, **common),
-        **special,
+        **SPECIAL,
     )
     assert greedy.tokens != list(best)
     assert beam.tokens == list(best)
 
 
-def test_beam_of_two_escapes_the_greedy_trap(
-    table_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
-    words: tuple[int, ...],
-) -> None:
+def test_beam_of_two_escapes_the_greedy_trap() -> None:
     # After "a" the continuation is uncertain, after "b" it almost surely ends, so
     # greedy's "a" (0.6, then at best eos 0.4) loses to "b eos" (0.4 * 0.9 = 0.36 > 0.24).
-    a, b, eos = words[0], words[1], special["eos_id"]
-    model = table_model(
+    a, b, eos = WORDS[0], WORDS[1], EOS
+    model = TableToyModel(
         {
             (): {a: 0.6, b: 0.4},
             (a,): {eos: 0.4, a: 0.3, b: 0.3},
@@ -137,14 +127,14 @@ def test_beam_of_two_escapes_the_greedy_trap(
     src_tokens, src_mask = padded_batch([[3]])
     common = {"length_penalty": 0.0, "max_len_a": 0.0, "max_len_b": 3, "min_len": 0}
     [[greedy]] = generate(
-        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **special
+        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **SPECIAL
     )
     [[best, second]] = generate(
         model,
         src_tokens,
         src_mask,
         GenerationConfig(strategy="beam", beam_size=2, nbest=2, **common),
-        **special,
+        **SPECIAL,
     )
     assert greedy.tokens == [a]
     assert greedy.log_prob == pytest.approx(math.log(0.6 * 0.4), abs=1e-5)
@@ -154,22 +144,15 @@ def test_beam_of_two_escapes_the_greedy_trap(
     assert second.log_prob == pytest.approx(math.log(0.6 * 0.4), abs=1e-5)
 
 
-def test_length_penalty_flips_the_narrow_beams_choice_as_in_exhaustive_search(
-    table_model: Callable[..., Any],
-    sequence_log_prob: Callable[..., float],
-    all_outputs: Callable[[int, int], list[tuple[int, ...]]],
-    padded_batch: Batch,
-    special: dict[str, int],
-    words: tuple[int, ...],
-) -> None:
+def test_length_penalty_flips_the_narrow_beams_choice_as_in_exhaustive_search() -> None:
     """A short output "a" (P = 0.5 * 0.6 = 0.3, 2 scored tokens with eos) against a long
     one "b b b" (P = 0.5 * 0.7 * 0.7 = 0.245, 4 scored tokens). Raw log-probabilities
     prefer the short one; GNMT's penalty favours length more as alpha grows:
     alpha 0.5: ln 0.3 / (7/6)^0.5 = -1.115 > ln 0.245 / (9/6)^0.5 = -1.148 (short);
     alpha 1: -1.032 < -0.938 (long). A beam of 2 must choose what exhaustive search
     over all 121 outputs, scored with `gnmt_score`, chooses, with that score."""
-    a, b, eos = words[0], words[1], special["eos_id"]
-    model = table_model(
+    a, b, eos = WORDS[0], WORDS[1], EOS
+    model = TableToyModel(
         {
             (): {a: 0.5, b: 0.5},
             (a,): {eos: 0.6, b: 0.4},
@@ -193,7 +176,7 @@ def test_length_penalty_flips_the_narrow_beams_choice_as_in_exhaustive_search(
             max_len_b=MAX_LEN,
             min_len=0,
         )
-        [[found, *_]] = generate(model, src_tokens, src_mask, settings, **special)
+        [[found, *_]] = generate(model, src_tokens, src_mask, settings, **SPECIAL)
         assert found.tokens == list(best), alpha
         assert found.score == pytest.approx(
             gnmt_score(log_probs[best], len(best) + 1, alpha), abs=1e-5
@@ -205,22 +188,19 @@ def test_length_penalty_flips_the_narrow_beams_choice_as_in_exhaustive_search(
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
 def test_beam_of_one_is_greedy(
     length_penalty: float,
-    hash_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
 ) -> None:
-    model = hash_model(seed=2)
+    model = HashToyModel(seed=2)
     src_tokens, src_mask = padded_batch([[3, 4, 5], [4], [5, 3], [3, 3, 3, 4, 5]])
     common = {"length_penalty": length_penalty, "max_len_a": 1.0, "max_len_b": 2, "min_len": 0}
     greedy = generate(
-        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **special
+        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **SPECIAL
     )
     beam = generate(
         model,
         src_tokens,
         src_mask,
         GenerationConfig(strategy="beam", beam_size=1, **common),
-        **special,
+        **SPECIAL,
     )
     for [from_beam], [from_greedy] in zip(beam, greedy, strict=True):
         assert from_beam.tokens == from_greedy.tokens
@@ -228,31 +208,27 @@ def test_beam_of_one_is_greedy(
         assert from_beam.score == pytest.approx(from_greedy.score, abs=1e-5)
 
 
-def test_nbest_is_sorted_by_score_and_distinct(
-    hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
-    model = hash_model(seed=3)
+def test_nbest_is_sorted_by_score_and_distinct() -> None:
+    model = HashToyModel(seed=3)
     src_tokens, src_mask = padded_batch([[3, 4, 5, 3], [5]])
     settings = GenerationConfig(
         strategy="beam", beam_size=5, nbest=4, length_penalty=1.0, max_len_a=1.0, max_len_b=2
     )
-    for hypotheses in generate(model, src_tokens, src_mask, settings, **special):
+    for hypotheses in generate(model, src_tokens, src_mask, settings, **SPECIAL):
         assert len(hypotheses) == 4
         scores = [h.score for h in hypotheses]
         assert scores == sorted(scores, reverse=True)
         assert len({tuple(h.tokens) for h in hypotheses}) == 4
         for h in hypotheses:
             assert h.score == pytest.approx(gnmt_score(h.log_prob, len(h.tokens) + 1, 1.0))
-            assert not set(h.tokens) & set(special.values())
+            assert not set(h.tokens) & set(SPECIAL.values())
 
 
-def test_search_stops_once_every_example_has_k_finished(
-    hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
-    model = hash_model(seed=4, eos_bias=30.0)
+def test_search_stops_once_every_example_has_k_finished() -> None:
+    model = HashToyModel(seed=4, eos_bias=30.0)
     src_tokens, src_mask = padded_batch([[3, 4], [5, 5, 5]])
     settings = GenerationConfig(strategy="beam", beam_size=2, min_len=0, max_len_b=50)
-    results = generate(model, src_tokens, src_mask, settings, **special)
+    results = generate(model, src_tokens, src_mask, settings, **SPECIAL)
     # Step 0 finishes the empty output (only beam 0 is live), step 1 a one-token one:
     # two finished per example, so the search ends long before max_len_b.
     assert model.steps == 2
@@ -260,12 +236,10 @@ def test_search_stops_once_every_example_has_k_finished(
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
-def test_a_model_that_never_ends_still_gives_every_source_an_output(
-    beam_size: int, hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
+def test_a_model_that_never_ends_still_gives_every_source_an_output(beam_size: int) -> None:
     """eos has probability zero everywhere, so even the eos forced at the length limit
     is -inf: the best beam ends there anyway, scored -inf, as greedy search does."""
-    model = hash_model(seed=5, eos_bias=float("-inf"))
+    model = HashToyModel(seed=5, eos_bias=float("-inf"))
     src_tokens, src_mask = padded_batch([[3, 4], [5, 5, 5, 4]])
     common = {"max_len_a": 1.0, "max_len_b": 1}
     beam = generate(
@@ -273,10 +247,10 @@ def test_a_model_that_never_ends_still_gives_every_source_an_output(
         src_tokens,
         src_mask,
         GenerationConfig(strategy="beam", beam_size=beam_size, **common),
-        **special,
+        **SPECIAL,
     )
     greedy = generate(
-        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **special
+        model, src_tokens, src_mask, GenerationConfig(strategy="greedy", **common), **SPECIAL
     )
     for [from_beam], [from_greedy], length in zip(beam, greedy, [3, 5], strict=True):
         assert len(from_beam.tokens) == len(from_greedy.tokens) == length

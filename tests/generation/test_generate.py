@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
 
 from seq2seq.config.generation import GenerationConfig, Strategy
 from seq2seq.generation import STRATEGIES, generate, get_strategy
+from support.toy_models import SPECIAL, HashToyModel, padded_batch
 
-Batch = Callable[[list[list[int]]], tuple[Tensor, Tensor]]
 SOURCES = [[3, 4, 5], [4], [5, 3, 3, 4, 5, 3], [3, 5]]
 
 
@@ -40,15 +38,12 @@ def test_outputs_reach_but_never_pass_their_own_max_length(
     strategy: str,
     max_len_a: float,
     max_len_b: int,
-    hash_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
 ) -> None:
     # The model almost never ends, so each output runs to floor(a * S + b) exactly.
-    model = hash_model(seed=5, eos_bias=-30.0)
+    model = HashToyModel(seed=5, eos_bias=-30.0)
     src_tokens, src_mask = padded_batch(SOURCES)
     settings = settings_for(strategy, max_len_a=max_len_a, max_len_b=max_len_b)
-    results = generate(model, src_tokens, src_mask, settings, **special)
+    results = generate(model, src_tokens, src_mask, settings, **SPECIAL)
     for source, hypotheses in zip(SOURCES, results, strict=True):
         limit = math.floor(max_len_a * len(source) + max_len_b)
         assert hypotheses
@@ -61,17 +56,14 @@ def test_an_output_says_whether_it_stopped_at_its_limit(
     strategy: str,
     eos_bias: float,
     cut: bool,
-    hash_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
 ) -> None:
     """A model that never ends runs into its limit, where eos is forced: every hypothesis
     says so; one that ends at its first chance (min_len 1) is not at its limit."""
-    model = hash_model(seed=5, eos_bias=eos_bias)
+    model = HashToyModel(seed=5, eos_bias=eos_bias)
     src_tokens, src_mask = padded_batch(SOURCES)
     settings = settings_for(strategy, max_len_a=1.0, max_len_b=2)
     for source, hypotheses in zip(
-        SOURCES, generate(model, src_tokens, src_mask, settings, **special), strict=True
+        SOURCES, generate(model, src_tokens, src_mask, settings, **SPECIAL), strict=True
     ):
         assert hypotheses
         assert all(h.at_limit == cut for h in hypotheses)
@@ -79,37 +71,31 @@ def test_an_output_says_whether_it_stopped_at_its_limit(
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_hard_cap_max_len_wins_over_a_and_b(
-    strategy: str, hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
-    model = hash_model(seed=5, eos_bias=-30.0)
+def test_hard_cap_max_len_wins_over_a_and_b(strategy: str) -> None:
+    model = HashToyModel(seed=5, eos_bias=-30.0)
     src_tokens, src_mask = padded_batch(SOURCES)
     settings = settings_for(strategy, max_len_a=2.0, max_len_b=5, max_len=4, min_len=0)
-    for hypotheses in generate(model, src_tokens, src_mask, settings, **special):
+    for hypotheses in generate(model, src_tokens, src_mask, settings, **SPECIAL):
         assert all(len(h.tokens) == 4 for h in hypotheses)
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_min_len_forbids_an_earlier_eos(
-    strategy: str, hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
+def test_min_len_forbids_an_earlier_eos(strategy: str) -> None:
     # The model wants to end at once; min_len makes it wait, and then it ends.
-    model = hash_model(seed=6, eos_bias=30.0)
+    model = HashToyModel(seed=6, eos_bias=30.0)
     src_tokens, src_mask = padded_batch(SOURCES)
     settings = settings_for(strategy, min_len=3, max_len_b=10)
-    for hypotheses in generate(model, src_tokens, src_mask, settings, **special):
+    for hypotheses in generate(model, src_tokens, src_mask, settings, **SPECIAL):
         assert len(hypotheses[0].tokens) == 3
         assert all(len(h.tokens) >= 3 for h in hypotheses)
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_decoding_stops_when_every_example_has_ended(
-    strategy: str, hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
-    model = hash_model(seed=6, eos_bias=30.0)
+def test_decoding_stops_when_every_example_has_ended(strategy: str) -> None:
+    model = HashToyModel(seed=6, eos_bias=30.0)
     src_tokens, src_mask = padded_batch(SOURCES)
     settings = settings_for(strategy, min_len=1, max_len_b=100)
-    generate(model, src_tokens, src_mask, settings, **special)
+    generate(model, src_tokens, src_mask, settings, **SPECIAL)
     assert model.steps <= 3
 
 
@@ -125,16 +111,13 @@ def test_decoding_stops_when_every_example_has_ended(
 )
 def test_a_padded_batch_decodes_like_each_source_alone(
     settings: GenerationConfig,
-    hash_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
 ) -> None:
-    model = hash_model(seed=7)
+    model = HashToyModel(seed=7)
     src_tokens, src_mask = padded_batch(SOURCES)
-    together = generate(model, src_tokens, src_mask, settings, **special)
+    together = generate(model, src_tokens, src_mask, settings, **SPECIAL)
     for source, from_batch in zip(SOURCES, together, strict=True):
         alone_tokens, alone_mask = padded_batch([source])
-        [alone] = generate(model, alone_tokens, alone_mask, settings, **special)
+        [alone] = generate(model, alone_tokens, alone_mask, settings, **SPECIAL)
         assert [h.tokens for h in from_batch] == [h.tokens for h in alone]
         assert [h.log_prob for h in from_batch] == pytest.approx(
             [h.log_prob for h in alone], abs=1e-5
@@ -142,12 +125,10 @@ def test_a_padded_batch_decodes_like_each_source_alone(
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_generate_runs_without_autograd_and_returns_python_values(
-    strategy: str, hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
-    model = hash_model(seed=8)
+def test_generate_runs_without_autograd_and_returns_python_values(strategy: str) -> None:
+    model = HashToyModel(seed=8)
     src_tokens, src_mask = padded_batch(SOURCES)
-    results = generate(model, src_tokens, src_mask, settings_for(strategy), **special)
+    results = generate(model, src_tokens, src_mask, settings_for(strategy), **SPECIAL)
     assert model.inference_mode_seen == {True}
     assert len(results) == len(SOURCES)
     for hypotheses in results:
@@ -157,33 +138,27 @@ def test_generate_runs_without_autograd_and_returns_python_values(
             assert math.isfinite(h.log_prob) and h.log_prob <= 0.0
 
 
-def test_empty_batch_gives_no_hypotheses(
-    hash_model: Callable[..., Any], special: dict[str, int]
-) -> None:
+def test_empty_batch_gives_no_hypotheses() -> None:
     empty = torch.zeros(0, 3, dtype=torch.long)
-    assert generate(hash_model(), empty, empty.bool(), GenerationConfig(), **special) == []
+    assert generate(HashToyModel(), empty, empty.bool(), GenerationConfig(), **SPECIAL) == []
 
 
-def test_malformed_inputs_are_rejected(
-    hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
+def test_malformed_inputs_are_rejected() -> None:
     src_tokens, src_mask = padded_batch(SOURCES)
     settings = GenerationConfig()
     with pytest.raises(ValueError, match="src_tokens must be a"):
-        generate(hash_model(), src_tokens.float(), src_mask, settings, **special)
+        generate(HashToyModel(), src_tokens.float(), src_mask, settings, **SPECIAL)
     with pytest.raises(ValueError, match="src_mask must be a bool tensor"):
-        generate(hash_model(), src_tokens, src_mask.long(), settings, **special)
+        generate(HashToyModel(), src_tokens, src_mask.long(), settings, **SPECIAL)
     with pytest.raises(ValueError, match="src_mask must be a bool tensor"):
-        generate(hash_model(), src_tokens, src_mask[:, :-1], settings, **special)
+        generate(HashToyModel(), src_tokens, src_mask[:, :-1], settings, **SPECIAL)
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_special_ids_are_checked_against_the_vocabulary(
-    strategy: str, hash_model: Callable[..., Any], padded_batch: Batch
-) -> None:
+def test_special_ids_are_checked_against_the_vocabulary(strategy: str) -> None:
     src_tokens, src_mask = padded_batch(SOURCES)
     settings = settings_for(strategy)
     with pytest.raises(ValueError, match=r"eos_id=6 is outside the model's vocabulary of 6"):
-        generate(hash_model(), src_tokens, src_mask, settings, bos_id=1, eos_id=6, pad_id=0)
+        generate(HashToyModel(), src_tokens, src_mask, settings, bos_id=1, eos_id=6, pad_id=0)
     with pytest.raises(ValueError, match="eos_id and pad_id are both 0"):
-        generate(hash_model(), src_tokens, src_mask, settings, bos_id=1, eos_id=0, pad_id=0)
+        generate(HashToyModel(), src_tokens, src_mask, settings, bos_id=1, eos_id=0, pad_id=0)

@@ -3,10 +3,10 @@
 The reference is an adapter with the same `encode` / `init_state` / `step` protocol
 whose `step` re-runs the whole decoder over the prefix so far and keeps the last
 position's logits: no KV cache, no (S, z) recurrence. Greedy and beam search through
-`seq2seq.generation.generate` must give the same tokens and scores either way, for
-softmax and causal-linear decoders and softmax and linear cross-attention. Tiny random
-models in eval mode; padded sources of different lengths; a small causal-linear chunk
-so the full passes cross chunk borders while the steps use the recurrence.
+`seq2seq.generation.generate` must give the same tokens and scores either way, for every
+registered causal decoder kind with every bidirectional cross-attention kind. Tiny random
+models in eval mode; padded sources of different lengths; a small causal-linear chunk so
+the full passes cross chunk borders while the steps use the recurrence.
 """
 
 from __future__ import annotations
@@ -18,32 +18,22 @@ import torch
 from torch import Tensor
 
 from seq2seq.config.generation import GenerationConfig
-from seq2seq.config.model import (
-    DecoderConfig,
-    EncoderConfig,
-    LinearAttentionConfig,
-    ModelConfig,
-)
 from seq2seq.generation import Hypothesis, generate
-from seq2seq.model import build_model
-from seq2seq.model.seq2seq import EncoderDecoderTransformer
+from seq2seq.model.encoder_decoder import EncoderDecoderTransformer
 from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
+from support.attention_cases import CAUSAL, CROSS
+from support.tiny_models import VOCAB, linear_settings, tiny_config, tiny_model
 
 # Tiny models on a loaded two-core machine: a second intra-op thread only waits.
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-VOCAB = 20
 SOURCE_LENGTHS = [7, 3, 1, 5]
 # Pushes the final hidden state towards the eos output row, so that random models end
 # some outputs by choosing eos, not only by reaching the length limit.
-EOS_BIAS = 0.7
-# (decoder self-attention, cross-attention); the encoder uses the cross-attention kind.
-KINDS = [
-    ("softmax", "softmax"),
-    ("softmax", "linear"),
-    ("causal_linear", "softmax"),
-    ("causal_linear", "linear"),
-]
+EOS_BIAS = 1.0
+# (decoder self-attention, cross-attention) for every registered pair; the encoder uses
+# the cross-attention kind.
+KINDS = [(decoder, cross) for decoder in CAUSAL for cross in CROSS]
 SETTINGS = {
     "greedy": GenerationConfig(strategy="greedy", max_len_a=1.5, max_len_b=4),
     "beam": GenerationConfig(
@@ -90,23 +80,19 @@ class FullForwardDecoding:
         return logits[:, -1], PrefixState(prefix, state.memory, state.memory_mask)
 
 
-def tiny_model(decoder: str, cross: str) -> EncoderDecoderTransformer:
-    uses_linear = "linear" in (decoder, cross) or decoder == "causal_linear"
-    cfg = ModelConfig(
-        d_model=32,
-        heads=4,
-        d_ff=64,
-        dropout=0.0,
+def eos_leaning_model(decoder: str, cross: str) -> EncoderDecoderTransformer:
+    cfg = tiny_config(
+        encoder=cross,
+        decoder=decoder,
+        cross=cross,
+        linear=linear_settings(decoder, cross, chunk_size=4),
         max_len=64,
-        encoder=EncoderConfig(layers=2, self_attention=cross),
-        decoder=DecoderConfig(layers=2, self_attention=decoder, cross_attention=cross),
-        linear=LinearAttentionConfig(chunk_size=4) if uses_linear else LinearAttentionConfig(),
         # Tied random embeddings make every step predict the token just fed, whatever
         # the prefix; untied, the outputs depend on the prefix.
         tie_output_embeddings=False,
     )
     torch.manual_seed(0)
-    model = build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, pad_id=PAD_ID, seed=0)
+    model = tiny_model(cfg, seed=0, pad_id=PAD_ID)
     assert isinstance(model, EncoderDecoderTransformer)
     eos_row = model.decoder.output.weight[EOS_ID]
     with torch.no_grad():
@@ -141,7 +127,7 @@ def decode(model: object, settings: GenerationConfig) -> list[list[Hypothesis]]:
 def test_incremental_decoding_equals_full_forward_decoding(
     decoder: str, cross: str, strategy: str
 ) -> None:
-    model = tiny_model(decoder, cross)
+    model = eos_leaning_model(decoder, cross)
     settings = SETTINGS[strategy]
     incremental = decode(model, settings)
     full = decode(FullForwardDecoding(model), settings)

@@ -13,12 +13,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from seq2seq.config.model import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.generation import generate
-from seq2seq.model import build_model
 from seq2seq.tasks.seq2seq import decoding_settings, length_limits
 from seq2seq.tokenizer.sentencepiece import BOS_ID, EOS_ID, PAD_ID
+from support.tiny_models import tiny_config, tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -45,20 +44,11 @@ def test_decoding_reaches_the_longest_kept_target(strategy: str, limits: dict[st
     settings = decoding_settings(cfg, cfg.generation)
     assert settings.max_len == longest_target == MAX_LEN - 1
 
-    model_cfg = ModelConfig(
-        d_model=16,
-        heads=2,
-        d_ff=32,
-        dropout=0.0,
-        position="learned",
-        max_len=MAX_LEN,
-        encoder=EncoderConfig(layers=1),
-        decoder=DecoderConfig(layers=1),
+    model_cfg = tiny_config(
+        d_model=16, heads=2, d_ff=32, position="learned", max_len=MAX_LEN, layers=1
     )
     torch.manual_seed(0)
-    model = build_model(
-        model_cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, pad_id=PAD_ID, seed=0
-    )
+    model = tiny_model(model_cfg, seed=0, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, pad_id=PAD_ID)
     model.eval()
     src = torch.tensor([[5]])  # one token: floor(1.5 * 1 + 10), the old default, is 11
     hypotheses = generate(

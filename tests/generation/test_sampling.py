@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,42 +11,36 @@ from torch import Tensor
 
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation import generate, top_k_filter, top_p_filter
+from support.toy_models import BOS, SPECIAL, WORDS, HashToyModel, padded_batch, sequence_log_prob
 
-Batch = Callable[[list[list[int]]], tuple[Tensor, Tensor]]
 SOURCES = [[3, 4, 5], [4], [5, 3, 3, 4, 5, 3], [3, 5], [4, 4], [5, 4, 3]]
 COMMON = {"max_len_a": 1.0, "max_len_b": 3, "min_len": 0}
 
 
-def sample_tokens(
-    model: Any, batch: tuple[Tensor, Tensor], special: dict[str, int], **fields: Any
-) -> list[list[int]]:
+def sample_tokens(model: Any, batch: tuple[Tensor, Tensor], **fields: Any) -> list[list[int]]:
     settings = GenerationConfig(strategy="sample", **{**COMMON, **fields})
-    return [hyps[0].tokens for hyps in generate(model, *batch, settings, **special)]
+    return [hyps[0].tokens for hyps in generate(model, *batch, settings, **SPECIAL)]
 
 
-def test_same_seed_same_output_other_seed_other_output(
-    hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
-    model = hash_model(seed=9, sharpness=0.5)  # flat distributions: many likely outputs
+def test_same_seed_same_output_other_seed_other_output() -> None:
+    model = HashToyModel(seed=9, sharpness=0.5)  # flat distributions: many likely outputs
     batch = padded_batch(SOURCES)
-    first = sample_tokens(model, batch, special, seed=11)
-    assert sample_tokens(model, batch, special, seed=11) == first
-    assert sample_tokens(model, batch, special, seed=12) != first
+    first = sample_tokens(model, batch, seed=11)
+    assert sample_tokens(model, batch, seed=11) == first
+    assert sample_tokens(model, batch, seed=12) != first
 
 
-def test_a_sample_depends_on_its_source_index_not_on_the_batch(
-    hash_model: Callable[..., Any], padded_batch: Batch, special: dict[str, int]
-) -> None:
+def test_a_sample_depends_on_its_source_index_not_on_the_batch() -> None:
     """A corpus decoded in other batches samples the same; the same source at another
     index gets its own draws (a fresh stream per batch would repeat the first draws)."""
-    model = hash_model(seed=9, sharpness=0.5)
+    model = HashToyModel(seed=9, sharpness=0.5)
     settings = GenerationConfig(strategy="sample", seed=3, **COMMON)
-    whole = generate(model, *padded_batch(SOURCES), settings, **special)
+    whole = generate(model, *padded_batch(SOURCES), settings, **SPECIAL)
     for index, source in enumerate(SOURCES):
-        alone = generate(model, *padded_batch([source]), settings, source_ids=[index], **special)
+        alone = generate(model, *padded_batch([source]), settings, source_ids=[index], **SPECIAL)
         assert alone[0][0].tokens == whole[index][0].tokens
     repeated = [SOURCES[2]] * 4
-    samples = generate(model, *padded_batch(repeated), settings, **special)
+    samples = generate(model, *padded_batch(repeated), settings, **SPECIAL)
     assert len({tuple(hyps[0].tokens) for hyps in samples}) > 1
 
 
@@ -58,79 +51,56 @@ def test_a_sample_depends_on_its_source_index_not_on_the_batch(
 )
 def test_degenerate_sampling_is_greedy(
     fields: dict[str, Any],
-    hash_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
 ) -> None:
-    model = hash_model(seed=10, sharpness=0.5)
+    model = HashToyModel(seed=10, sharpness=0.5)
     batch = padded_batch(SOURCES)
-    greedy = generate(model, *batch, GenerationConfig(strategy="greedy", **COMMON), **special)
+    greedy = generate(model, *batch, GenerationConfig(strategy="greedy", **COMMON), **SPECIAL)
     greedy_tokens = [hyps[0].tokens for hyps in greedy]
     for seed in range(3):
-        assert sample_tokens(model, batch, special, seed=seed, **fields) == greedy_tokens
+        assert sample_tokens(model, batch, seed=seed, **fields) == greedy_tokens
 
 
-def first_token_frequencies(
-    model: Any, padded_batch: Batch, special: dict[str, int], **fields: Any
-) -> tuple[Tensor, Tensor]:
+def first_token_frequencies(model: Any, **fields: Any) -> tuple[Tensor, Tensor]:
     """Empirical distribution of the first sampled token over many copies of one source,
     and the model's logits for it. min_len=1 keeps eos out of the first position."""
     copies = 4000
     batch = padded_batch([[3, 4]] * copies)
     settings = GenerationConfig(strategy="sample", max_len_b=1, min_len=1, **fields)
     firsts = torch.tensor(
-        [hyps[0].tokens[0] for hyps in generate(model, *batch, settings, **special)]
+        [hyps[0].tokens[0] for hyps in generate(model, *batch, settings, **SPECIAL)]
     )
     frequencies = torch.bincount(firsts, minlength=6).double() / copies
     tokens, mask = padded_batch([[3, 4]])
-    logits, _ = model.step(
-        torch.tensor([special["bos_id"]]), model.init_state(model.encode(tokens, mask), mask)
-    )
+    logits, _ = model.step(torch.tensor([BOS]), model.init_state(model.encode(tokens, mask), mask))
     return frequencies, logits[0].double()
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
 def test_first_token_follows_the_tempered_distribution_over_allowed_tokens(
     temperature: float,
-    hash_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
-    words: tuple[int, ...],
 ) -> None:
-    model = hash_model(seed=13)
-    frequencies, logits = first_token_frequencies(
-        model, padded_batch, special, temperature=temperature
-    )
-    # pad, bos and (before min_len) eos are never sampled; the words share the mass.
+    model = HashToyModel(seed=13)
+    frequencies, logits = first_token_frequencies(model, temperature=temperature)
+    # pad, bos and (before min_len) eos are never sampled; the WORDS share the mass.
     expected = torch.zeros_like(logits)
-    expected[list(words)] = torch.softmax(logits[list(words)] / temperature, dim=0)
+    expected[list(WORDS)] = torch.softmax(logits[list(WORDS)] / temperature, dim=0)
     assert frequencies.tolist() == pytest.approx(expected.tolist(), abs=0.035)
 
 
-def test_top_k_samples_only_among_the_k_most_likely(
-    hash_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
-    words: tuple[int, ...],
-) -> None:
-    model = hash_model(seed=13)
-    frequencies, logits = first_token_frequencies(model, padded_batch, special, top_k=2)
-    allowed = sorted(words, key=lambda token: -logits[token].item())[:2]
+def test_top_k_samples_only_among_the_k_most_likely() -> None:
+    model = HashToyModel(seed=13)
+    frequencies, logits = first_token_frequencies(model, top_k=2)
+    allowed = sorted(WORDS, key=lambda token: -logits[token].item())[:2]
     expected = torch.zeros_like(logits)
     expected[allowed] = torch.softmax(logits[allowed], dim=0)
     assert frequencies.tolist() == pytest.approx(expected.tolist(), abs=0.035)
 
 
-def test_sampled_log_prob_is_the_models_own(
-    hash_model: Callable[..., Any],
-    padded_batch: Batch,
-    special: dict[str, int],
-    sequence_log_prob: Callable[..., float],
-) -> None:
-    model = hash_model(seed=14)
+def test_sampled_log_prob_is_the_models_own() -> None:
+    model = HashToyModel(seed=14)
     settings = GenerationConfig(strategy="sample", temperature=3.0, top_k=2, **COMMON)
     src_tokens, src_mask = padded_batch(SOURCES)
-    for row, [h] in enumerate(generate(model, src_tokens, src_mask, settings, **special)):
+    for row, [h] in enumerate(generate(model, src_tokens, src_mask, settings, **SPECIAL)):
         expected = sequence_log_prob(
             model, src_tokens[row : row + 1], src_mask[row : row + 1], tuple(h.tokens)
         )

@@ -3,113 +3,38 @@
 The forward comparisons in test_attention_kernels.py cannot see a wrong backward pass: a
 normalizer detached from the graph leaves every output as it was. Here the gradients of
 q, k and v come from `torch.autograd.grad` of `sum(out * g)` (g a random cotangent) and
-are compared with those of a reference written plainly in float64: a masked softmax, or
-for the linear kinds `phi(q) phi(k)^T` masked (causal: j <= i; padded keys out),
-row-normalised, times v. The reference's phi is written out here too (FAVOR+ from the
-module's own projection buffer, with no stabilizer: the module's are detached scales
-that cancel in the normalisation), so the gradient through each feature map, that is
-into q and k, is checked as well. Lengths span several causal-linear chunks and are not
-multiples of the chunk size; batches are padded; padded query rows are not compared,
-only required finite.
+are compared with those of the plain float64 reference of each kind
+(`support.attention_references`: a masked softmax, or `phi(q) phi(k)^T` masked,
+row-normalised, times v, with phi written out too), so the gradient through each feature
+map, that is into q and k, is checked as well. Lengths span several causal-linear chunks
+and are not multiples of the chunk size; batches are padded; padded query rows are not
+compared, only required finite. Kinds that take more than q, k and v are checked for
+padding through the multi-head wrapper, which computes what they take.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS, FavorFeatureMap, MultiHeadAttention
+from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS, MultiHeadAttention
 from seq2seq.model.attention.base import Attention
+from support.attention_cases import attention_cases, crosses_qkv_only, takes_qkv_only
+from support.attention_inputs import padding_mask, random_qkv
+from support.attention_references import reference
+from support.tiny_models import D_MODEL
 
 B, H, DH = 3, 2, 8
 LENGTH = 13  # four chunks of 4, the last one short
-
-PlainFeatures = Callable[[Attention, Tensor], Tensor]
-
-
-def _favor(kernel: Attention, x: Tensor) -> Tensor:
-    """FAVOR+ as in the paper: `exp(w . x' - |x'|^2 / 2) / sqrt(m)`, `x' = x Dh^-1/4`."""
-    feature_map = kernel.feature_map
-    assert isinstance(feature_map, FavorFeatureMap)
-    projection = feature_map.projection.double()
-    scaled = x * x.shape[-1] ** -0.25
-    logits = scaled @ projection.T - 0.5 * (scaled * scaled).sum(-1, keepdim=True)
-    return torch.exp(logits) / math.sqrt(projection.shape[0])
+CASES = attention_cases(where=takes_qkv_only)
 
 
-PLAIN_FEATURES: dict[str, PlainFeatures] = {
-    "favor": _favor,
-    "elu": lambda kernel, x: F.elu(x) + 1.0,
-    "relu": lambda kernel, x: F.relu(x),
-}
-
-
-def gradient_cases() -> Iterator[Any]:
-    """(kind, causal, feature_map) for every direction of every registered kind."""
-    for name, cls in sorted(ATTENTIONS.items()):
-        maps = FEATURE_MAPS if cls.uses_feature_map else (None,)
-        for causal, supported in ((True, cls.supports_causal), (False, cls.supports_bidirectional)):
-            for feature_map in maps if supported else ():
-                label = f"{name}-{'causal' if causal else 'bidirectional'}"
-                yield pytest.param(
-                    name, causal, feature_map, id=label + (f"-{feature_map}" if feature_map else "")
-                )
-
-
-CASES = list(gradient_cases())
-
-
-def reference(
-    kernel: Attention,
-    feature_map: str | None,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_padding_mask: Tensor | None,
-    *,
-    causal: bool,
-) -> Tensor:
-    """Quadratic masked attention in float64, differentiable in q, k and v; a row with no
-    key to attend gives zeros."""
-    q, k, v = q.double(), k.double(), v.double()
-    lq, lk = q.shape[-2], k.shape[-2]
-    allowed = torch.ones(q.shape[0], 1, lq, lk, dtype=torch.bool)
-    if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask[:, None, None, :]
-    if causal:
-        allowed = allowed & torch.ones(lq, lk, dtype=torch.bool).tril()
-    if feature_map is None:
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        weights = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1).nan_to_num(0.0)
-    else:
-        phi = PLAIN_FEATURES[feature_map]
-        weights = (phi(kernel, q) @ phi(kernel, k).transpose(-1, -2)) * allowed
-        # A clamp (not a where) keeps the gradient of an all-zero row finite: zero.
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-30)
-    return weights @ v
-
-
-def inputs(lq: int, lk: int, *, seed: int, dtype: torch.dtype = torch.float32) -> list[Tensor]:
+def inputs(lq: int, lk: int, *, seed: int) -> list[Tensor]:
     """q: (B, H, lq, Dh), k, v: (B, H, lk, Dh), leaves that require grad."""
-    generator = torch.Generator().manual_seed(seed)
-    shapes = [(B, H, lq, DH), (B, H, lk, DH), (B, H, lk, DH)]
-    return [
-        torch.randn(shape, generator=generator, dtype=dtype).requires_grad_() for shape in shapes
-    ]
-
-
-def padding_mask(length: int) -> Tensor:
-    """Rows: all real; right padding; left padding (early causal queries see no key)."""
-    mask = torch.ones(B, length, dtype=torch.bool)
-    mask[1, length * 2 // 3 :] = False
-    mask[2, : length // 3] = False
-    return mask
+    return random_qkv((B, H, lq, DH), lk, seed=seed, requires_grad=True)
 
 
 def output_and_gradients(
@@ -127,8 +52,8 @@ def _named(name: str) -> Callable[[str], str]:
 
 
 def compare(
+    name: str,
     kernel: Attention,
-    feature_map: str | None,
     qkv: list[Tensor],
     mask: Tensor | None,
     *,
@@ -143,7 +68,7 @@ def compare(
         cotangent = cotangent * query_mask[:, None, :, None]
     out, grads = output_and_gradients(kernel, qkv, mask, cotangent.to(qkv[0].dtype))
     want_out, want_grads = output_and_gradients(
-        lambda q, k, v, m: reference(kernel, feature_map, q, k, v, m, causal=causal),
+        lambda q, k, v, m: reference(name, kernel, q, k, v, m, causal=causal),
         [t.detach().double().requires_grad_() for t in qkv],
         mask,
         cotangent,
@@ -178,10 +103,10 @@ def test_self_attention_gradients_match_float64_reference(
     """Self-attention of length 13 (chunks of 4 for causal_linear): output and d/dq,
     d/dk, d/dv equal the reference's, with and without padding."""
     kernel = make_attention(name, causal=causal, feature_map=feature_map, chunk_size=4).attention
-    mask = padding_mask(LENGTH) if padded else None
+    mask = padding_mask(B, LENGTH) if padded else None
     compare(
+        name,
         kernel,
-        feature_map,
         inputs(LENGTH, LENGTH, seed=1),
         mask,
         causal=causal,
@@ -189,7 +114,9 @@ def test_self_attention_gradients_match_float64_reference(
     )
 
 
-@pytest.mark.parametrize(("name", "causal", "feature_map"), [c for c in CASES if not c.values[1]])
+@pytest.mark.parametrize(
+    ("name", "causal", "feature_map"), attention_cases(causal=False, where=crosses_qkv_only)
+)
 def test_cross_attention_gradients_match_float64_reference(
     make_attention: Callable[..., MultiHeadAttention],
     name: str,
@@ -199,10 +126,10 @@ def test_cross_attention_gradients_match_float64_reference(
     """7 queries attend 11 padded keys: gradients equal the reference's."""
     kernel = make_attention(name, causal=False, feature_map=feature_map).attention
     compare(
+        name,
         kernel,
-        feature_map,
         inputs(7, 11, seed=2),
-        padding_mask(11),
+        padding_mask(B, 11),
         causal=False,
         query_mask=None,
     )
@@ -220,10 +147,10 @@ def test_causal_linear_gradients_across_chunk_sizes(
     kernel = make_attention(
         "causal_linear", causal=True, feature_map=feature_map, chunk_size=chunk_size
     ).attention
-    mask = padding_mask(LENGTH)
+    mask = padding_mask(B, LENGTH)
     compare(
+        "causal_linear",
         kernel,
-        feature_map,
         inputs(LENGTH, LENGTH, seed=3),
         mask,
         causal=True,
@@ -242,7 +169,7 @@ def test_padding_gets_no_gradient_and_every_gradient_is_finite(
     only included: all gradients are finite, and padded keys and values get none (they
     contribute nothing to any output)."""
     kernel = make_attention(name, causal=causal, feature_map=feature_map, chunk_size=4).attention
-    mask = padding_mask(LENGTH)
+    mask = padding_mask(B, LENGTH)
     mask[0] = False
     qkv = inputs(LENGTH, LENGTH, seed=5)
     out = kernel(*qkv, mask)
@@ -284,3 +211,36 @@ def test_gradcheck(
     assert torch.autograd.gradcheck(
         lambda q, k, v: kernel(q, k, v, mask), (q, k, v), eps=eps, atol=atol, rtol=rtol
     )
+
+
+@pytest.mark.parametrize(("name", "causal", "feature_map"), attention_cases())
+def test_padding_reaches_no_real_output_through_the_multi_head_wrapper(
+    make_attention: Callable[..., MultiHeadAttention],
+    name: str,
+    causal: bool,
+    feature_map: str | None,
+) -> None:
+    """Every kind with what the wrapper computes for it from each position: with only
+    real query rows in the loss, padded positions (right, left, a whole sequence) get
+    exactly no gradient; with every row in the loss, every gradient is finite. A
+    kind that can cross-attend: padded context positions get no gradient."""
+    mha = make_attention(name, causal=causal, feature_map=feature_map, chunk_size=4)
+    generator = torch.Generator().manual_seed(6)
+    batch = 4  # padding_mask's rows: all real, right, left and all padding
+    mask = padding_mask(batch, LENGTH)
+    x = torch.randn(batch, LENGTH, D_MODEL, generator=generator, requires_grad=True)
+    out = mha(x, None, mask)
+    assert torch.isfinite(out).all()
+    (every_row,) = torch.autograd.grad(out.sum(), x, retain_graph=True)
+    assert torch.isfinite(every_row).all()
+    (real_rows,) = torch.autograd.grad((out * mask[..., None]).sum(), x)
+    assert (real_rows.masked_select(~mask[..., None]) == 0).all()
+    assert real_rows.abs().sum() > 0
+    if causal or not ATTENTIONS[name].supports_cross:
+        return
+    context = torch.randn(batch, 11, D_MODEL, generator=generator, requires_grad=True)
+    context_mask = padding_mask(batch, 11)
+    out = mha(x[:, :7], context, context_mask)
+    (grad,) = torch.autograd.grad(out.sum(), context)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    assert (grad.masked_select(~context_mask[..., None]) == 0).all()

@@ -1,17 +1,17 @@
-"""Every attention kind against a plainly written quadratic masked reference in float64.
+"""Every attention kind against its plain quadratic reference in float64.
 
 Kernels come from the registry through `build_model`, so a new kind or feature map is
-tested here without touching this file. Softmax kinds are compared with a masked softmax;
-kinds with a feature map with `A = phi(q) phi(k)^T`, masked entries zeroed, rows normalised
-with the same smallest denominator. phi is the module's own feature map: the attention algebra, masking
-and chunking are under test here; FAVOR+ itself is tested in test_feature_maps.py.
+tested here without touching this file; each kind's reference is `support`'s
+(`attention_references.REFERENCES`): a masked softmax, or `A = phi(q) phi(k)^T` with phi
+written from its definition, masked entries zeroed, rows normalised with the package's
+smallest denominator. Kinds that take more than q, k and v cannot be called alone: the
+model-level contract tests (causal leak, incremental decoding, layer combinations) and
+their own ops tests cover them.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -25,80 +25,32 @@ from seq2seq.model.attention import (
     LinearAttention,
     MultiHeadAttention,
 )
-from seq2seq.model.attention.base import SMALLEST_DENOMINATOR, Attention
+from seq2seq.model.attention.base import Attention
+from support.attention_cases import attention_cases, crosses_qkv_only, takes_qkv_only
+from support.attention_inputs import padding_mask, random_qkv
+from support.attention_references import allowed_keys, reference
 
 B, H, DH = 4, 4, 8
 
 
-def kernel_cases() -> Iterator[Any]:
-    """(kind, causal, feature_map) for every direction each registered kind supports."""
-    for name, cls in sorted(ATTENTIONS.items()):
-        maps = FEATURE_MAPS if cls.uses_feature_map else (None,)
-        directions = [
-            c for c, ok in ((True, cls.supports_causal), (False, cls.supports_bidirectional)) if ok
-        ]
-        for causal in directions:
-            for feature_map in maps:
-                label = f"{name}-{'causal' if causal else 'bidirectional'}" + (
-                    f"-{feature_map}" if feature_map else ""
-                )
-                yield pytest.param(name, causal, feature_map, id=label)
+def qkv(lq: int, lk: int, seed: int) -> list[Tensor]:
+    return random_qkv((B, H, lq, DH), lk, seed=seed)
 
 
-CAUSAL_CASES = [p for p in kernel_cases() if p.values[1]]
-BIDIRECTIONAL_CASES = [p for p in kernel_cases() if not p.values[1]]
-
-
-def reference(
-    kernel: Attention,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_padding_mask: Tensor | None,
-    *,
-    causal: bool,
-) -> Tensor:
-    """Quadratic masked attention in float64; rows with no key to attend give zeros."""
-    lq, lk = q.shape[-2], k.shape[-2]
-    allowed = torch.ones(q.shape[0], 1, lq, lk, dtype=torch.bool)
-    if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask[:, None, None, :]
-    if causal:
-        allowed = allowed & torch.ones(lq, lk, dtype=torch.bool).tril()
-    if kernel.uses_feature_map:
-        with torch.no_grad():
-            phi_q = kernel.feature_map(q, is_query=True).double()  # type: ignore[operator]
-            phi_k = kernel.feature_map(k, is_query=False).double()  # type: ignore[operator]
-        weights = (phi_q @ phi_k.transpose(-1, -2)) * allowed
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(SMALLEST_DENOMINATOR)
-    else:
-        scores = q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-    return weights @ v.double()
-
-
-def qkv(lq: int, lk: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return (
-        torch.randn(B, H, lq, DH, generator=generator),
-        torch.randn(B, H, lk, DH, generator=generator),
-        torch.randn(B, H, lk, DH, generator=generator),
-    )
-
-
-def padding_mask(length: int) -> Tensor:
-    """Rows: all real; right padding; left padding (early queries see no causal key);
-    all padding (no query sees any key)."""
-    mask = torch.ones(B, length, dtype=torch.bool)
-    mask[1, length * 2 // 3 :] = False
-    mask[2, : length // 3] = False
-    mask[3] = False
-    return mask
+def assert_matches_reference(
+    name: str, kernel: Attention, inputs: list[Tensor], mask: Tensor | None, *, causal: bool
+) -> None:
+    """The kernel's output, every row, has q's shape and dtype and equals the reference's."""
+    q, k, v = inputs
+    with torch.no_grad():
+        out = kernel(q, k, v, mask)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    want = reference(name, kernel, q, k, v, mask, causal=causal)
+    torch.testing.assert_close(out.double(), want, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("padded", [False, True], ids=["no-mask", "padded"])
-@pytest.mark.parametrize(("name", "causal", "feature_map"), list(kernel_cases()))
+@pytest.mark.parametrize(("name", "causal", "feature_map"), attention_cases(where=takes_qkv_only))
 def test_self_attention_matches_quadratic_reference(
     make_attention: Callable[..., MultiHeadAttention],
     name: str,
@@ -107,17 +59,13 @@ def test_self_attention_matches_quadratic_reference(
     padded: bool,
 ) -> None:
     kernel = make_attention(name, causal=causal, feature_map=feature_map, chunk_size=4).attention
-    q, k, v = qkv(13, 13, seed=1)
-    mask = padding_mask(13) if padded else None
-    with torch.no_grad():
-        out = kernel(q, k, v, mask)
-    assert out.shape == q.shape and out.dtype == q.dtype
-    torch.testing.assert_close(
-        out.double(), reference(kernel, q, k, v, mask, causal=causal), atol=2e-5, rtol=1e-4
-    )
+    mask = padding_mask(B, 13) if padded else None
+    assert_matches_reference(name, kernel, qkv(13, 13, seed=1), mask, causal=causal)
 
 
-@pytest.mark.parametrize(("name", "causal", "feature_map"), BIDIRECTIONAL_CASES)
+@pytest.mark.parametrize(
+    ("name", "causal", "feature_map"), attention_cases(causal=False, where=crosses_qkv_only)
+)
 def test_cross_attention_matches_quadratic_reference(
     make_attention: Callable[..., MultiHeadAttention],
     name: str,
@@ -125,17 +73,12 @@ def test_cross_attention_matches_quadratic_reference(
     feature_map: str | None,
 ) -> None:
     kernel = make_attention(name, causal=causal, feature_map=feature_map).attention
-    q, k, v = qkv(7, 11, seed=2)
-    mask = padding_mask(11)
-    with torch.no_grad():
-        out = kernel(q, k, v, mask)
-    assert out.shape == (B, H, 7, DH)
-    torch.testing.assert_close(
-        out.double(), reference(kernel, q, k, v, mask, causal=False), atol=2e-5, rtol=1e-4
-    )
+    assert_matches_reference(name, kernel, qkv(7, 11, seed=2), padding_mask(B, 11), causal=False)
 
 
-@pytest.mark.parametrize(("name", "causal", "feature_map"), CAUSAL_CASES)
+@pytest.mark.parametrize(
+    ("name", "causal", "feature_map"), attention_cases(causal=True, where=takes_qkv_only)
+)
 def test_step_matches_forward(
     make_attention: Callable[..., MultiHeadAttention],
     name: str,
@@ -184,9 +127,8 @@ def test_chunked_causal_linear_matches_recurrence_and_reference(
             )
             steps.append(out)
     torch.testing.assert_close(chunked, torch.cat(steps, dim=2), atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(
-        chunked.double(), reference(kernel, q, k, v, None, causal=True), atol=2e-5, rtol=1e-4
-    )
+    want = reference("causal_linear", kernel, q, k, v, None, causal=True)
+    torch.testing.assert_close(chunked.double(), want, atol=2e-5, rtol=1e-4)
     # One constant-size float32 state: sum phi(k) v^T with the normalizer as a last column.
     assert set(state) == {"S"}  # type: ignore[arg-type]
     m = kernel.feature_map.num_features  # type: ignore[union-attr]
@@ -202,15 +144,13 @@ def test_softmax_attention_weights_are_rows_over_real_keys_and_match_output(
     lq, lk = (9, 9) if causal else (6, 9)
     x = torch.randn(B, lq, 32)
     context = None if causal else torch.randn(B, lk, 32)
-    mask = padding_mask(lk)
+    mask = padding_mask(B, lk)
     with torch.no_grad():
         weights = mha.attention_weights(x, context, mask)
         out = mha(x, context, mask)
     assert weights.shape == (B, H, lq, lk)
 
-    allowed = mask[:, None, None, :].expand(B, 1, lq, lk)
-    if causal:
-        allowed = allowed & torch.ones(lq, lk, dtype=torch.bool).tril()
+    allowed = allowed_keys(mask, batch=B, query_length=lq, key_length=lk, causal=causal)
     has_key = allowed.any(-1).expand(B, H, lq)
     torch.testing.assert_close(weights.sum(-1)[has_key], torch.ones(int(has_key.sum())))
     assert (weights.sum(-1)[~has_key] == 0).all()
@@ -224,7 +164,8 @@ def test_softmax_attention_weights_are_rows_over_real_keys_and_match_output(
 
 
 @pytest.mark.parametrize(
-    ("name", "causal", "feature_map"), [p for p in kernel_cases() if p.values[2] is not None]
+    ("name", "causal", "feature_map"),
+    attention_cases(where=lambda name: not hasattr(ATTENTIONS[name], "weights")),
 )
 def test_attention_weights_raise_for_linear_kinds(
     make_attention: Callable[..., MultiHeadAttention],

@@ -6,33 +6,19 @@ chunk size small enough that the target spans several causal-linear chunks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 
-from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS
+from support.attention_cases import CROSS, kind_choices
+from support.tiny_models import linear_settings
 
 T = 11
 PERTURBED = [0, 3, 4, 5, 10]
-
-
-def decoder_choices() -> Iterator[tuple[str, str | None]]:
-    """(causal attention kind, feature map or None) for every causal kind in the registry."""
-    for name, cls in sorted(ATTENTIONS.items()):
-        if cls.supports_causal:
-            for feature_map in FEATURE_MAPS if cls.uses_feature_map else (None,):
-                yield name, feature_map
-
-
-BIDIRECTIONAL = sorted(name for name, cls in ATTENTIONS.items() if cls.supports_bidirectional)
-
-
-def linear_settings(feature_map: str | None, *kinds: str) -> dict[str, Any]:
-    if not any(ATTENTIONS[kind].uses_feature_map for kind in kinds):
-        return {}
-    return {"feature_map": feature_map or "favor", "chunk_size": 4}
+DECODERS = kind_choices(causal=True)
+"""Every causal kind in the registry, with every feature map where it uses one."""
 
 
 def perturb(tokens: torch.Tensor, t: int) -> torch.Tensor:
@@ -43,8 +29,8 @@ def perturb(tokens: torch.Tensor, t: int) -> torch.Tensor:
     return changed
 
 
-@pytest.mark.parametrize("cross", BIDIRECTIONAL)
-@pytest.mark.parametrize(("decoder", "feature_map"), list(decoder_choices()))
+@pytest.mark.parametrize("cross", CROSS)
+@pytest.mark.parametrize(("decoder", "feature_map"), DECODERS)
 def test_encoder_decoder_is_causal(
     make_config: Callable[..., Any],
     make_model: Callable[..., Any],
@@ -57,7 +43,7 @@ def test_encoder_decoder_is_causal(
         encoder=cross,
         decoder=decoder,
         cross=cross,
-        linear=linear_settings(feature_map, decoder, cross),
+        linear=linear_settings(decoder, cross, feature_map=feature_map or "favor", chunk_size=4),
     )
     model = make_model(cfg).eval()
     batch = make_batch([9, 5, 7], [T, T, 8])
@@ -69,7 +55,7 @@ def test_encoder_decoder_is_causal(
             assert not torch.allclose(changed[0, t:], logits[0, t:]), "perturbation had no effect"
 
 
-@pytest.mark.parametrize(("decoder", "feature_map"), list(decoder_choices()))
+@pytest.mark.parametrize(("decoder", "feature_map"), DECODERS)
 def test_decoder_language_model_is_causal(
     make_config: Callable[..., Any],
     make_model: Callable[..., Any],
@@ -78,7 +64,9 @@ def test_decoder_language_model_is_causal(
     feature_map: str | None,
 ) -> None:
     cfg = make_config(
-        kind="decoder_lm", decoder=decoder, linear=linear_settings(feature_map, decoder)
+        kind="decoder_lm",
+        decoder=decoder,
+        linear=linear_settings(decoder, feature_map=feature_map, chunk_size=4),
     )
     model = make_model(cfg).eval()
     batch = make_batch([1], [T, 6])

@@ -11,13 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.config.model import DecoderConfig, EncoderConfig, LinearAttentionConfig, ModelConfig
-from seq2seq.model import build_model
+from seq2seq.model.attention import ATTENTIONS
 from seq2seq.training.loss import label_smoothed_cross_entropy
+from support.tiny_models import PAD, linear_settings, tiny_config, tiny_model
 
 pytestmark = pytest.mark.slow
 
-PAD = 0
 VOCAB = 23
 # (encoder self, decoder self, cross): every attention kind appears at least once.
 KINDS = {
@@ -25,6 +24,18 @@ KINDS = {
     "causal_linear_decoder": ("softmax", "causal_linear", "softmax"),
     "performer": ("linear", "causal_linear", "linear"),
 }
+# A registered kind none of these uses gets a model of its own, softmax elsewhere.
+KINDS.update(
+    {
+        name: (
+            name if kind.supports_bidirectional else "softmax",
+            name if kind.supports_causal else "softmax",
+            name if kind.supports_bidirectional else "softmax",
+        )
+        for name, kind in ATTENTIONS.items()
+        if not any(name in stacks for stacks in KINDS.values())
+    }
+)
 DEVICES = [
     "cpu",
     pytest.param(
@@ -36,21 +47,16 @@ DEVICES = [
 
 def _model(kind: str) -> torch.nn.Module:
     encoder, decoder, cross = KINDS[kind]
-    uses_linear = "linear" in encoder + decoder + cross
-    cfg = ModelConfig(
-        d_model=32,
+    cfg = tiny_config(
+        encoder=encoder,
+        decoder=decoder,
+        cross=cross,
         heads=2,
-        d_ff=64,
-        dropout=0.0,
         max_len=64,
-        encoder=EncoderConfig(layers=2, self_attention=encoder),
-        decoder=DecoderConfig(layers=2, self_attention=decoder, cross_attention=cross),
         # A chunk shorter than the target exercises the chunked (multi-chunk) causal path.
-        linear=LinearAttentionConfig(nb_features=24, chunk_size=8)
-        if uses_linear
-        else LinearAttentionConfig(),
+        linear=linear_settings(encoder, decoder, cross, nb_features=24, chunk_size=8),
     )
-    return build_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, pad_id=PAD)
+    return tiny_model(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB)
 
 
 def _loss_and_grads(

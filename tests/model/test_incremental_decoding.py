@@ -17,21 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.model import DecoderState
-from seq2seq.model.attention import ATTENTIONS
 from seq2seq.model.embedding import POSITIONS
 from seq2seq.model.norms import NORMS
+from support.attention_cases import CAUSAL, CROSS
+from support.tiny_models import linear_settings
 
-CAUSAL = sorted(name for name, cls in ATTENTIONS.items() if cls.supports_causal)
-BIDIRECTIONAL = sorted(name for name, cls in ATTENTIONS.items() if cls.supports_bidirectional)
 NORM_SCHEMES = [(name, position) for name in sorted(NORMS) for position in sorted(NORMS[name])]
 POSITION_KINDS = sorted(POSITIONS)
 T = 9
-
-
-def linear_settings(*kinds: str) -> dict[str, Any]:
-    if not any(ATTENTIONS[kind].uses_feature_map for kind in kinds):
-        return {}
-    return {"chunk_size": 4}
 
 
 def decode(model: Any, state: DecoderState, tokens: Tensor) -> tuple[Tensor, DecoderState]:
@@ -62,7 +55,7 @@ def seq2seq_model(
             norm=norm[0],
             norm_position=norm[1],
             position=position,
-            linear=linear_settings(decoder, cross),
+            linear=linear_settings(decoder, cross, chunk_size=4),
         )
         model = make_model(cfg)
         open_rezero(model)
@@ -71,9 +64,22 @@ def seq2seq_model(
     return build
 
 
+@pytest.fixture
+def language_model(
+    make_config: Callable[..., Any], make_model: Callable[..., Any]
+) -> Callable[..., Any]:
+    """`language_model(decoder, position, **fields)`: a tiny decoder_lm in eval mode."""
+
+    def build(decoder: str, position: str, **fields: Any) -> nn.Module:
+        cfg = make_config(kind="decoder_lm", decoder=decoder, position=position, **fields)
+        return make_model(cfg).eval()
+
+    return build
+
+
 @pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("norm", NORM_SCHEMES, ids=lambda n: "-".join(n))
-@pytest.mark.parametrize("cross", BIDIRECTIONAL)
+@pytest.mark.parametrize("cross", CROSS)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_steps_match_full_forward(
     seq2seq_model: Callable[..., Any],
@@ -94,7 +100,7 @@ def test_steps_match_full_forward(
 
 
 @pytest.mark.parametrize("position", POSITION_KINDS)
-@pytest.mark.parametrize("cross", BIDIRECTIONAL)
+@pytest.mark.parametrize("cross", CROSS)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_reordered_state_matches_decoding_the_reordered_batch(
     seq2seq_model: Callable[..., Any],
@@ -123,16 +129,12 @@ def test_reordered_state_matches_decoding_the_reordered_batch(
 @pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_language_model_steps_match_full_forward(
-    make_config: Callable[..., Any],
-    make_model: Callable[..., Any],
+    language_model: Callable[..., Any],
     make_batch: Callable[..., Any],
     decoder: str,
     position: str,
 ) -> None:
-    cfg = make_config(
-        kind="decoder_lm", decoder=decoder, position=position, linear=linear_settings(decoder)
-    )
-    model = make_model(cfg).eval()
+    model = language_model(decoder, position, linear=linear_settings(decoder, chunk_size=4))
     tokens = make_batch([1], [T, T]).tgt
     with torch.no_grad():
         full = model(tokens, None)
@@ -149,8 +151,7 @@ LONG = 200  # the softmax KV cache starts with room for 64 and doubles: grows at
 @pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_long_decoding_matches_full_forward_across_cache_growth(
-    make_config: Callable[..., Any],
-    make_model: Callable[..., Any],
+    language_model: Callable[..., Any],
     make_batch: Callable[..., Any],
     decoder: str,
     position: str,
@@ -158,8 +159,7 @@ def test_long_decoding_matches_full_forward_across_cache_growth(
     """200 steps, every step's logits against the full pass: past the softmax KV cache's
     growths (a cache that lost its old keys when it grew would pass any shorter test)
     and past several causal-linear chunks of the default size 64."""
-    cfg = make_config(kind="decoder_lm", decoder=decoder, max_len=256, position=position)
-    model = make_model(cfg).eval()
+    model = language_model(decoder, position, max_len=256)
     tokens = make_batch([1], [LONG, LONG], seed=5).tgt
     with torch.no_grad():
         full = model(tokens, None)
@@ -171,8 +171,7 @@ def test_long_decoding_matches_full_forward_across_cache_growth(
 @pytest.mark.parametrize("position", POSITION_KINDS)
 @pytest.mark.parametrize("decoder", CAUSAL)
 def test_reordered_state_carries_across_cache_growth(
-    make_config: Callable[..., Any],
-    make_model: Callable[..., Any],
+    language_model: Callable[..., Any],
     make_batch: Callable[..., Any],
     decoder: str,
     position: str,
@@ -180,8 +179,7 @@ def test_reordered_state_carries_across_cache_growth(
     """Beam reordering (a duplicate row, a dropped row) before the cache's first growth,
     then decoding on past its second: the logits are those of the full pass over each
     reordered row's whole sequence."""
-    cfg = make_config(kind="decoder_lm", decoder=decoder, max_len=256, position=position)
-    model = make_model(cfg).eval()
+    model = language_model(decoder, position, max_len=256)
     tokens = make_batch([1], [140, 140, 140], seed=6).tgt
     index = torch.tensor([2, 0, 2])
     with torch.no_grad():

@@ -18,15 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.model.activations import ACTIVATIONS
-from seq2seq.model.attention import ATTENTIONS, FEATURE_MAPS
+from seq2seq.model.attention import FEATURE_MAPS
 from seq2seq.model.embedding import POSITIONS
 from seq2seq.model.norms import NORMS
-
-BIDIRECTIONAL = sorted(n for n, c in ATTENTIONS.items() if c.supports_bidirectional)
-CAUSAL = sorted(n for n, c in ATTENTIONS.items() if c.supports_causal)
+from support.attention_cases import BIDIRECTIONAL, CAUSAL, CROSS
+from support.tiny_models import linear_settings
 
 FACTORS: dict[str, list[Any]] = {
-    "attention": list(itertools.product(BIDIRECTIONAL, CAUSAL, BIDIRECTIONAL)),
+    "attention": list(itertools.product(BIDIRECTIONAL, CAUSAL, CROSS)),
     "feature_map": list(FEATURE_MAPS),
     "norm": [(name, position) for name in sorted(NORMS) for position in sorted(NORMS[name])],
     "activation": sorted(ACTIVATIONS),
@@ -122,12 +121,11 @@ def test_combination_trains_with_finite_gradients_and_padding(
     row: dict[str, Any],
 ) -> None:
     encoder, decoder, cross = row["attention"]
-    uses_linear = any(ATTENTIONS[kind].uses_feature_map for kind in row["attention"])
     cfg = make_config(
         encoder=encoder,
         decoder=decoder,
         cross=cross,
-        linear={"feature_map": row["feature_map"], "chunk_size": 4} if uses_linear else {},
+        linear=linear_settings(*row["attention"], feature_map=row["feature_map"], chunk_size=4),
         norm=row["norm"][0],
         norm_position=row["norm"][1],
         activation=row["activation"],

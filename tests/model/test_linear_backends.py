@@ -1,11 +1,12 @@
 """The linear kinds' backends (`model.linear.backend`): Triton kernels against the PyTorch
 backend and a quadratic float64 reference, values and gradients.
 
-Without a GPU the kernels run in Triton's interpreter (`TRITON_INTERPRET=1`, set here before
-triton loads) on CPU tensors; with one, the same tests run the compiled kernels on CUDA.
-Sizes are tiny (Dh = 16; FAVOR+ with 80 features, which the kernels cut into blocks of 64
-or 32 with a ragged last one; the kernels' chunks are 32 or 64 rows, the torch backend's 16),
-so the interpreter takes seconds. Inputs are strided views like the
+The reference is `support.attention_references`'s, phi written out from each module's
+feature map. Without a GPU the kernels run in Triton's interpreter (`TRITON_INTERPRET=1`,
+set here before triton loads) on CPU tensors; with one, the same tests run the compiled
+kernels on CUDA. Sizes are tiny (Dh = 16; FAVOR+ with 80 features, which the kernels cut
+into blocks of 64 or 32 with a ragged last one; the kernels' chunks are 32 or 64 rows, the
+torch backend's 16), so the interpreter takes seconds. Inputs are strided views like the
 multi-head wrapper's `(B, L, H, Dh) -> (B, H, L, Dh)`.
 """
 
@@ -29,7 +30,9 @@ from seq2seq.model.attention import (
     ReluFeatureMap,
     backends,
 )
-from seq2seq.model.attention.base import SMALLEST_DENOMINATOR, Attention
+from seq2seq.model.attention.base import Attention
+from support.attention_inputs import padding_mask
+from support.attention_references import reference
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cpu":
@@ -71,14 +74,9 @@ def inputs(query_length: int, key_length: int, *, dtype: torch.dtype = torch.flo
     )
 
 
-def padding_mask(length: int) -> Tensor:
-    """Rows: all real; right padding; left padding (early queries see no causal key);
-    all padding (no query sees any key)."""
-    mask = torch.ones(B, length, dtype=torch.bool)
-    mask[1, length * 2 // 3 :] = False
-    mask[2, : length // 3] = False
-    mask[3] = False
-    return mask.to(DEVICE)
+def padding_mask_on_device(length: int) -> Tensor:
+    """`padding_mask`'s rows (all real; right, left and all padding) on DEVICE."""
+    return padding_mask(B, length).to(DEVICE)
 
 
 def leaves(qkv: Qkv) -> list[Tensor]:
@@ -86,29 +84,24 @@ def leaves(qkv: Qkv) -> list[Tensor]:
     return [x._base if x._base is not None else x for x in qkv]
 
 
-def outputs_and_grads(module: Attention, qkv: Qkv, mask: Tensor | None) -> list[Tensor]:
-    out = module(*qkv, mask)
+def outputs_and_grads(attend: Callable[..., Tensor], qkv: Qkv, mask: Tensor | None) -> list[Tensor]:
+    """`attend(q, k, v, mask)` and the gradients in the leaves behind q, k and v of
+    `sum(out * g)`, g a random cotangent (the same for every `attend`)."""
+    out = attend(*qkv, mask)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(9)).to(out)
     grads = torch.autograd.grad(out, leaves(qkv), grad_out)
     return [out, *grads]
 
 
-def reference(features: FeatureMap, qkv: Qkv, mask: Tensor | None, *, causal: bool) -> list[Tensor]:
-    """Quadratic masked attention from the module's own features, normalised as the
-    kinds do, in float64 after the features; output and autograd's gradients."""
-    q, k, v = qkv
-    phi_q = features(q, is_query=True).double()
-    phi_k = features(k, is_query=False, mask=mask, all_keys=not causal).double()
-    weights = phi_q @ phi_k.transpose(-1, -2)
-    if causal:
-        weights = weights * torch.ones(q.shape[2], k.shape[2], device=DEVICE).tril()
-    denominator = weights.sum(-1, keepdim=True)
-    out = torch.where(
-        denominator > 0, (weights @ v.double()) / denominator.clamp_min(SMALLEST_DENOMINATOR), 0.0
+def exact_outputs_and_grads(
+    kind: str, module: Attention, qkv: Qkv, mask: Tensor | None
+) -> list[Tensor]:
+    """The plain float64 quadratic reference of `kind` (phi written out from the module's
+    feature map): output and autograd's gradients."""
+    causal = kind == "causal_linear"
+    return outputs_and_grads(
+        lambda q, k, v, m: reference(kind, module, q, k, v, m, causal=causal), qkv, mask
     )
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(9)).to(out)
-    grads = torch.autograd.grad(out, leaves(qkv), grad_out)
-    return [out, *grads]
 
 
 def assert_all_close(
@@ -130,13 +123,13 @@ def test_triton_matches_torch_and_quadratic_reference(
     """37 tokens: a full chunk and a ragged one in the causal kernels, a ragged one in the
     non-causal ones."""
     qkv = inputs(37, 37)
-    mask = padding_mask(37) if padded else None
+    mask = padding_mask_on_device(37) if padded else None
     triton_module = attention(kind, map_name, "triton")
     got = outputs_and_grads(triton_module, qkv, mask)
     assert got[0].dtype == torch.float32 and got[0].shape == (B, H, 37, DH)
     expected = outputs_and_grads(attention(kind, map_name, "torch"), qkv, mask)
     assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
-    exact = reference(triton_module.feature_map, qkv, mask, causal=kind == "causal_linear")  # type: ignore[arg-type]
+    exact = exact_outputs_and_grads(kind, triton_module, qkv, mask)
     assert_all_close(got, exact, atol=2e-5, rtol=1e-4)
 
 
@@ -145,7 +138,7 @@ def test_triton_matches_torch_and_quadratic_reference(
 def test_triton_cross_attention_other_lengths(map_name: str) -> None:
     """Non-causal with 7 queries on 21 padded keys."""
     qkv = inputs(7, 21)
-    mask = padding_mask(21)
+    mask = padding_mask_on_device(21)
     got = outputs_and_grads(attention("linear", map_name, "triton"), qkv, mask)
     expected = outputs_and_grads(attention("linear", map_name, "torch"), qkv, mask)
     assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
@@ -156,7 +149,7 @@ def test_triton_cross_attention_other_lengths(map_name: str) -> None:
 def test_triton_causal_lengths(length: int) -> None:
     """Shorter than the kernels' chunk of 32 rows, exactly one, and three with a ragged one."""
     qkv = inputs(length, length)
-    mask = padding_mask(length)
+    mask = padding_mask_on_device(length)
     got = outputs_and_grads(attention("causal_linear", "favor", "triton"), qkv, mask)
     expected = outputs_and_grads(attention("causal_linear", "favor", "torch"), qkv, mask)
     assert_all_close(got, expected, atol=1e-5, rtol=1e-4)
@@ -179,7 +172,7 @@ def test_triton_half_precision_inputs(kind: str, dtype: torch.dtype) -> None:
     output, so they agree to its rounding; the float32 answer on the same inputs is within
     1% of each tensor's largest entry (elementwise, cancellations in dq make it looser)."""
     qkv = inputs(37, 37, dtype=dtype)
-    mask = padding_mask(37)
+    mask = padding_mask_on_device(37)
     got = outputs_and_grads(attention(kind, "favor", "triton"), qkv, mask)
     assert all(t.dtype == dtype for t in got)
     same_inputs = outputs_and_grads(attention(kind, "favor", "torch"), qkv, mask)
@@ -211,7 +204,7 @@ def test_triton_ops_compile_as_one_graph(kind: str, map_name: str) -> None:
     torch._dynamo.reset()
     module = attention(kind, map_name, "triton")
     qkv = inputs(20, 20)
-    mask = padding_mask(20)
+    mask = padding_mask_on_device(20)
     compiled = torch.compile(module, backend="eager", fullgraph=True)
     got = outputs_and_grads(compiled, qkv, mask)  # type: ignore[arg-type]
     assert_all_close(got, outputs_and_grads(module, qkv, mask), atol=1e-6, rtol=1e-6)

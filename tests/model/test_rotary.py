@@ -1,4 +1,5 @@
-"""Rotary positions (`model.position=rotary`) against references written plainly here.
+"""Rotary positions (`model.position=rotary`) against plain references: the rotation written
+out here, each kind's attention from `support.attention_references`.
 
 - The rotation: each pair `(x_i, x_{i + n/2})` as the complex number `x_i + i x_{i + n/2}`,
   times `exp(i p theta_i)`, `theta_i = 10000^(-2i / n)`, in float64.
@@ -14,28 +15,22 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention import (
-    ATTENTIONS,
-    FEATURE_MAPS,
-    CausalLinearAttention,
-    EluFeatureMap,
-    FavorFeatureMap,
-    MultiHeadAttention,
-)
-from seq2seq.model.attention.base import Attention
+from seq2seq.model.attention import CausalLinearAttention, EluFeatureMap, MultiHeadAttention
 from seq2seq.model.attention.rotary import Rotary
+from support.attention_cases import attention_cases, takes_qkv_only
+from support.attention_inputs import padding_mask, random_qkv
+from support.attention_references import reference
 
 B, H, DH = 3, 2, 8
 LENGTH = 13  # four chunks of 4, the last one short
+CASES = attention_cases(where=takes_qkv_only)
 
 
 def rotate_by_hand(x: Tensor, offset: int) -> Tensor:
@@ -52,84 +47,8 @@ def rotate_by_hand(x: Tensor, offset: int) -> Tensor:
     return torch.cat([turned.real, turned.imag], dim=-1)
 
 
-def _favor(kernel: Attention, x: Tensor) -> Tensor:
-    """FAVOR+ as in the paper, from the module's projection, no stabilizer."""
-    feature_map = kernel.feature_map
-    assert isinstance(feature_map, FavorFeatureMap)
-    projection = feature_map.projection.double()
-    scaled = x * x.shape[-1] ** -0.25
-    logits = scaled @ projection.T - 0.5 * (scaled * scaled).sum(-1, keepdim=True)
-    return torch.exp(logits) / math.sqrt(projection.shape[0])
-
-
-PLAIN_FEATURES: dict[str, Callable[[Attention, Tensor], Tensor]] = {
-    "favor": _favor,
-    "elu": lambda kernel, x: F.elu(x) + 1.0,
-    "relu": lambda kernel, x: F.relu(x),
-}
-
-
-def reference(
-    kernel: Attention,
-    feature_map: str | None,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    mask: Tensor | None,
-    *,
-    causal: bool,
-    offset: int,
-) -> Tensor:
-    """Quadratic float64 attention with rotary positions from `offset` on."""
-    q, k, v = q.double(), k.double(), v.double()
-    length = q.shape[-2]
-    allowed = torch.ones(q.shape[0], 1, length, length, dtype=torch.bool)
-    if mask is not None:
-        allowed = allowed & mask[:, None, None, :]
-    if causal:
-        allowed = allowed & torch.ones(length, length, dtype=torch.bool).tril()
-    if feature_map is None:
-        scores = rotate_by_hand(q, offset) @ rotate_by_hand(k, offset).transpose(-1, -2)
-        scores = scores / math.sqrt(q.shape[-1])
-        weights = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1).nan_to_num(0.0)
-        return weights @ v
-    phi = PLAIN_FEATURES[feature_map]
-    phi_q, phi_k = phi(kernel, q), phi(kernel, k)
-    turned = rotate_by_hand(phi_q, offset) @ rotate_by_hand(phi_k, offset).transpose(-1, -2)
-    numerator = (turned * allowed) @ v
-    denominator = ((phi_q @ phi_k.transpose(-1, -2)) * allowed).sum(-1, keepdim=True)
-    return numerator / denominator.clamp_min(1e-30)
-
-
-def cases() -> Iterator[Any]:
-    """(kind, causal, feature_map) for every direction of every registered kind."""
-    for name, cls in sorted(ATTENTIONS.items()):
-        maps = FEATURE_MAPS if cls.uses_feature_map else (None,)
-        for causal, supported in ((True, cls.supports_causal), (False, cls.supports_bidirectional)):
-            for feature_map in maps if supported else ():
-                label = f"{name}-{'causal' if causal else 'bidirectional'}"
-                yield pytest.param(
-                    name, causal, feature_map, id=label + (f"-{feature_map}" if feature_map else "")
-                )
-
-
-CASES = list(cases())
-
-
-def qkv(*, seed: int, dtype: torch.dtype = torch.float32) -> list[Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        torch.randn(B, H, LENGTH, DH, generator=generator, dtype=dtype).requires_grad_()
-        for _ in range(3)
-    ]
-
-
-def padding_mask() -> Tensor:
-    """All real; right padding; left padding (early causal queries see no key)."""
-    mask = torch.ones(B, LENGTH, dtype=torch.bool)
-    mask[1, 9:] = False
-    mask[2, :4] = False
-    return mask
+def qkv(*, seed: int) -> list[Tensor]:
+    return random_qkv((B, H, LENGTH, DH), seed=seed, requires_grad=True)
 
 
 def test_rotation_matches_complex_multiplication() -> None:
@@ -173,14 +92,14 @@ def test_shifting_every_position_leaves_attention_unchanged(
     rotation it differs (the rotation does something)."""
     kernel = make_attention(name, causal=causal, feature_map=feature_map, chunk_size=4).attention
     q, k, v = (t.detach() for t in qkv(seed=1))
-    mask = padding_mask()
+    mask = padding_mask(B, LENGTH)
     with torch.no_grad():
         at_zero = kernel(q, k, v, mask, Rotary())
         shifted = kernel(q, k, v, mask, Rotary(offset=1000))
         plain = kernel(q, k, v, mask)
     torch.testing.assert_close(shifted, at_zero, atol=2e-5, rtol=1e-4)
     assert not torch.allclose(plain, at_zero, atol=1e-3)
-    if feature_map is None:  # the softmax scores themselves
+    if hasattr(kernel, "weights"):  # the softmax scores themselves
         torch.testing.assert_close(
             kernel.weights(q, k, mask, Rotary(offset=1000)),
             kernel.weights(q, k, mask, Rotary()),
@@ -202,14 +121,16 @@ def test_rotary_attention_and_gradients_match_the_float64_reference(
     padded, length 13 in causal-linear chunks of 4, against the reference; padded query rows
     are only required finite."""
     kernel = make_attention(name, causal=causal, feature_map=feature_map, chunk_size=4).attention
-    mask = padding_mask()
+    mask = padding_mask(B, LENGTH)
     inputs = qkv(seed=2)
     cotangent = torch.randn(B, H, LENGTH, DH, generator=torch.Generator().manual_seed(3))
     cotangent = cotangent * mask[:, None, :, None]
     out = kernel(*inputs, mask, Rotary(offset=offset))
     grads = torch.autograd.grad((out * cotangent).sum(), inputs)
     plain = [t.detach().double().requires_grad_() for t in inputs]
-    want = reference(kernel, feature_map, *plain, mask, causal=causal, offset=offset)
+    want = reference(
+        name, kernel, *plain, mask, causal=causal, rotate=lambda x: rotate_by_hand(x, offset)
+    )
     want_grads = torch.autograd.grad((want * cotangent.double()).sum(), plain)
 
     assert torch.isfinite(out).all()

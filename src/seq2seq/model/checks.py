@@ -69,7 +69,12 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
     layers = attention_layers(cfg, kind)
     for field_name, names in layers.items():
         for choice in dict.fromkeys(names):
-            _check_kind(field_name, choice, causal=field_name == "model.decoder.self_attention")
+            _check_kind(
+                field_name,
+                choice,
+                causal=field_name == "model.decoder.self_attention",
+                cross=field_name == "model.decoder.cross_attention",
+            )
     _check_linear(cfg, kind, built)
     _check_rotary(cfg, layers)
     windowed = any("sliding_window" in names for names in layers.values())
@@ -93,9 +98,10 @@ def check_model(cfg: ModelConfig, *, kind: ModelKind) -> None:
         )
 
 
-def _check_kind(field_name: str, choice: str, *, causal: bool) -> None:
+def _check_kind(field_name: str, choice: str, *, causal: bool, cross: bool) -> None:
     """`choice` (one layer's kind in `field_name`) is registered and attends the way the
-    stack needs: causally for decoder self-attention, in both directions elsewhere."""
+    stack needs: causally for decoder self-attention, in both directions elsewhere, and
+    over another sequence for cross-attention."""
     kind_class = ATTENTIONS.get(choice)
     if kind_class is None:
         raise ValueError(
@@ -112,6 +118,12 @@ def _check_kind(field_name: str, choice: str, *, causal: bool) -> None:
         raise ValueError(
             f"{field_name}={choice!r} is causal-only and cannot attend in both directions; "
             f"choose one of {valid}"
+        )
+    if cross and not kind_class.supports_cross:
+        valid = sorted(n for n, c in ATTENTIONS.items() if c.supports_cross)
+        raise ValueError(
+            f"{field_name}={choice!r} cannot attend another sequence (its keys are positions "
+            f"of the same sequence); choose one of {valid}"
         )
 
 

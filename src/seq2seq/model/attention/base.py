@@ -67,6 +67,9 @@ class Attention(nn.Module):
 
     supports_causal: bool = False
     supports_bidirectional: bool = False
+    supports_cross: bool = False
+    """Whether it can attend another sequence's keys (cross-attention: queries and keys
+    of different lengths, no positions shared)."""
     uses_feature_map: bool = False
     gated: bool = False
     """A gated kind (`gated_linear`, `delta`): reads `model.linear.gate`, and its block

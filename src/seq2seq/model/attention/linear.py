@@ -21,6 +21,7 @@ from seq2seq.model.attention.rotary import Rotary
 
 class LinearAttention(Attention):
     supports_bidirectional = True
+    supports_cross = True
     uses_feature_map = True
 
     def __init__(self, feature_map: FeatureMap, *, backend: str = "auto") -> None:

@@ -39,6 +39,7 @@ class SoftmaxAttention(Attention):
 
     supports_causal = True
     supports_bidirectional = True
+    supports_cross = True
 
     def __init__(self, *, causal: bool, dropout: float = 0.0) -> None:
         super().__init__()

@@ -2,24 +2,22 @@
 
 They implement ``seq2seq.generation.protocol.IncrementalModel`` without any network, so
 decoding results can be checked against exhaustive enumeration or hand-computed values.
-Vocabulary: pad 0, bos 1, eos 2 and the words 3, 4, 5. Helpers are handed out as
-fixtures so test modules never import each other.
+Vocabulary: pad 0, bos 1, eos 2 and the words 3, 4, 5.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
-from typing import Any
 
-import pytest
 import torch
 from torch import Tensor
 
 PAD, BOS, EOS = 0, 1, 2
 WORDS = (3, 4, 5)  # the ordinary tokens; every output is a sequence over these
 VOCAB_SIZE = 6
+SPECIAL = {"bos_id": BOS, "eos_id": EOS, "pad_id": PAD}
+"""The special ids as ``generate`` takes them: ``generate(..., **SPECIAL)``."""
 
 _MODULUS = 2_147_483_647
 _MULTIPLIER = 1_000_003
@@ -142,41 +140,3 @@ def padded_batch(sources: list[list[int]]) -> tuple[Tensor, Tensor]:
         src_tokens[row, : len(source)] = torch.tensor(source, dtype=torch.long)
         src_mask[row, : len(source)] = True
     return src_tokens, src_mask
-
-
-@pytest.fixture
-def special() -> dict[str, int]:
-    """The special ids as ``generate`` takes them: ``generate(..., **special)``."""
-    return {"bos_id": BOS, "eos_id": EOS, "pad_id": PAD}
-
-
-@pytest.fixture
-def words() -> tuple[int, ...]:
-    return WORDS
-
-
-@pytest.fixture
-def hash_model() -> Callable[..., Any]:
-    """``hash_model(seed=..., eos_bias=...)`` -> a HashToyModel."""
-    return HashToyModel
-
-
-@pytest.fixture
-def table_model() -> Callable[..., Any]:
-    """``table_model({prefix: {token: probability}})`` -> a TableToyModel."""
-    return TableToyModel
-
-
-@pytest.fixture(name="sequence_log_prob")
-def sequence_log_prob_fixture() -> Callable[..., float]:
-    return sequence_log_prob
-
-
-@pytest.fixture(name="all_outputs")
-def all_outputs_fixture() -> Callable[[int, int], list[tuple[int, ...]]]:
-    return all_outputs
-
-
-@pytest.fixture(name="padded_batch")
-def padded_batch_fixture() -> Callable[[list[list[int]]], tuple[Tensor, Tensor]]:
-    return padded_batch
