@@ -65,7 +65,7 @@ def test_unknown_metric_lists_the_valid_ones() -> None:
 
 def test_direction_of_each_metric() -> None:
     higher = {name for name, metric in METRICS.items() if metric.higher_is_better}
-    assert higher == {"bleu", "chrf", "exact_match", "accuracy", "f1", "dyck"}
+    assert higher == {"bleu", "chrf", "exact_match", "accuracy", "f1", "dyck", "mqar"}
     assert all(metric.name == name for name, metric in METRICS.items())
 
 

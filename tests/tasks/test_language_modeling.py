@@ -164,7 +164,7 @@ def test_a_continuation_stops_at_the_positions_left(compose_config: Compose) -> 
         ),
         (
             ("task=language_modeling", "data=reverse"),
-            r"data\.builtin='reverse' makes \['source', 'target'\] columns, for another task than task=language_modeling; choose one of \['dyck', 'python_stdlib'\]",
+            r"data\.builtin='reverse' makes \['source', 'target'\] columns, for another task than task=language_modeling; choose one of \['dyck', 'mqar', 'python_stdlib'\]",
         ),
     ],
 )

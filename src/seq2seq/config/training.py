@@ -117,8 +117,8 @@ class TrainerConfig:
     """Validation examples whose predictions are logged as text."""
     sampled_documents: int = 200
     """language_modeling: documents sampled from an empty prompt (with the `generation`
-    settings) at each validation and test, on which `metrics` are scored; none without
-    metrics."""
+    settings) at each validation and test, on which the rule metrics (`dyck`) are scored;
+    none without a rule metric (`mqar` scores the held-out documents themselves)."""
     keep_last: int = 2
     """Checkpoints kept besides the best one."""
     resume: str | None = None

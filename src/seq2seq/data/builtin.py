@@ -3,7 +3,8 @@
 A generated dataset (`seq2seq.data.generated.GENERATORS`) is drawn from a seed at the sizes
 given; a fixed one has its own split (`g2p_cmudict`, `python_stdlib`), which
 `data.train_size`, `data.validation_size` and `data.test_size` only cap; `listops` is a
-generator with rules of its own. Adding one is a module that makes its splits, one entry
+generator with rules of its own, and so is `mqar` (multi-query associative recall, whose
+answers `seq2seq.data.mqar.answer_offsets` locates for the `mqar` metric). Adding one is a module that makes its splits, one entry
 here and one `configs/data/<name>.yaml`.
 """
 
@@ -19,6 +20,7 @@ from seq2seq.data.cmudict import cmudict_splits
 from seq2seq.data.columns import LABEL, SOURCE, TARGET, TEXT
 from seq2seq.data.generated import GENERATORS, generate_splits
 from seq2seq.data.listops import listops_splits
+from seq2seq.data.mqar import mqar_splits
 from seq2seq.data.python_stdlib import python_stdlib_splits
 
 GENERATOR_SETTINGS = ("min_len", "max_len", "num_symbols")
@@ -75,6 +77,13 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
             **_caps(cfg), min_len=cfg.min_len, max_len=cfg.max_len, seed=seed
         ),
         (TEXT, LABEL),
+        reads=("min_len", "max_len"),
+    ),
+    "mqar": BuiltinDataset(
+        lambda cfg, seed: mqar_splits(
+            **_caps(cfg), min_pairs=cfg.min_len, max_pairs=cfg.max_len, seed=seed
+        ),
+        (TEXT,),
         reads=("min_len", "max_len"),
     ),
     "python_stdlib": BuiltinDataset(lambda cfg, seed: python_stdlib_splits(**_caps(cfg)), (TEXT,)),

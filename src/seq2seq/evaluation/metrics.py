@@ -4,7 +4,9 @@ Every metric takes the corpus at once, ``fn(hypotheses, references) -> float``, 
 ``references[i]`` lists the acceptable references of example ``i`` (one or more, the count
 may vary between examples). Scores are percentages in ``[0, 100]`` (error rates may exceed
 100 when hypotheses are much longer than their references). ``Metric.higher_is_better``
-tells early stopping and best-checkpoint selection which way is better.
+tells early stopping and best-checkpoint selection which way is better. A metric with an
+answer rule (`mqar`) scores a language model's teacher-forced predictions at the answers the
+rule finds in each held-out document, one hypothesis and one reference per answer.
 
 One definition wherever a metric is computed (training's figures, seq2seq-evaluate):
 - error rates (WER/PER, CER) are corpus-level, as sacrebleu's TER and jiwer's defaults:
@@ -24,10 +26,14 @@ from dataclasses import dataclass
 import sacrebleu
 
 from seq2seq.data.generated import is_balanced
+from seq2seq.data.mqar import answer_offsets
 from seq2seq.evaluation.edit_distance import levenshtein
 from seq2seq.evaluation.labels import macro_f1
 
 MetricFn = Callable[[Sequence[str], Sequence[Sequence[str]]], float]
+AnswerRule = Callable[[str], list[int]]
+"""`rule(document) -> the character offsets of its answers`; raises ValueError for a
+document that has none by the rule's format."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,11 @@ class Metric:
     higher_is_better: bool
     needs_references: bool = True
     """False for a rule that judges each output alone (`dyck`)."""
+    answers: AnswerRule | None = None
+    """For a language model's teacher-forced metric (`mqar`): the rule that finds the
+    answers in a held-out document. The language-modeling task scores, instead of sampled
+    documents, the argmax of the model's next-token distribution at each answer (the
+    hypotheses) against the answer itself (the references), over the whole split."""
 
     def __call__(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
         return self.fn(hypotheses, references)
@@ -215,6 +226,8 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy", accuracy, higher_is_better=True),
         Metric("f1", f1, higher_is_better=True),
         Metric("dyck", dyck, higher_is_better=True, needs_references=False),
+        # The share of MQAR's answers (the value after each queried key) predicted right.
+        Metric("mqar", accuracy, higher_is_better=True, answers=answer_offsets),
     )
 }
 

@@ -59,18 +59,25 @@ def check_config(cfg: TrainConfig, *, command_line: Sequence[str] = ()) -> type[
     check_tokenizer(cfg.tokenizer, cfg.model)
     check_unread_typed(cfg, command_line, unread_settings(task), reader=f"task={cfg.task}")
     task.check_config(cfg, command_line)
-    check_metrics(cfg.trainer)
+    check_metrics(cfg.trainer, task, cfg.task)
     check_monitor(cfg.trainer, list(task.figures(cfg)))
     return task
 
 
-def check_metrics(cfg: TrainerConfig) -> None:
-    """`trainer.metrics` are registered metrics."""
+def check_metrics(cfg: TrainerConfig, task: type[Task], task_name: str) -> None:
+    """`trainer.metrics` are registered metrics, and a metric scored at answer positions
+    (`mqar`) is one the task scores that way."""
     for name in cfg.metrics:
         try:
-            get_metric(name)
+            metric = get_metric(name)
         except ValueError as error:
             raise ValueError(f"trainer.metrics={list(cfg.metrics)}: {error}") from None
+        if metric.answers is not None and not task.scores_answers:
+            raise ValueError(
+                f"trainer.metrics={list(cfg.metrics)}: {name!r} scores a language model's "
+                f"predictions at answer positions, which task={task_name} does not make; "
+                "remove it, or use task=language_modeling"
+            )
 
 
 def check_monitor(cfg: TrainerConfig, figures: Sequence[str]) -> None:

@@ -84,6 +84,8 @@ class Task(ABC):
     """The task-specific settings it reads (`data.text`, `generation.beam_size`, a whole
     group as `generation`). What another task reads and this one does not is refused when
     typed beside it (`seq2seq.tasks.unread_settings`): it would be silently ignored."""
+    scores_answers: ClassVar[bool] = False
+    """Whether its evaluation scores metrics at answer positions (`Metric.answers`)."""
     blank_inputs: ClassVar[bool] = False
     """Whether an all-blank `input` to seq2seq-generate means something (a language
     model samples from an empty prompt)."""

@@ -4,11 +4,13 @@ Data: a `text` column of documents (a text file's lines, a JSON field, a built-i
 tokenized by one tokenizer (`tokenizer=byte` needs no training), cut into blocks of
 `data.block_size` tokens (language_modeling_data.py). Loss: label-smoothed cross-entropy
 over every predicted token. Validation and test: loss, perplexity and bits per UTF-8 byte
-over the whole split, and `trainer.metrics` (rules such as `dyck`) on
-`trainer.sampled_documents` documents sampled from an empty prompt. Prediction: the
-continuation of every input line (a prompt; an empty line samples a document), by greedy
-search, beam search or sampling over the incremental state; a continuation's newlines and
-backslashes are escaped (`one_line`), so each stays on its prompt's line.
+over the whole split; `trainer.metrics` that are rules (`dyck`) on
+`trainer.sampled_documents` documents sampled from an empty prompt, and those with an answer
+rule (`mqar`) on the argmax prediction at each answer of the split's documents, teacher
+forced. Prediction: the continuation of every input line (a prompt; an empty line samples a
+document), by greedy search, beam search or sampling over the incremental state; a
+continuation's newlines and backslashes are escaped (`one_line`), so each stays on its
+prompt's line.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq.config.data import Packing
+from seq2seq.config.data import Packing, TokenizerModel
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import LoaderStream
@@ -55,8 +57,27 @@ FIELDS = (TEXT,)
 LOSS_FIGURES = {"loss": False, "ppl": False, "bpb": False}
 
 
+def _check_answer_metric(cfg: TrainConfig, name: str) -> None:
+    """An answer metric (`mqar`) reads each document's answers at their bytes, one block a
+    document: the byte tokenizer and per-document blocks."""
+    metrics = list(cfg.trainer.metrics)
+    if cfg.tokenizer.model_type != TokenizerModel.byte:
+        raise ValueError(
+            f"trainer.metrics={metrics}: {name!r} scores the prediction at each answer's "
+            "byte, one token per byte, which needs tokenizer.model_type=byte; got "
+            f"tokenizer.model_type={cfg.tokenizer.model_type.value!r}: set tokenizer=byte"
+        )
+    if cfg.data.packing != Packing.document:
+        raise ValueError(
+            f"trainer.metrics={metrics}: {name!r} scores each document's answers in a "
+            "context of that document alone, which needs data.packing=document (one block "
+            f"per document); got data.packing={cfg.data.packing.value!r}"
+        )
+
+
 class LanguageModelingTask(Task):
     model_kind = "decoder_lm"
+    scores_answers = True
     reads = (
         "data.text",
         "data.block_size",
@@ -80,6 +101,9 @@ class LanguageModelingTask(Task):
         super().__init__(cfg)
         self.tokenizer = tokenizer
         self.shares: dict[str, list[float]] = {}
+        self.answers: dict[str, dict[str, list[list[int]]]] = {}
+        """Per held-out role, per answer metric (`mqar`): each block's answer positions
+        among its targets."""
 
     # --- config -------------------------------------------------------------------------
 
@@ -100,11 +124,15 @@ class LanguageModelingTask(Task):
                 f"data.block_size={cfg.data.block_size} tokens; raise data.max_tokens"
             )
         for name in cfg.trainer.metrics:
-            if get_metric(name).needs_references:
+            metric = get_metric(name)
+            if metric.answers is not None:
+                _check_answer_metric(cfg, name)
+            elif metric.needs_references:
                 raise ValueError(
                     f"trainer.metrics={list(cfg.trainer.metrics)}: {name!r} compares outputs "
                     "with references, which a language model's samples have none of; use "
-                    "rules such as 'dyck', or no metrics (loss, ppl and bpb are always there)"
+                    "rules such as 'dyck', answer metrics such as 'mqar', or no metrics (loss, "
+                    "ppl and bpb are always there)"
                 )
         if cfg.trainer.sampled_documents < 0:
             raise ValueError(
@@ -140,9 +168,11 @@ class LanguageModelingTask(Task):
 
     def _blocks(self, split: datasets.Dataset, role: str) -> tuple[datasets.Dataset, BlockReport]:
         data = self.cfg.data
+        documents = [list(ids) for ids in split[ids_column(TEXT)]]
+        texts = [text or "" for text in split[TEXT]]
         blocks, shares, report = make_blocks(
-            [list(ids) for ids in split[ids_column(TEXT)]],
-            [text or "" for text in split[TEXT]],
+            documents,
+            texts,
             block_size=data.block_size,
             eos_id=EOS_ID,
             packed=data.packing == Packing.packed,
@@ -168,6 +198,10 @@ class LanguageModelingTask(Task):
                 "more text"
             )
         self.shares[role] = shares
+        if role != "train":
+            # Per-document blocks (which answer metrics need): one per non-empty document.
+            kept = [text for ids, text in zip(documents, texts, strict=True) if ids]
+            self.answers[role] = self._answer_positions(kept, blocks, role)
         dataset = datasets.Dataset.from_dict(
             {BLOCK: blocks, BYTES: shares},
             features=datasets.Features(
@@ -178,6 +212,40 @@ class LanguageModelingTask(Task):
             ),
         )
         return dataset, report
+
+    def _answer_positions(
+        self, texts: list[str], blocks: list[list[int]], role: str
+    ) -> dict[str, list[list[int]]]:
+        """Per answer metric of `trainer.metrics`, the positions of each block's answers
+        among its targets (`texts`: the blocks' documents, one each). A document's answer at
+        character c is its byte b (tokenizer=byte), its block's token b + 1 after the eos
+        that opens it, which target position b predicts."""
+        result = {}
+        for name in self.cfg.trainer.metrics:
+            rule = get_metric(name).answers
+            if rule is None:
+                continue
+            positions = []
+            for index, (text, block) in enumerate(zip(texts, blocks, strict=True)):
+                try:
+                    offsets = rule(text)
+                except ValueError as error:
+                    raise ValueError(
+                        f"trainer.metrics={list(self.cfg.trainer.metrics)}: {name!r} finds no "
+                        f"answers in document {index} of the {role} split "
+                        f"({split_origin(self.cfg.data, role)}): {error}"
+                    ) from None
+                targets = [len(text[:offset].encode("utf-8")) for offset in offsets]
+                last = max(targets, default=-1)
+                if last >= len(block) - 1:
+                    raise ValueError(
+                        f"document {index} of the {role} split is cut before its last answer "
+                        f"(byte {last}) by data.block_size={self.cfg.data.block_size}; raise "
+                        f"data.block_size to at least {last + 1} (and model.max_len with it)"
+                    )
+                positions.append(targets)
+            result[name] = positions
+        return result
 
     def state(self) -> dict[str, Any]:
         assert self.tokenizer is not None
@@ -234,6 +302,7 @@ class LanguageModelingTask(Task):
             tokenizer=self.tokenizer,
             generation=cfg.generation,
             metrics=cfg.trainer.metrics,
+            answers=self.answers[split],
             sampled_documents=cfg.trainer.sampled_documents,
             num_samples=cfg.trainer.num_samples,
             max_len=cfg.model.max_len,

@@ -1,16 +1,17 @@
 """Language-modeling evaluation and continuation: loss, perplexity and bits per
-byte over a whole split, rule metrics on sampled documents, and prompts continued by the
-decoding strategies through `PromptedModel`."""
+byte over a whole split, answer metrics (`mqar`) on its teacher-forced predictions, rule
+metrics on sampled documents, and prompts continued by the decoding strategies through
+`PromptedModel`."""
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from seq2seq.config.generation import GenerationConfig
@@ -94,6 +95,22 @@ def continue_prompts(
     return results
 
 
+def answer_predictions(
+    logits: Tensor, targets: Tensor, positions: Sequence[Sequence[int]]
+) -> tuple[list[int], list[int]]:
+    """The argmax token and the target at each answer position, row by row.
+
+    logits: `(B, L, V)`; targets: `(B, L)`; positions[b]: row b's answer positions (< L).
+    Returns (predicted, expected): N token ids each, N = the number of positions."""
+    rows = [row for row, columns in enumerate(positions) for _ in columns]
+    columns = [column for row_columns in positions for column in row_columns]
+    index = (
+        torch.tensor(rows, dtype=torch.long, device=logits.device),
+        torch.tensor(columns, dtype=torch.long, device=logits.device),
+    )
+    return logits[index].argmax(dim=-1).tolist(), targets[index].tolist()
+
+
 def continuation_limit_advice(settings: GenerationConfig, max_len: int) -> str:
     """Which setting to raise for continuations that stopped at their length limit."""
     return (
@@ -112,6 +129,7 @@ class LanguageModelEvaluator:
         tokenizer: Tokenizer,
         generation: GenerationConfig,
         metrics: Sequence[str],
+        answers: Mapping[str, list[list[int]]],
         sampled_documents: int,
         num_samples: int,
         max_len: int,
@@ -126,8 +144,11 @@ class LanguageModelEvaluator:
         self.bytes = sum(shares)
         self.tokenizer = tokenizer
         self.generation = generation
-        self.metrics = list(metrics)
-        self.sampled_documents = sampled_documents if metrics else 0
+        self.answers = dict(answers)
+        """Per answer metric (`mqar`), each block's answer positions among its targets."""
+        self.rules = [name for name in metrics if name not in answers]
+        """The metrics scored on sampled documents (`dyck`)."""
+        self.sampled_documents = sampled_documents if self.rules else 0
         self.num_samples = num_samples
         self.max_len = max_len
         self.max_tokens = max_tokens
@@ -142,18 +163,26 @@ class LanguageModelEvaluator:
         was_training = model.training
         model.eval()
         nll_sum, loss_sum, tokens = 0.0, 0.0, 0
+        guesses: dict[str, tuple[list[str], list[list[str]]]] = {
+            name: ([], []) for name in self.answers
+        }
         try:
             with autocast(self.device, self.autocast_dtype):
                 chunks = length_sorted_chunks([len(b) - 1 for b in self.blocks], self.max_tokens)
                 for chunk in chunks:
                     batch = collate_blocks([{BLOCK: self.blocks[i]} for i in chunk])
                     batch = batch.to(self.device)
+                    logits = model(batch.tokens, None)
                     sums = label_smoothed_cross_entropy(
-                        model(batch.tokens, None),
-                        batch.targets,
-                        pad_id=PAD_ID,
-                        smoothing=self.label_smoothing,
+                        logits, batch.targets, pad_id=PAD_ID, smoothing=self.label_smoothing
                     )
+                    for name, positions in self.answers.items():
+                        predicted, expected = answer_predictions(
+                            logits, batch.targets, [positions[i] for i in chunk]
+                        )
+                        hypotheses, references = guesses[name]
+                        hypotheses += [self.tokenizer.decode([token]) for token in predicted]
+                        references += [[self.tokenizer.decode([token])] for token in expected]
                     nll_sum += float(sums.nll)
                     loss_sum += float(sums.loss)
                     tokens += sums.tokens
@@ -165,8 +194,10 @@ class LanguageModelEvaluator:
             "ppl": perplexity(nll_sum, tokens),
             "bpb": nll_sum / math.log(2) / max(self.bytes, 1e-9),
         }
+        for name, (hypotheses, references) in guesses.items():
+            figures.update(score(hypotheses, references, [name]))
         if documents:
-            figures.update(score(documents, [[""]] * len(documents), self.metrics))
+            figures.update(score(documents, [[""]] * len(documents), self.rules))
             figures[AT_LIMIT] = float(at_limit)
             if self.split == "test":
                 advice = continuation_limit_advice(self.generation, self.max_len)
