@@ -29,8 +29,8 @@ from seq2seq.config.generate import GenerateConfig
 from seq2seq.config.store import CONFIG_MODULE
 from seq2seq.evaluation import files as evaluate_cli
 from seq2seq.evaluation.scoring import score
-from seq2seq.jobs.generate import decoding_precision, generate_from_config
 from seq2seq.jobs import generate_files as prediction_files
+from seq2seq.jobs.generate import decoding_precision, generate_from_config
 from seq2seq.jobs.generate_files import in_job_dir
 from seq2seq.tasks.seq2seq import references_rows
 

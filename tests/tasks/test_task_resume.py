@@ -5,20 +5,16 @@ like everything else)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from omegaconf import DictConfig
 
 from seq2seq.jobs.train import train
-from seq2seq.training.trainer import Trainer
+from support.recorded_losses import record_losses
 
 Compose = Callable[..., DictConfig]
-ORIGINAL_TRAIN_STEP = Trainer.train_step
 
 RUNS = {
     "classification": ("experiment=classify_brackets", "model.dropout=0.1"),
@@ -47,35 +43,21 @@ RUNS = {
 COMMON = ("trainer.max_steps=8", "trainer.eval_every=4")
 
 
-def _record_losses(monkeypatch: pytest.MonkeyPatch, *, stop_after: int | None) -> list[float]:
-    losses: list[float] = []
-
-    def train_step(self: Trainer, group: Any) -> dict[str, float]:
-        figures = ORIGINAL_TRAIN_STEP(self, group)
-        losses.append(figures["loss"])
-        if stop_after is not None and self.state.step == stop_after:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return figures
-
-    monkeypatch.setattr(Trainer, "train_step", train_step)
-    return losses
-
-
 @pytest.mark.parametrize("task", sorted(RUNS))
 def test_resume_matches_an_unbroken_run(
     task: str, compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     overrides = (*RUNS[task], *COMMON)
-    unbroken = _record_losses(monkeypatch, stop_after=None)
+    unbroken = record_losses(monkeypatch, stop_after=None)
     train(compose_config(*overrides), tmp_path / "unbroken")
 
-    first = _record_losses(monkeypatch, stop_after=3)
+    first = record_losses(monkeypatch, stop_after=3)
     run = tmp_path / "interrupted"
     train(compose_config(*overrides), run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["stopped"], metrics["step"], len(first)) == ("SIGTERM", 3, 3)
 
-    second = _record_losses(monkeypatch, stop_after=None)
+    second = record_losses(monkeypatch, stop_after=None)
     train(compose_config(*overrides, "trainer.resume=auto"), run)
     assert len(unbroken) == 8
     assert first + second == pytest.approx(unbroken, rel=1e-5, abs=1e-6)

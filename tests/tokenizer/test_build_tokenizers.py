@@ -7,8 +7,8 @@ from pathlib import Path
 import datasets
 import pytest
 
-from seq2seq.data.loading import load_splits
 from seq2seq.data.generated import generate_splits
+from seq2seq.data.loading import load_splits
 from seq2seq.data.tokenization import build_tokenizers, tokenize_splits
 from seq2seq.tokenizer.sentencepiece import UNK_ID
 from seq2seq.tokenizer.sentencepiece import SentencePieceTokenizer as Tokenizer

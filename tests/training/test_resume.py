@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from seq2seq.jobs.train import train
 from seq2seq.model import stack as stack_module
 from seq2seq.training import checkpoint as checkpoint_module
 from seq2seq.training.checkpoint import CheckpointManager, load_checkpoint
-from seq2seq.training.trainer import Trainer
+from support.recorded_losses import record_losses
 
 Compose = Callable[..., DictConfig]
 
@@ -28,23 +26,6 @@ RESUME_RUN = (
     "model.dropout=0.1",
     "data.max_tokens=64",
 )
-
-ORIGINAL_TRAIN_STEP = Trainer.train_step
-
-
-def _record_losses(monkeypatch: pytest.MonkeyPatch, *, stop_after: int | None) -> list[float]:
-    """Capture each step's loss; optionally send ourselves SIGTERM after step `stop_after`."""
-    losses: list[float] = []
-
-    def train_step(self: Trainer, group: Any) -> dict[str, float]:
-        figures = ORIGINAL_TRAIN_STEP(self, group)
-        losses.append(figures["loss"])
-        if stop_after is not None and self.state.step == stop_after:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return figures
-
-    monkeypatch.setattr(Trainer, "train_step", train_step)
-    return losses
 
 
 @pytest.mark.parametrize(
@@ -65,17 +46,17 @@ def test_resume_matches_an_unbroken_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    unbroken = _record_losses(monkeypatch, stop_after=None)
+    unbroken = record_losses(monkeypatch, stop_after=None)
     train(compose_config(*RESUME_RUN, *attention), tmp_path / "unbroken")
 
-    first = _record_losses(monkeypatch, stop_after=3)
+    first = record_losses(monkeypatch, stop_after=3)
     run = tmp_path / "interrupted"
     train(compose_config(*RESUME_RUN, *attention), run)
     assert len(first) == 3
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["stopped"] == "SIGTERM" and metrics["step"] == 3
 
-    second = _record_losses(monkeypatch, stop_after=None)
+    second = record_losses(monkeypatch, stop_after=None)
     train(compose_config(*RESUME_RUN, *attention, "trainer.resume=auto"), run)
     assert first + second == pytest.approx(unbroken, rel=1e-5, abs=1e-6)
 
@@ -98,15 +79,15 @@ def test_activation_checkpointing_trains_and_resumes_as_without_it(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(stack_module, "checkpoint", counting_checkpoint)
-    unbroken = _record_losses(monkeypatch, stop_after=None)
+    unbroken = record_losses(monkeypatch, stop_after=None)
     train(compose_config(*RESUME_RUN), tmp_path / "unbroken")
     assert not checkpointed
 
     run = tmp_path / "checkpointed"
-    first = _record_losses(monkeypatch, stop_after=3)
+    first = record_losses(monkeypatch, stop_after=3)
     train(compose_config(*RESUME_RUN, "trainer.activation_checkpointing=true"), run)
     assert checkpointed
-    second = _record_losses(monkeypatch, stop_after=None)
+    second = record_losses(monkeypatch, stop_after=None)
     resumed = ("trainer.activation_checkpointing=true", "trainer.resume=auto")
     train(compose_config(*RESUME_RUN, *resumed), run)
     assert first + second == pytest.approx(unbroken, rel=1e-5, abs=1e-6)
