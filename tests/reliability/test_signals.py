@@ -24,7 +24,7 @@ from tensorboard.backend.event_processing.event_file_loader import LegacyEventFi
 
 from seq2seq.jobs.train import run_training, train
 from seq2seq.tasks.seq2seq_evaluation import Seq2SeqEvaluator as Evaluator
-from seq2seq.training.evaluation import EvaluationResult
+from seq2seq.training.evaluator import EvaluationResult
 from seq2seq.training.run_files import signal_status
 from seq2seq.training.signals import graceful_stop
 

@@ -29,7 +29,7 @@ from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import LoaderStream, TokenBatchSampler, make_loader
 from seq2seq.model import ModelKind, PerformerModel
-from seq2seq.training.evaluation import Evaluator
+from seq2seq.training.evaluator import Evaluator
 from seq2seq.training.loss import LossSums
 from seq2seq.training.state import BatchStream
 

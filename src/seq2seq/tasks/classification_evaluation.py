@@ -15,7 +15,7 @@ from seq2seq.evaluation import score
 from seq2seq.evaluation.labels import confusion, per_class
 from seq2seq.evaluation.plots import confusion_figure, figure_image
 from seq2seq.tasks.classification_batches import INPUT_IDS, classification_loss, collate_inputs
-from seq2seq.training.evaluation import EvaluationResult
+from seq2seq.training.evaluator import EvaluationResult
 from seq2seq.training.precision import autocast
 
 

@@ -23,7 +23,7 @@ from seq2seq.generation.prompted import PromptedModel
 from seq2seq.tasks.language_modeling_batches import collate_blocks
 from seq2seq.tasks.language_modeling_data import BLOCK
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from seq2seq.training.evaluation import EvaluationResult
+from seq2seq.training.evaluator import EvaluationResult
 from seq2seq.training.loss import label_smoothed_cross_entropy, perplexity
 from seq2seq.training.precision import autocast
 

@@ -20,7 +20,7 @@ from seq2seq.generation import Hypothesis, generate
 from seq2seq.generation.limits import AT_LIMIT, warn_at_limit
 from seq2seq.model.encoder_decoder import EncoderDecoderTransformer
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from seq2seq.training.evaluation import EvaluationResult
+from seq2seq.training.evaluator import EvaluationResult
 from seq2seq.training.loss import label_smoothed_cross_entropy, perplexity
 from seq2seq.training.precision import autocast
 

@@ -25,7 +25,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from seq2seq.config.training import NonFinite, TrainerConfig
 from seq2seq.training.checkpoint import CheckpointManager, unwrap, unwrapped_state_dict
 from seq2seq.training.distributed import Distributed
-from seq2seq.training.evaluation import EvaluationResult, Evaluator
+from seq2seq.training.evaluator import EvaluationResult, Evaluator
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.loss import LossSums
 from seq2seq.training.nonfinite import (
