@@ -3,9 +3,12 @@
 positions away. The local layer of hybrid stacks (Griffin, Samba, Gated DeltaNet-H2):
 softmax's precise recall over a window, at a cost linear in the length.
 
-Whole sequences go through SDPA with a banded mask. Decoding keeps a ring buffer of the
-last W keys and values (rotary positions are applied before caching, so the order of the
-slots does not matter to softmax): memory O(W) per layer, whatever the position.
+Whole sequences are cut into blocks of W queries; each block attends through SDPA to the
+keys of its own block and the one before (and, in both directions, the one after), under
+the band's mask: O(L W) time and memory instead of a masked L x L product. Decoding keeps a
+ring buffer of the last W keys and values (rotary positions are applied before caching,
+so the order of the slots does not matter to softmax): memory O(W) per layer, whatever
+the position.
 """
 
 from __future__ import annotations
@@ -60,11 +63,56 @@ class SlidingWindowAttention(Attention):
     ) -> Tensor:
         if rotary is not None:
             q, k = rotary.rotate(q), rotary.rotate(k)
-        mask = band_mask(key_padding_mask, q.shape[-2], self.window, self.causal, q.device)
-        empty = ~mask.any(-1, keepdim=True)
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | empty, dropout_p=dropout)
-        return out.masked_fill(empty, 0.0)
+        length, window = q.shape[-2], self.window
+        if length <= 2 * window:  # a block or two: one banded product is cheaper
+            mask = band_mask(key_padding_mask, length, window, self.causal, q.device)
+            empty = ~mask.any(-1, keepdim=True)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | empty, dropout_p=dropout)
+            return out.masked_fill(empty, 0.0)
+        return self._blocked(q, k, v, key_padding_mask, dropout)
+
+    def _blocked(
+        self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, dropout: float
+    ) -> Tensor:
+        """Blocks of W queries against the keys of their neighbourhood of blocks.
+
+        Shapes: `q, k, v: (B, H, L, Dh)`, `key_padding_mask: (B, L)`; L is padded to
+        `nb` blocks of W; each block sees `n` blocks of keys (2 causal, 3 both ways)."""
+        batch, length = q.shape[0], q.shape[2]
+        window = self.window
+        blocks = -(-length // window)
+        pad = blocks * window - length
+        real = torch.ones(batch, length, dtype=torch.bool, device=q.device)
+        if key_padding_mask is not None:
+            real = key_padding_mask
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        real = F.pad(real, (0, pad), value=False)
+        offsets = (-1, 0) if self.causal else (-1, 0, 1)
+
+        def neighbours(x: Tensor) -> Tensor:
+            """`(..., nb * W, X) -> (..., nb, n * W, X)`: each block's neighbourhood."""
+            chunks = x.unflatten(-2, (blocks, window))
+            padded = F.pad(chunks, (0, 0, 0, 0, 1, 1))  # an empty block at each end
+            return torch.cat([padded[..., 1 + o : 1 + o + blocks, :, :] for o in offsets], -2)
+
+        keys, values = neighbours(k), neighbours(v)
+        key_real = neighbours(real[:, None, :, None].float())[:, 0, :, :, 0] > 0  # (B, nb, nW)
+        position = torch.arange(window, device=q.device)
+        key_offset = torch.cat([position + o * window for o in offsets])  # within-neighbourhood
+        offset = position[:, None] - key_offset[None, :]  # query minus key position
+        band = (offset >= 0) & (offset < window) if self.causal else offset.abs() < window
+        mask = band[None, None, None] & key_real[:, None, :, None, :]  # (B, 1, nb, W, nW)
+        empty = ~mask.any(-1, keepdim=True)
+        out = F.scaled_dot_product_attention(
+            q.unflatten(-2, (blocks, window)),
+            keys,
+            values,
+            attn_mask=mask | empty,
+            dropout_p=dropout,
+        )
+        out = out.masked_fill(empty, 0.0).flatten(-3, -2)
+        return out[..., :length, :]
 
     def step(
         self,
