@@ -39,7 +39,8 @@ case "$command" in
         "$venv/bin/ruff" format --check .
         "$venv/bin/mypy"
         "$venv/bin/lint-imports" --no-cache
-        exec "$venv/bin/pytest" -q "$@"
+        # One worker per core; a file's tests stay on one worker (module fixtures once).
+        exec "$venv/bin/pytest" -q -n auto --dist loadfile "$@"
         ;;
     *)
         echo "usage: bash scripts/dev.sh {train|test} [args...]" >&2
