@@ -43,7 +43,8 @@ def speed_figure(bench: dict) -> Figure:
         axes.set_ylabel(name)
         axes.grid(alpha=0.3)
     speed.legend(fontsize=8)
-    figure.suptitle(f"{bench.get('device', '')}, {bench.get('threads', '?')} thread(s)")
+    device = bench.get("device") or bench.get("settings", {}).get("device", "")
+    figure.suptitle(f"{device}, {bench.get('threads', '?')} thread(s)")
     return figure
 
 
