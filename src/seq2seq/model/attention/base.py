@@ -113,3 +113,13 @@ def float32_region(device: torch.device) -> Iterator[None]:
     """Turn autocast off so sums and normalizers stay in float32 under bf16/fp16."""
     with torch.autocast(device_type=device.type, enabled=False):
         yield
+
+
+def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
+    """The dtype sums and states are kept in: float32, or float64 when an input is float64
+    (reference checks and gradcheck run there); half-precision inputs never set it."""
+    dtype = torch.float32
+    for tensor in tensors:
+        if tensor is not None:
+            dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype

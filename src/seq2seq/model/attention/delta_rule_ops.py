@@ -30,18 +30,11 @@ Decoding runs the recurrence one token at a time in constant time and memory.
 
 from __future__ import annotations
 
-from functools import reduce
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _compute_dtype(*tensors: Tensor | None) -> torch.dtype:
-    """float32, or float64 when an input is float64 (reference checks and gradcheck run
-    there); half-precision inputs never set the arithmetic's precision."""
-    dtypes = [t.dtype for t in tensors if t is not None]
-    return reduce(torch.promote_types, dtypes, torch.float32)
+from seq2seq.model.attention.base import compute_dtype, float32_region
 
 
 def _check_shapes(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None) -> None:
@@ -80,13 +73,13 @@ def delta_rule_attention(
     _check_shapes(q, k, v, beta, log_decay)
     batch, heads, length, dk = q.shape
     dv = v.shape[-1]
-    dtype = _compute_dtype(q, k, v, beta, log_decay)
+    dtype = compute_dtype(q, k, v, beta, log_decay)
     # A sequence shorter than a chunk needs no padding up to a whole chunk.
     c = min(chunk_size, length)
     pad = -length % c
     n = (length + pad) // c
 
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with float32_region(q.device):
         # Padded positions have k = v = 0, beta = 0 and no decay: they write nothing, erase
         # nothing and sit after every real position, so they change no real output.
         qc = F.pad(q.to(dtype), (0, 0, 0, pad)).reshape(batch, heads, n, c, dk)
@@ -156,10 +149,10 @@ def delta_rule_step(
     _check_shapes(q, k, v, beta, log_decay)
     if q.shape[2] != 1:
         raise ValueError(f"delta_rule_step takes one position (L = 1); got L = {q.shape[2]}")
-    dtype = _compute_dtype(q, k, v, beta, log_decay, state)
+    dtype = compute_dtype(q, k, v, beta, log_decay, state)
     out_dtype = v.dtype
     batch, heads, _, dk = q.shape
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with float32_region(q.device):
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         if state is None:
             state = q.new_zeros(batch, heads, dk, v.shape[-1])

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seq2seq.model.attention.base import compute_dtype, float32_region
+
 
 def gated_linear_attention(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, *, chunk_size: int = 64
@@ -40,8 +42,8 @@ def gated_linear_attention(
     `(B, H, L, Dv)` in v's dtype.
     """
     _check_sequence(q, k, v, log_decay, chunk_size)
-    dtype = _compute_dtype(q, k, v, log_decay)
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    dtype = compute_dtype(q, k, v, log_decay)
+    with float32_region(q.device):
         q_c = _chunked(q.to(dtype), chunk_size)
         k_c, v_c = _chunked(k.to(dtype), chunk_size), _chunked(v.to(dtype), chunk_size)
         cumulative = _chunked_cumsum(log_decay.to(dtype), chunk_size)
@@ -58,8 +60,8 @@ def gated_linear_final_state(
     returns `(B, H, Dk, Dv)` float32 (float64 for float64 inputs).
     """
     _check_sequence(k, k, v, log_decay, chunk_size)
-    dtype = _compute_dtype(k, v, log_decay)
-    with torch.autocast(device_type=k.device.type, enabled=False):
+    dtype = compute_dtype(k, v, log_decay)
+    with float32_region(k.device):
         k_c, v_c = _chunked(k.to(dtype), chunk_size), _chunked(v.to(dtype), chunk_size)
         cumulative = _chunked_cumsum(log_decay.to(dtype), chunk_size)
         chunk_states, totals = _chunk_states(k_c, v_c, cumulative)
@@ -86,8 +88,8 @@ def gated_linear_step(
     state_shape = (batch, heads, dk, v.shape[-1])
     if state is not None and state.shape != state_shape:
         raise ValueError(f"state must be (B, H, Dk, Dv) = {state_shape}; got {tuple(state.shape)}")
-    dtype = _compute_dtype(q, k, v, log_decay)
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    dtype = compute_dtype(q, k, v, log_decay)
+    with float32_region(q.device):
         new_state = k.to(dtype).transpose(-1, -2) @ v.to(dtype)
         if state is not None:
             new_state = log_decay.to(dtype).exp().unsqueeze(-1) * state.to(dtype) + new_state
@@ -158,14 +160,6 @@ def _chunked_cumsum(log_decay: Tensor, chunk_size: int) -> Tensor:
     Shapes: `log_decay: (B, H, L)`; returns `(B, H, Nc, C)`.
     """
     return _chunked(log_decay.unsqueeze(-1), chunk_size).squeeze(-1).cumsum(-1)
-
-
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    """float32, or float64 when an input is float64."""
-    dtype = torch.float32
-    for tensor in tensors:
-        dtype = torch.promote_types(dtype, tensor.dtype)
-    return dtype
 
 
 def _check_sequence(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, chunk_size: int) -> None:
