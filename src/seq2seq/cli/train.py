@@ -35,6 +35,7 @@ from seq2seq.training.run_files import (
     write_failure,
     write_files,
 )
+from seq2seq.training.run_lock import RunDirBusy, run_dir_lock
 
 log = logging.getLogger("seq2seq.train")
 
@@ -65,10 +66,10 @@ def _hydra_main(cfg: DictConfig) -> float:
     fresh = not any(run_dir.iterdir())  # made by Hydra for this run: nothing logged yet
     command_line = typed_overrides()
     record = _hydra_record(cfg)
-    warn_recipe_overrides(cfg, command_line, hydra_cfg.runtime.choices)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
-            with usage_errors("seq2seq-train"):
+            with usage_errors("seq2seq-train"), run_dir_lock(run_dir):
+                warn_recipe_overrides(cfg, command_line, hydra_cfg.runtime.choices)
                 outcome = run_training(cfg, run_dir, command_line=command_line, hydra_files=record)
         except BaseException:
             if fresh:
@@ -83,6 +84,18 @@ def _hydra_main(cfg: DictConfig) -> float:
         if status is not None:
             raise SystemExit(status)
         return outcome.objective
+    try:
+        with run_dir_lock(run_dir, setting="hydra.sweep.dir"):
+            return _sweep_job(cfg, run_dir, command_line, record)
+    except RunDirBusy as error:
+        # Another process's job: its dir is left as it is, no failure.json.
+        raise SweepJobFailed(f"sweep job {run_dir} not run: {error}") from error
+
+
+def _sweep_job(
+    cfg: DictConfig, run_dir: Path, command_line: list[str], record: dict[str, str]
+) -> float:
+    warn_recipe_overrides(cfg, command_line, HydraConfig.get().runtime.choices)
     # A sweep job's dir shows up in scripts/summarize_sweep.py from the start (by its
     # .hydra/overrides.yaml), even if the job is killed while preparing data; an earlier
     # run's record there is replaced only once this job is accepted.

@@ -11,6 +11,7 @@ newest one's weights and the sum, however many are averaged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from seq2seq.training.checkpoint import (
     strip_prefixes,
 )
 from seq2seq.training.config_diff import check_same_model
+from seq2seq.training.run_lock import run_dir_lock
 
 log = logging.getLogger("seq2seq.average")
 
@@ -272,15 +274,24 @@ def parameter_names(checkpoint: dict[str, Any], path: Path) -> set[str]:
     return {name for name, _ in rebuild_run(checkpoint, path).model.named_parameters()}
 
 
+def _run_dir(destination: Path) -> Path | None:
+    """The run dir of seq2seq-train that the average is written into (its checkpoints/),
+    or None for a file elsewhere."""
+    return destination.parent.parent if destination.parent.name == "checkpoints" else None
+
+
 def average(inputs: Sequence[Path], *, last: int | None, output: Path | None) -> Path:
     """Average, write the result atomically, return its path."""
     if last is not None and last < 1:
         raise ValueError(f"--last {last} must be at least 1")
     files = input_files(inputs, last)
     destination = output_file(output, inputs, files)
-    averaged = average_checkpoint_files(files, parameter_names)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(averaged, destination)
+    run_dir = _run_dir(destination)
+    # A training run writing that dir would prune or replace the checkpoints being read.
+    with run_dir_lock(run_dir, setting="--output") if run_dir else contextlib.nullcontext():
+        averaged = average_checkpoint_files(files, parameter_names)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(averaged, destination)
     steps = averaged[AVERAGED_KEY]["steps"]
     log.info("averaged %d checkpoints (steps %s) into %s", len(files), steps, destination)
     return destination

@@ -55,11 +55,11 @@ from seq2seq.training.run_files import (
     PREDICTIONS_NAME,
     write_files,
 )
+from seq2seq.training.run_lock import run_dir_lock
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import StopRequest, graceful_stop
 from seq2seq.training.state import Monitor
 from seq2seq.training.trainer import Trainer
-from seq2seq.writable import directory_problem
 
 log = logging.getLogger("seq2seq.train")
 
@@ -111,35 +111,25 @@ def run_training(
     run is accepted (so a refused command never replaces an earlier run's record).
     """
     cfg, kind = checked_task(cfg_node, command_line)
-    distributed = init_distributed()
-    threads = torch.get_num_threads()  # `trainer.threads` is this run's, not the caller's
-    try:
-        run_dir = Path(distributed.broadcast(str(run_dir)))
-        config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
-        done = finished_objective(run_dir, cfg, config_text)
-        if done is not None:
-            log.info("%s already finished (metrics.json); not training it again", run_dir)
-            return Outcome(done, trained=False)
-        check_run_dir(run_dir)
-        run = assemble(cfg, kind, config_text, run_dir, distributed, hydra_files or {})
-        hparams = OmegaConf.to_container(cfg_node, resolve=True, enum_to_str=True)
-        best = run.train(hparams)  # type: ignore[arg-type]
-        fault = run.trainer.fault
-        return Outcome(best, trained=True, fault=None if fault is None else str(fault))
-    finally:
-        torch.set_num_threads(threads)
-        shutdown_distributed(distributed)
-
-
-def check_run_dir(run_dir: Path) -> None:
-    """Before any data is read: the run dir can be written (Hydra has made it; a library
-    call makes it when the run is accepted)."""
-    problem = directory_problem(run_dir)
-    if problem is not None:
-        raise OSError(
-            f"the run dir {run_dir} (hydra.run.dir) cannot be written: {problem}; set "
-            "hydra.run.dir to a writable directory"
-        )
+    # Rank 0's lock, before anything is read or written: one writer per run dir.
+    with run_dir_lock(run_dir):
+        distributed = init_distributed()
+        threads = torch.get_num_threads()  # `trainer.threads` is this run's, not the caller's
+        try:
+            run_dir = Path(distributed.broadcast(str(run_dir)))
+            config_text = OmegaConf.to_yaml(cfg_node, resolve=True)
+            done = finished_objective(run_dir, cfg, config_text)
+            if done is not None:
+                log.info("%s already finished (metrics.json); not training it again", run_dir)
+                return Outcome(done, trained=False)
+            run = assemble(cfg, kind, config_text, run_dir, distributed, hydra_files or {})
+            hparams = OmegaConf.to_container(cfg_node, resolve=True, enum_to_str=True)
+            best = run.train(hparams)  # type: ignore[arg-type]
+            fault = run.trainer.fault
+            return Outcome(best, trained=True, fault=None if fault is None else str(fault))
+        finally:
+            torch.set_num_threads(threads)
+            shutdown_distributed(distributed)
 
 
 @dataclass
