@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -537,4 +538,22 @@ def test_a_run_dir_hydra_cannot_make_is_one_error_line(
     assert done.stderr.splitlines() == [
         f"seq2seq-train: error: cannot make the run dir (hydra.run.dir): '{blocker / 'run'}': "
         "Not a directory; set hydra.run.dir to a writable directory"
+    ]
+
+
+@pytest.mark.parametrize("program", ["train", "generate"])
+def test_a_config_dir_that_does_not_exist_is_one_error_line(
+    make_subprocess_env: Callable[[Path], dict[str, str]], tmp_path: Path, program: str
+) -> None:
+    """Hydra adds --config-dir to its search path before composing (a 20-line
+    SearchPathException traceback, exit 1); a usage mistake like any other."""
+    env = make_subprocess_env(tmp_path)
+    env.pop("HYDRA_FULL_ERROR", None)
+    missing = tmp_path / "my_configs"
+    command = [sys.executable, "-m", f"seq2seq.cli.{program}", "--config-dir", str(missing)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"seq2seq-{program}: error: Additional config directory '{missing}' not found: "
+        "--config-dir (-cd) takes a directory of YAML configs"
     ]

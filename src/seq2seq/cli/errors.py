@@ -9,7 +9,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+    SearchPathException,
+)
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from seq2seq.config.keys import renamed_key_message
@@ -24,6 +29,7 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError)
 COMPOSITION_ERRORS: tuple[type[BaseException], ...] = (
     ConfigCompositionException,
     OverrideParseException,
+    SearchPathException,
 )
 """Bad input found by Hydra while composing the config, before any job runs."""
 NO_TRIAL_FINISHED = "No trials are completed yet."
@@ -43,6 +49,8 @@ def usage_message(error: BaseException) -> str:
         return f"{_first_line(error)}; choose one of {sorted(error.options)}"
     if isinstance(error, OverrideParseException):
         return f"cannot parse the override {error.override!r}: {_first_line(error)}"
+    if isinstance(error, SearchPathException):  # --config-dir names no directory
+        return f"{_first_line(error)}: --config-dir (-cd) takes a directory of YAML configs"
     message = _first_line(error).rstrip(".")
     cause = error.__cause__
     if isinstance(error, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException):
