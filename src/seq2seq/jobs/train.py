@@ -35,7 +35,6 @@ from seq2seq.training.checkpoint import (
 from seq2seq.training.devices import cpu_threads, resolve_device
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.logger import RunLogger
-from seq2seq.training.nonfinite import NONFINITE
 from seq2seq.training.optim import build_optimizer
 from seq2seq.training.precision import PRECISIONS, use_tf32
 from seq2seq.training.resume import (
@@ -60,6 +59,7 @@ from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.signals import StopRequest, graceful_stop
 from seq2seq.training.state import Monitor
 from seq2seq.training.trainer import Trainer
+from seq2seq.training.write_fault import WriteFault
 
 log = logging.getLogger("seq2seq.train")
 
@@ -155,8 +155,12 @@ class AssembledRun:
                 reason = trainer.fit(stop)
                 log.info("training stopped: %s at step %d", reason, trainer.state.step)
                 if logger is not None:
-                    results = self.finish(reason, stop=stop)
-                    logger.hparams(hparams, results)
+                    try:
+                        results = self.finish(reason, stop=stop)
+                    except OSError as error:
+                        self._final_files_fault(error)
+                    else:
+                        logger.hparams(hparams, results)
         finally:
             if logger is not None:
                 logger.close()
@@ -184,8 +188,7 @@ class AssembledRun:
             },
         }
         if trainer.fault is not None:
-            fault = trainer.fault
-            summary[NONFINITE] = {"step": fault.step, "where": fault.culprit, "error": str(fault)}
+            summary[reason] = trainer.fault.record()
         hparam_metrics = {f"valid/{k}": v for k, v in final.items()}
         if reason in FINISHED and "test" in self.data.splits:
             result = self._test()
@@ -205,6 +208,21 @@ class AssembledRun:
             summary["signal"] = stop.signal_name
         write_json_atomic(summary, self.run_dir / METRICS_NAME)
         return {k: float(v) for k, v in hparam_metrics.items() if not math.isnan(float(v))}
+
+    def _final_files_fault(self, error: OSError) -> None:
+        """metrics.json or predictions.txt could not be written (a full disk): a fault like
+        a checkpoint's. The run resumed with trainer.resume=auto writes them again."""
+        trainer = self.trainer
+        fault = WriteFault(
+            self.run_dir / METRICS_NAME,
+            step=trainer.state.step,
+            error=error,
+            size=0,
+            resume_from=self.checkpoints.latest(),
+            keep_last=self.checkpoints.keep_last,
+        )
+        trainer.fault = fault
+        log.error("%s", fault)
 
     def _test(self) -> Any:
         """The test split evaluated by best.pt (or, without one, the last model)."""

@@ -30,7 +30,18 @@ WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 def atomic_save(obj: Any, path: Path) -> None:
     """`torch.save` through `write_atomic`: a crash leaves the old checkpoint or the new one."""
-    write_atomic(path, lambda handle: torch.save(obj, handle))
+    try:
+        write_atomic(path, lambda handle: torch.save(obj, handle))
+    except (OSError, RuntimeError) as error:
+        # A failed write (a full disk) inside torch.save's zip writer surfaces as the
+        # writer's RuntimeError on closing, with the OSError as its context.
+        cause = error if isinstance(error, OSError) else error.__context__
+        if not isinstance(cause, OSError):
+            raise
+        if cause.filename is None and cause.errno is not None:
+            # A write into a handle names no file: name the checkpoint.
+            cause = OSError(cause.errno, cause.strerror, str(path))
+        raise cause from None
 
 
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:

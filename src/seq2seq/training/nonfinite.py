@@ -26,6 +26,10 @@ class NonFiniteError(RuntimeError):
         self.culprit = culprit
         """Where it began: the first non-finite module output, or parameter gradient."""
 
+    def record(self) -> dict[str, Any]:
+        """What metrics.json says about it."""
+        return {"step": self.step, "where": self.culprit, "error": str(self)}
+
 
 def _tensors(output: Any) -> list[Tensor]:
     if isinstance(output, Tensor):

@@ -41,6 +41,7 @@ from seq2seq.training.rng import capture_rng, restore_rng
 from seq2seq.training.schedule import sync_learning_rates
 from seq2seq.training.signals import StopRequest
 from seq2seq.training.state import BatchStream, Monitor, TrainingBatch, TrainState
+from seq2seq.training.write_fault import WRITE_ERROR, WriteFault, state_bytes
 
 log = logging.getLogger("seq2seq.train")
 
@@ -89,8 +90,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.last_evaluation: EvaluationResult | None = None
         self.last_evaluation_step: int | None = None
-        # What stopped a run that `fit` ended with `nonfinite`.
-        self.fault: NonFiniteError | None = None
+        # What stopped a run that `fit` ended with `nonfinite` or `write_error`.
+        self.fault: NonFiniteError | WriteFault | None = None
 
     # --- checkpoint state -------------------------------------------------------------
 
@@ -127,12 +128,27 @@ class Trainer:
         restore_rng(checkpoint["rng"][self.distributed.rank])
 
     def save(self) -> Path:
-        """Every rank takes part (RNG states are gathered); rank 0 writes."""
+        """Every rank takes part (RNG states are gathered); rank 0 writes. A file it cannot
+        write (a full disk) is a `WriteFault` on every rank."""
         state = self.state_dict()
         path = self.checkpoints.path(self.state.step)
+        newest = self.checkpoints.latest()
+        error: OSError | None = None
         if self.distributed.is_main:
             is_best = self.state.best_step == self.state.step
-            self.checkpoints.save(state, step=self.state.step, is_best=is_best)
+            try:
+                self.checkpoints.save(state, step=self.state.step, is_best=is_best)
+            except OSError as failed:
+                error = failed
+        if self.distributed.any(error is not None):
+            raise WriteFault(
+                path,
+                step=self.state.step,
+                error=error,
+                size=state_bytes(state),
+                resume_from=self.checkpoints.latest() if error is not None else newest,
+                keep_last=self.checkpoints.keep_last,
+            )
         return path
 
     # --- the loop -------------------------------------------------------------------------
@@ -331,6 +347,14 @@ class Trainer:
             log.error("%s; %s (%s)", error, where, advice)
         return NONFINITE
 
+    def _stop_write_fault(self, fault: WriteFault) -> str:
+        """A checkpoint that cannot be written ends the run: training on would lose every
+        step after the last checkpoint at the next fault."""
+        self.fault = fault
+        if self.distributed.is_main:
+            log.error("%s", fault)
+        return WRITE_ERROR
+
     def _ended(self, *, late: bool = False) -> str | None:
         """Why training is over, if it is (patience is counted at validations only);
         `late`: `trainer.max_time` has run out."""
@@ -351,7 +375,7 @@ class Trainer:
         """Train until max_steps, max_epochs, max_time, early stopping or a stop signal.
 
         Returns why it stopped: `max_steps`, `max_epochs`, `max_time`, `early_stopping`,
-        the signal name, or `nonfinite` (then `self.fault` says where).
+        the signal name, or `nonfinite` or `write_error` (then `self.fault` says what).
         """
         cfg = self.cfg
         progress = Progress(
@@ -427,6 +451,8 @@ class Trainer:
                 if self.last_evaluation_step != self.state.step:
                     self.evaluate()
                     self.save()
+        except WriteFault as fault:
+            reason = self._stop_write_fault(fault)
         finally:
             progress.close()
         return reason
