@@ -292,40 +292,147 @@ def test_truncated_examples_train(compose_config: Compose, tmp_path: Path, data_
     assert (metrics["stopped"], metrics["step"]) == ("max_steps", 2)
 
 
-def test_a_bad_json_line_from_the_command_line_is_one_line_and_leaves_no_run_dir(
+def _train_from_the_command_line(
     tmp_path: Path,
-    data_dir: Path,
-    make_subprocess_env: Callable[[Path], dict[str, str]],
-) -> None:
-    """The refusal names the file and the line; the run, refused during data work, leaves
-    no run dir (it left one holding only train.log)."""
-    train_file = _jsonl(data_dir / "train.jsonl", WORDS)
-    good = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
-    train_file.write_text("".join(good[:5]) + '{"src": "ab", "tgt": "ba"} x\n' + "".join(good[5:]))
-    valid_file = _jsonl(data_dir / "valid.jsonl", WORDS[:4])
-    env = make_subprocess_env(tmp_path)
+    env: dict[str, str],
+    builder: str,
+    train_file: Path,
+    valid_file: Path,
+) -> subprocess.CompletedProcess[str]:
+    """`seq2seq-train` on the files, with datasets' progress bars on as a user sees them;
+    the run dir is `tmp_path/outputs/run`."""
     env.pop("HYDRA_FULL_ERROR", None)
-    run = tmp_path / "outputs" / "run"
+    env.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+    env.pop("TQDM_DISABLE", None)
     command = [
         sys.executable,
         "-m",
         "seq2seq.cli.train",
         "model=tiny",
         "trainer=debug",
-        "data.path=json",
+        f"data.path={builder}",
         f"data.data_files.train={train_file}",
         f"data.data_files.validation={valid_file}",
         "data.source=src",
         "data.target=tgt",
         "tokenizer=char",
         f"tokenizer.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={run}",
+        f"hydra.run.dir={tmp_path / 'outputs' / 'run'}",
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _assert_refused(done: subprocess.CompletedProcess[str], tmp_path: Path, line: str) -> None:
+    """Exit status 2, `line` as the whole of stderr (no traceback, no progress bar, no
+    log line of datasets), and no run dir left behind."""
     assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == (
-        f"seq2seq-train: error: data.data_files.train: line 6 of {train_file} is not valid "
-        "JSON (Extra data at column 28); a JSON-lines file holds one object per line"
+    assert done.stderr.splitlines() == [f"seq2seq-train: error: {line}"]
+    assert "[datasets" not in done.stdout, done.stdout
+    assert not (tmp_path / "outputs" / "run").exists()
+
+
+def test_a_bad_json_line_from_the_command_line_is_one_line_and_leaves_no_run_dir(
+    tmp_path: Path,
+    data_dir: Path,
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    """The refusal names the file and the line; the run, refused during data work, leaves
+    no run dir (it left one holding only train.log). datasets' progress bar and its own
+    report of the failure printed two lines before it."""
+    train_file = _jsonl(data_dir / "train.jsonl", WORDS)
+    good = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    train_file.write_text("".join(good[:5]) + '{"src": "ab", "tgt": "ba"} x\n' + "".join(good[5:]))
+    valid_file = _jsonl(data_dir / "valid.jsonl", WORDS[:4])
+    done = _train_from_the_command_line(
+        tmp_path, make_subprocess_env(tmp_path), "json", train_file, valid_file
     )
-    assert not run.exists()
+    _assert_refused(
+        done,
+        tmp_path,
+        f"data.data_files.train: line 6 of {train_file} is not valid JSON (Extra data at "
+        "column 28); a JSON-lines file holds one object per line",
+    )
+
+
+def _csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("src,tgt\n" + "".join(row + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("row", "refusal"),
+    [
+        (
+            "ab,ba,extra",
+            "has 3 fields, but its header (line 1) has 2: ['src', 'tgt']; quote a field "
+            'that holds a comma ("a,b")',
+        ),
+        (
+            "abonly",
+            "has 1 field, but its header (line 1) has 2: ['src', 'tgt']; every row has one "
+            "field per column (an empty field is nothing between two commas)",
+        ),
+        (
+            'ab,"ba',
+            "opens a quoted field that is never closed (it runs to the end of the file); a "
+            'quote inside a field is written twice ("a ""b"" c")',
+        ),
+    ],
+    ids=["too-many-fields", "too-few-fields", "unclosed-quote"],
+)
+def test_a_ragged_csv_row_is_refused_naming_its_file_and_line(
+    row: str,
+    refusal: str,
+    tmp_path: Path,
+    data_dir: Path,
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    """A row with too many fields named every data file, with a hint about formats; one
+    with too few became an empty target, dropped as empty; both now name the line (7:
+    the header, then five rows)."""
+    good = [f"{w},{w[::-1]}" for w in WORDS]
+    train_file = _csv(data_dir / "train.csv", [*good[:5], row, *good[5:]])
+    valid_file = _csv(data_dir / "valid.csv", good[:4])
+    done = _train_from_the_command_line(
+        tmp_path, make_subprocess_env(tmp_path), "csv", train_file, valid_file
+    )
+    _assert_refused(done, tmp_path, f"data.data_files.train: line 7 of {train_file} {refusal}")
+
+
+def test_well_formed_csv_rows_are_read_as_pandas_reads_them(
+    compose_config: Compose,
+    tmp_path: Path,
+    data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    stop_after_data: type[Exception],
+) -> None:
+    """The row check refuses none of these: blank and whitespace-only lines (skipped),
+    a quoted comma, a quoted line break, an empty field, CRLF line ends and a last line
+    without one."""
+    train_file = data_dir / "train.csv"
+    rows = ["src,tgt", "", "ab,ba", "  ", '"a,b","b,a"', '"line\nbreak",x', "ab,", "cd,dc"]
+    train_file.write_bytes("\r\n".join(rows).encode())
+    valid_file = _csv(data_dir / "valid.csv", ["ab,ba"])
+    cfg = _files_config(compose_config, "csv", train_file, valid_file)
+    with caplog.at_level(logging.INFO, logger=CLEAN_SPLIT_LOG), pytest.raises(stop_after_data):
+        train(cfg, tmp_path / "run")
+    assert _report(caplog, "train").startswith("train split: kept 4/5 examples; dropped 1 empty;")
+
+
+def test_extra_fields_on_the_first_row_are_refused_not_taken_as_an_index(
+    compose_config: Compose,
+    tmp_path: Path,
+    data_dir: Path,
+    stop_after_data: type[Exception],
+) -> None:
+    """pandas took the first field of such a row as an index and shifted the others: `ab,ba,x`
+    became source 'ba' and target 'x', and every later row's target was empty."""
+    good = [f"{w},{w[::-1]}" for w in WORDS]
+    train_file = _csv(data_dir / "train.csv", ["ab,ba,x", *good])
+    cfg = _files_config(compose_config, "csv", train_file, _csv(data_dir / "valid.csv", good[:4]))
+    with pytest.raises(
+        ValueError,
+        match=rf"^data\.data_files\.train: line 2 of {re.escape(str(train_file))} has 3 fields, "
+        r"but its header \(line 1\) has 2: \['src', 'tgt'\]",
+    ):
+        train(cfg, tmp_path / "run")

@@ -1,11 +1,12 @@
 """The checks of local data files before and after `datasets` reads them, so that a bad
 file is named with its line: missing files and globs that match nothing, files without a
-record, bad UTF-8 (by byte offset) and bad JSON (by line), and `datasets`' own errors turned
-into one line that names the file."""
+record, CSV rows whose fields do not match the header, bad UTF-8 (by byte offset) and bad
+JSON (by line), and `datasets`' own errors turned into one line that names the file."""
 
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +24,8 @@ PACKAGED_BUILDERS = ("json", "csv", "parquet", "text")
 _NOT_TEXT_SUFFIXES = frozenset({".parquet", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip"})
 _DECODE_CHUNK = 1 << 20
 _STRING_TYPES = frozenset({"string", "large_string"})
+# pandas reads fields of any length; Python's csv module stops at 128 KiB unless told.
+_CSV_FIELD_LIMIT = 2**31 - 1  # a C long on every platform
 
 
 def is_text(feature: object) -> bool:
@@ -30,7 +33,7 @@ def is_text(feature: object) -> bool:
     return isinstance(feature, datasets.Value) and feature.dtype in _STRING_TYPES
 
 
-def _is_remote(file: str) -> bool:
+def is_remote(file: str) -> bool:
     return "://" in file
 
 
@@ -77,7 +80,7 @@ def check_files(
     for key, patterns in data_files.items():
         found[key] = []
         for pattern in patterns:
-            if _is_remote(pattern):
+            if is_remote(pattern):
                 continue
             files = _resolve(base, pattern)
             if not files:
@@ -92,6 +95,80 @@ def check_files(
                     )
             found[key] += files
     return found
+
+
+def _csv_problem(file: Path) -> tuple[int, str] | None:
+    """The first row of CSV `file` that pandas would misread or refuse, and what is wrong
+    with it: another number of fields than the header (pandas fills a short row's last
+    fields with empty text, and takes a first row with extra fields as holding an index),
+    or a quote that is never closed. Rows are read as pandas reads them: blank and
+    whitespace-only lines are skipped, a quoted field may hold commas and line breaks.
+    Raises UnicodeDecodeError on bytes that are not UTF-8."""
+    header: list[str] | None = None
+    header_line = 0
+    with file.open(encoding="utf-8", newline="") as stream:
+        # strict: to tell a quote left open at the end of the file, which pandas refuses.
+        reader = csv.reader(stream, strict=True)
+        end = 0
+        while True:
+            start = end + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return None
+            except csv.Error as error:
+                # The csv module's words for end of file inside a quoted field.
+                if str(error) == "unexpected end of data":
+                    return start, (
+                        "opens a quoted field that is never closed (it runs to the end of "
+                        'the file); a quote inside a field is written twice ("a ""b"" c")'
+                    )
+                # A stray quote (`"ab"c`): pandas reads the row its own way, so it is not
+                # counted; the reader goes on at the next line.
+                end = reader.line_num
+                continue
+            end = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if header is None:
+                header, header_line = row, start
+                continue
+            if len(row) == len(header):
+                continue
+            if len(row) > len(header):
+                advice = 'quote a field that holds a comma ("a,b")'
+            else:
+                advice = (
+                    "every row has one field per column (an empty field is nothing "
+                    "between two commas)"
+                )
+            spans = "" if end == start else f" (to line {end}: a quoted field spans lines)"
+            fields = "field" if len(row) == 1 else "fields"
+            return start, (
+                f"has {len(row)} {fields}{spans}, but its header (line {header_line}) has "
+                f"{len(header)}: {header}; {advice}"
+            )
+
+
+def check_csv_rows(files: Mapping[str, list[Path]]) -> None:
+    """Fails on the first CSV row of `files` (by data_files key) that `_csv_problem`
+    finds, naming its key, file and line; on bytes that are not UTF-8, their offset.
+    Streams each file once, before datasets reads it."""
+    limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        for key, paths in files.items():
+            for file in paths:
+                if file.suffix in _NOT_TEXT_SUFFIXES:
+                    continue
+                try:
+                    problem = _csv_problem(file)
+                except UnicodeDecodeError as error:
+                    raise file_not_utf8("csv", {key: [file]}, error) from error
+                if problem is not None:
+                    line, what = problem
+                    raise ValueError(f"data.data_files.{key}: line {line} of {file} {what}")
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _first_undecodable(file: Path) -> int | None:

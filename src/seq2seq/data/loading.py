@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import datasets
@@ -26,10 +27,12 @@ from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from seq2seq.data.file_checks import (
     as_list,
     bad_json_line,
+    check_csv_rows,
     check_files,
     check_utf8,
     decode_error,
     file_not_utf8,
+    is_remote,
     is_text,
     local_base,
     not_found,
@@ -38,6 +41,9 @@ from seq2seq.data.file_checks import (
 
 ROLES = ("train", "validation", "test")
 TEXT_COLUMN = "text"
+# Packaged builders that log an error only just before raising it; load_splits reports the
+# raised error in one line, so their log line would say the same thing first.
+_RAISING_BUILDERS = ("csv", "json")
 
 log = logging.getLogger("seq2seq.data")
 
@@ -50,10 +56,44 @@ def _builder_kwargs(path: str, *, columns: Sequence[str]) -> dict[str, Any]:
     return {}
 
 
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
+
+
+@contextmanager
+def _quiet(*, local: bool) -> Iterator[None]:
+    """Keeps datasets from printing about a file it fails on, ahead of the one line that
+    load_splits makes of the error: the builders' log line of the failure and, reading
+    `local` files, the progress bar of the split being made (a local file reads at about
+    a million rows a second, so the bar is seldom missed)."""
+    loggers = [logging.getLogger(_PACKAGED_DATASETS_MODULES[b][0]) for b in _RAISING_BUILDERS]
+    # HF_DATASETS_DISABLE_PROGRESS_BARS, when set, has the last word on the bars.
+    hide_bars = (
+        local
+        and datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is None
+        and not datasets.are_progress_bars_disabled()
+    )
+    for logger in loggers:
+        logger.addFilter(_below_error)
+    if hide_bars:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if hide_bars:
+            datasets.enable_progress_bars()
+        for logger in loggers:
+            logger.removeFilter(_below_error)
+
+
 def _load(
     path: str, name: str | None, data_files: dict[str, list[str]] | None, kwargs: dict[str, Any]
 ) -> datasets.DatasetDict:
-    loaded = datasets.load_dataset(path, name, data_files=data_files, **kwargs)
+    local = local_base(path) is not None and not any(
+        is_remote(file) for files in (data_files or {}).values() for file in files
+    )
+    with _quiet(local=local):
+        loaded = datasets.load_dataset(path, name, data_files=data_files, **kwargs)
     if not isinstance(loaded, datasets.DatasetDict):
         raise TypeError(f"data.path={path!r} loaded as {type(loaded).__name__}, not splits")
     return loaded
@@ -187,6 +227,8 @@ def load_splits(
     splits = _roles_with_files(splits, files)
     base = local_base(path)
     local = check_files(base, files, header=path == "csv") if base is not None else {}
+    if path == "csv":
+        check_csv_rows(local)
     try:
         loaded = _load(
             path, name, files or None, _builder_kwargs(path, columns=list(columns.values()))
