@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,50 @@ def test_resume_auto_beside_a_lone_best_checkpoint_says_there_is_nothing_to_cont
     ):
         train(compose_config(*FINISHED_RUN, "trainer.resume=auto"), run)
     assert (run / "checkpoints" / "best.pt").is_file()
+
+
+def test_a_corrupt_latest_checkpoint_names_the_newest_intact_one_and_the_command_works(
+    tmp_path: Path,
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    """Asking for the previous checkpoint was refused (later ones exist) and the advice
+    `trainer.resume=auto` led back to the corrupt one: the refusal now names the way on."""
+    env = make_subprocess_env(tmp_path)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    first = subprocess.run(
+        train_command(tmp_path, "trainer.max_steps=30", "trainer.eval_every=10"),
+        env=env,
+        capture_output=True,
+    )
+    assert first.returncode == 0, first.stderr
+    latest = checkpoints / "step_00000030.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # a copy cut short
+    more = ("trainer.max_steps=40", "trainer.eval_every=10")
+    refused = subprocess.run(
+        train_command(tmp_path, *more, "trainer.resume=auto"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    intact = checkpoints / "step_00000020.pt"
+    [line] = refused.stderr.splitlines()
+    assert line.startswith(f"seq2seq-train: error: checkpoint {latest} is truncated or corrupt")
+    advice = f"continue from it with trainer.resume={intact} and the same hydra.run.dir"
+    assert f"the newest intact checkpoint is {intact}: {advice}" in line
+    resumed = subprocess.run(
+        train_command(tmp_path, *more, f"trainer.resume={intact}"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from {intact} at step 20" in resumed.stdout
+    assert f"kept as {latest}.corrupt" in resumed.stdout
+    assert sorted(path.name for path in checkpoints.iterdir()) == [
+        "best.pt",
+        "step_00000030.pt",
+        "step_00000030.pt.corrupt",
+        "step_00000040.pt",
+    ]

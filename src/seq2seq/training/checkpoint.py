@@ -44,6 +44,12 @@ def atomic_save(obj: Any, path: Path) -> None:
         raise cause from None
 
 
+def _first_sentence(error: BaseException) -> str:
+    """PyTorch's reader adds a paragraph of advice to its one-line cause."""
+    lines = str(error).splitlines()
+    return lines[0].split(". ")[0].rstrip(".") if lines else ""
+
+
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load with `weights_only=True`; a missing, truncated or corrupt file gets one clear error.
     `mmap`: map the tensors instead of reading them, for a look at the other entries."""
@@ -71,7 +77,7 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     except Exception as error:
         raise ValueError(
             f"checkpoint {path} is truncated or corrupt and cannot be loaded "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            f"({type(error).__name__}: {_first_sentence(error)})"
         ) from error
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise ValueError(f"{path} is not a seq2seq checkpoint (no 'model' and 'config' entries)")
@@ -152,11 +158,13 @@ class CheckpointManager:
             if int(CHECKPOINT_PATTERN.match(path.name).group(1)) > step  # type: ignore[union-attr]
         ]
         best = self.directory / BEST_NAME
-        if (
-            best.is_file()
-            and load_checkpoint(best, mmap=True).get("trainer", {}).get("step", -1) > step
-        ):
-            later.append(best)
+        if best.is_file():
+            try:
+                best_step = load_checkpoint(best, mmap=True).get("trainer", {}).get("step", -1)
+            except ValueError:  # unreadable: its step cannot be told, so not an earlier one
+                best_step = step + 1
+            if best_step > step:
+                later.append(best)
         return later
 
     def existing(self) -> list[Path]:

@@ -13,7 +13,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,20 @@ TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "trainer")
 BATCH_LAYOUT_KEY = "batch_layout"
 
 
+CORRUPT_SUFFIX = ".corrupt"
+"""A corrupt checkpoint after the one a run continues from is kept under this suffix, out
+of the way of pruning and of trainer.resume=auto."""
+
+
 @dataclass
 class ResumePoint:
     """The checkpoint a run continues from."""
 
     path: Path
     checkpoint: dict[str, Any]
+    corrupt_later: list[Path] = field(default_factory=list)
+    """Corrupt checkpoints of later steps in the run's checkpoints/, set aside when the
+    run's files are written (`set_aside_corrupt`)."""
 
     @property
     def step(self) -> int:
@@ -109,12 +117,55 @@ def check_resumable(checkpoint: Mapping[str, Any], source: Path, *, world_size: 
         )
 
 
-def _check_nothing_after(start_from: Path, step: int, checkpoints: CheckpointManager) -> None:
+def _intact(path: Path) -> bool:
+    try:
+        load_checkpoint(path, mmap=True)
+    except ValueError:
+        return False
+    return True
+
+
+def _newest_intact_before(corrupt: Path) -> Path | None:
+    """The newest step checkpoint beside `corrupt` that loads, of an earlier step."""
+    earlier = [path for path in checkpoint_paths(corrupt.parent) if path.name < corrupt.name]
+    return next((path for path in reversed(earlier) if _intact(path)), None)
+
+
+def _load_or_advise(start_from: Path, checkpoints: CheckpointManager) -> dict[str, Any]:
+    """The checkpoint to resume from; when it is corrupt, the error names the newest
+    intact one beside it and the setting that continues from there."""
+    try:
+        return load_checkpoint(start_from)
+    except ValueError as error:
+        if "truncated or corrupt" not in str(error):
+            raise
+        intact = _newest_intact_before(start_from)
+        if intact is None:
+            advice = (
+                f"no earlier checkpoint in {start_from.parent} loads either: train afresh into "
+                "another hydra.run.dir"
+            )
+        else:
+            same_dir = start_from.parent.resolve() == checkpoints.directory.resolve()
+            where = " and the same hydra.run.dir" if same_dir else ""
+            advice = (
+                f"the newest intact checkpoint is {intact}: continue from it with "
+                f"trainer.resume={intact}{where} (the corrupt later ones are kept as "
+                f"*{CORRUPT_SUFFIX})"
+            )
+        raise ValueError(f"{error}; {advice}") from error
+
+
+def _check_nothing_after(start_from: Path, step: int, checkpoints: CheckpointManager) -> list[Path]:
     """A run continued from `start_from` writes into `checkpoints`; refuse if that holds
     checkpoints it did not lead to (of later steps, or of another run), which keep_last
-    would prune, best.pt would be mistaken for, or trainer.resume=auto would pick up."""
+    would prune, best.pt would be mistaken for, or trainer.resume=auto would pick up.
+    Later checkpoints of the run that are corrupt are returned, to be set aside: nothing
+    can continue from them."""
     inside = start_from.resolve().parent == checkpoints.directory.resolve()
     others = checkpoints.written_after(step) if inside else checkpoints.existing()
+    corrupt = [path for path in others if not _intact(path)] if inside else []
+    others = [path for path in others if path not in corrupt]
     if others:
         whose = "later steps of that run" if inside else "another run"
         raise ValueError(
@@ -123,6 +174,7 @@ def _check_nothing_after(start_from: Path, step: int, checkpoints: CheckpointMan
             f"({', '.join(path.name for path in others)}); move them out of the way first, "
             "or continue the latest with trainer.resume=auto"
         )
+    return corrupt
 
 
 def resume_point(
@@ -148,12 +200,23 @@ def resume_point(
                 "hydra.run.dir"
             )
         return None
-    checkpoint = load_checkpoint(start_from)
+    checkpoint = _load_or_advise(start_from, checkpoints)
     check_resumable(checkpoint, start_from, world_size=world_size)
     point = ResumePoint(start_from, checkpoint)
-    _check_nothing_after(start_from, point.step, checkpoints)
+    point.corrupt_later = _check_nothing_after(start_from, point.step, checkpoints)
     check_same_model(checkpoint["config"], config_text, source=start_from, also=RESUME_SETTINGS)
     return point
+
+
+def set_aside_corrupt(point: ResumePoint) -> None:
+    """Rename the corrupt later checkpoints of a resumed run (`<name>.corrupt`), where the
+    run will neither prune them nor resume from them; kept, for whoever wants to look."""
+    for path in point.corrupt_later:
+        aside = path.with_name(path.name + CORRUPT_SUFFIX)
+        path.replace(aside)
+        log.warning(
+            "%s is corrupt and the run continues from %s: kept as %s", path, point.path, aside
+        )
 
 
 def adopt_best(point: ResumePoint, checkpoints: CheckpointManager) -> None:
