@@ -45,6 +45,7 @@ from seq2seq.training.resume import (
     finished_objective,
     restart_epoch_if_rebatched,
     resume_point,
+    set_aside_corrupt,
 )
 from seq2seq.training.rng import seed_everything
 from seq2seq.training.run_files import (
@@ -275,6 +276,7 @@ def assemble(
         _write_run_files(run_dir, config_text, hydra_files, task)
         _remove_orphans(run_dir, checkpoints.directory)
         if point is not None:
+            set_aside_corrupt(point)
             adopt_best(point, checkpoints)
     logger = _logger(run_dir, config_text, point) if distributed.is_main else None
     autocast = PRECISIONS[cfg.trainer.precision]
