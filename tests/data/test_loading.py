@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,9 +100,34 @@ def test_text_files_split_on_the_first_tab(tmp_path: Path) -> None:
 
 
 def test_a_text_line_without_a_tab_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "train.txt").write_text("abc\tcba\nno tab here\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"line 2 of the train split has no tab: 'no tab here'"):
-        _load("text", {"train": str(tmp_path / "train.txt")}, splits={"train": "train"})
+    train = tmp_path / "train.txt"
+    train.write_text("abc\tcba\nno tab here\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError,
+        match=rf"^data\.data_files\.train: line 2 of {re.escape(str(train))} has no tab: "
+        r"'no tab here'; a text file holds one `source<TAB>target` example per line$",
+    ):
+        _load("text", {"train": str(train)}, splits={"train": "train"})
+
+
+def test_text_lines_are_counted_as_datasets_reads_them(tmp_path: Path) -> None:
+    """A line is ended by \\n, \\r\\n or \\r alone (datasets reads in universal-newline
+    mode); a form feed or a Unicode line separator is inside a line, as datasets keeps it."""
+    train = tmp_path / "train.txt"
+    train.write_bytes("a\tb\r\n\x0cc\td\u2028e\ra\tb\nbad\r\n".encode())
+    with pytest.raises(ValueError, match=rf"line 4 of {re.escape(str(train))} has no tab: 'bad'"):
+        _load("text", {"train": str(train)}, splits={"train": "train"})
+    train.write_bytes(b"a\tb\r\n\x0cc\td\re\tf\n")
+    ds = _load("text", {"train": str(train)}, splits={"train": "train"})["train"]  # type: ignore[index]
+    assert ds["source"] == ["a", "\x0cc", "e"]
+
+
+def test_a_text_file_of_a_split_not_asked_for_is_not_split_on_tabs(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("abc\tcba\n", encoding="utf-8")
+    (tmp_path / "test.txt").write_text("no tab here\n", encoding="utf-8")
+    files = {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}
+    dsd = _load("text", files, splits={"train": "train"})
+    assert dsd["train"]["target"] == ["cba"]  # type: ignore[index]
 
 
 def test_csv_keeps_text_as_written(tmp_path: Path) -> None:

@@ -399,6 +399,32 @@ def test_a_ragged_csv_row_is_refused_naming_its_file_and_line(
     _assert_refused(done, tmp_path, f"data.data_files.train: line 7 of {train_file} {refusal}")
 
 
+@pytest.mark.parametrize("bad", ["train", "validation"])
+def test_a_text_line_without_a_tab_is_refused_naming_its_file_and_line(
+    bad: str,
+    tmp_path: Path,
+    data_dir: Path,
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    """The refusal said `line 7 of the train split`, not which file, after a partial
+    progress bar of the tab splitting; now it names the file and its line (counted with
+    the blank line and the CRLF line ends before it) and is the whole of stderr."""
+    good = [f"{w}\t{w[::-1]}" for w in WORDS]
+    files = {"train": data_dir / "train.txt", "validation": data_dir / "valid.txt"}
+    for split, file in files.items():
+        lines = [*good[:3], "", *good[3:5], "no tab h\u00e9re", *good[5:]] if split == bad else good
+        file.write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    done = _train_from_the_command_line(
+        tmp_path, make_subprocess_env(tmp_path), "text", files["train"], files["validation"]
+    )
+    _assert_refused(
+        done,
+        tmp_path,
+        f"data.data_files.{bad}: line 7 of {files[bad]} has no tab: 'no tab h\u00e9re'; a "
+        "text file holds one `source<TAB>target` example per line",
+    )
+
+
 def test_well_formed_csv_rows_are_read_as_pandas_reads_them(
     compose_config: Compose,
     tmp_path: Path,
@@ -436,3 +462,34 @@ def test_extra_fields_on_the_first_row_are_refused_not_taken_as_an_index(
         r"but its header \(line 1\) has 2: \['src', 'tgt'\]",
     ):
         train(cfg, tmp_path / "run")
+
+
+def test_a_vocab_size_the_train_split_cannot_fill_is_one_warning_in_each_run(
+    tmp_path: Path,
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    """`seq2seq-train` with a bpe vocabulary larger than 200 short examples give: the
+    smaller size was in an INFO line only. Now one warning names tokenizer.vocab_size, the
+    size asked and the size used, in the run that trains the tokenizer and in a later one
+    that takes it from the cache."""
+    env = make_subprocess_env(tmp_path)
+    asked = ("tokenizer=bpe", "tokenizer.vocab_size=3000", "trainer.max_steps=2")
+    said = []
+    for run in ("trains", "reuses"):
+        command = [*train_command(tmp_path, *asked), f"hydra.run.dir={tmp_path / run}"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        about_size = [line for line in done.stdout.splitlines() if "tokenizer.vocab_size" in line]
+        assert len(about_size) == 1, done.stdout
+        said.append(about_size[0].split("] - ", 1)[1])
+        assert "[WARNING] - " in about_size[0]
+    used = re.fullmatch(
+        r"tokenizer\.vocab_size=3000 is more than the train split gives: its texts \(source "
+        r"and target\) make only (\d+) bpe pieces \(specials included\), so the tokenizer "
+        r"and the model have \1; set tokenizer\.vocab_size=\1 or less to ask for that size",
+        said[0],
+    )
+    assert used is not None, said[0]
+    assert said[1] == said[0]
+    assert 4 < int(used.group(1)) < 3000

@@ -171,6 +171,40 @@ def check_csv_rows(files: Mapping[str, list[Path]]) -> None:
         csv.field_size_limit(limit)
 
 
+def too_few_tabs(line: str, *, fields: Sequence[str]) -> str | None:
+    """What is wrong with a text line that does not hold `fields` separated by tabs, or
+    None; a blank line is an empty example (cleaning drops and counts it)."""
+    tabs = line.count("\t")
+    if tabs >= len(fields) - 1 or not line.strip():
+        return None
+    found = "no tab" if tabs == 0 else f"only {tabs} tab{'s' if tabs > 1 else ''}"
+    return (
+        f"has {found}: {line[:80]!r}; a text file holds one `{'<TAB>'.join(fields)}` "
+        "example per line"
+    )
+
+
+def check_tab_lines(files: Mapping[str, list[Path]], *, fields: Sequence[str]) -> None:
+    """Fails on the first line of `files` (by data_files key) with too few tabs, naming its
+    key, file and line. Lines are read as the text builder reads them (UTF-8, universal
+    newlines: `\\n`, `\\r\\n` or a lone `\\r` ends one), before it reads them, so the
+    refusal comes ahead of any progress bar."""
+    for key, paths in files.items():
+        for file in paths:
+            if file.suffix in _NOT_TEXT_SUFFIXES:
+                continue  # compressed: the tab split below names the split instead
+            try:
+                with file.open(encoding="utf-8") as stream:
+                    for number, line in enumerate(stream, start=1):
+                        problem = too_few_tabs(line.removesuffix("\n"), fields=fields)
+                        if problem is not None:
+                            raise ValueError(
+                                f"data.data_files.{key}: line {number} of {file} {problem}"
+                            )
+            except UnicodeDecodeError as error:
+                raise file_not_utf8("text", {key: [file]}, error) from error
+
+
 def _first_undecodable(file: Path) -> int | None:
     """The offset of the first byte of `file` that is not UTF-8, or None; reads by chunks."""
     decoder = codecs.getincrementaldecoder("utf-8")()

@@ -8,8 +8,8 @@ columns the config names (`data.source`, `data.text` ...).
 Line format of the `text` builder: its one column, `text`, holds whole lines. When the
 configured columns are absent and `text` is there, each line holds the fields in the
 task's order, separated by tabs (`source<TAB>target`; the last field may contain more
-tabs); a line with too few tabs is an error. With one field, a line is the field. An
-empty line gives an empty example, which cleaning drops and counts.
+tabs); a line with too few tabs is an error naming its file and line. With one field, a
+line is the field. An empty line gives an empty example, which cleaning drops and counts.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from seq2seq.data.file_checks import (
     bad_json_line,
     check_csv_rows,
     check_files,
+    check_tab_lines,
     check_utf8,
     decode_error,
     file_not_utf8,
@@ -36,6 +37,7 @@ from seq2seq.data.file_checks import (
     is_text,
     local_base,
     not_found,
+    too_few_tabs,
     unreadable,
 )
 
@@ -99,26 +101,25 @@ def _load(
     return loaded
 
 
-def _split_tabs(ds: datasets.Dataset, *, role: str, fields: Sequence[str]) -> datasets.Dataset:
-    """Turns the `text` column's lines into `fields`, split on the first tabs."""
-    layout = "<TAB>".join(fields)
+def _split_tabs(
+    ds: datasets.Dataset, *, role: str, split: str, fields: Sequence[str]
+) -> datasets.Dataset:
+    """Turns the `text` column's lines into `fields`, split on the first tabs. Local text
+    files were checked by `check_tab_lines`; a line of others is named by its split."""
 
-    def split(lines: list[str], indices: list[int]) -> dict[str, list[str]]:
+    def split_lines(lines: list[str], indices: list[int]) -> dict[str, list[str]]:
         columns: list[list[str]] = [[] for _ in fields]
         for line, index in zip(lines, indices, strict=True):
+            problem = too_few_tabs(line, fields=fields)
+            if problem is not None:
+                raise ValueError(f"line {index + 1} of split {split!r} ({role}) {problem}")
             parts = [""] * len(fields) if not line.strip() else line.split("\t", len(fields) - 1)
-            if len(parts) < len(fields):
-                tabs = "no tab" if len(parts) == 1 else f"only {len(parts) - 1} tabs"
-                raise ValueError(
-                    f"line {index + 1} of the {role} split has {tabs}: {line[:80]!r}; "
-                    f"the text format is one `{layout}` example per line"
-                )
             for column, part in zip(columns, parts, strict=True):
                 column.append(part)
         return dict(zip(fields, columns, strict=True))
 
     return ds.map(
-        split,
+        split_lines,
         batched=True,
         with_indices=True,
         input_columns=[TEXT_COLUMN],
@@ -140,15 +141,20 @@ def _as_string(ds: datasets.Dataset, column: str, *, field: str) -> datasets.Dat
     return ds.cast_column(column, datasets.Value("string"))
 
 
+def _splits_on_tabs(columns: Mapping[str, str]) -> bool:
+    """Whether a split whose one column is `text` is read as lines of tab-separated
+    fields: none of the configured columns is `text` itself."""
+    return TEXT_COLUMN not in columns.values()
+
+
 def _our_columns(
     ds: datasets.Dataset, *, role: str, split: str, columns: Mapping[str, str]
 ) -> datasets.Dataset:
     """`ds` with exactly our fields (the keys of `columns`) as string columns, taken from
     the dataset columns they name (`data.<field>`)."""
     available = ds.column_names
-    missing = [column for column in columns.values() if column not in available]
-    if len(missing) == len(set(columns.values())) and available == [TEXT_COLUMN]:
-        return _split_tabs(ds, role=role, fields=list(columns))
+    if available == [TEXT_COLUMN] and _splits_on_tabs(columns):
+        return _split_tabs(ds, role=role, split=split, fields=list(columns))
     for field, column in columns.items():
         if column not in available:
             raise ValueError(
@@ -229,6 +235,11 @@ def load_splits(
     local = check_files(base, files, header=path == "csv") if base is not None else {}
     if path == "csv":
         check_csv_rows(local)
+    if path == "text" and _splits_on_tabs(columns):
+        check_tab_lines(
+            {split: local[split] for split in splits.values() if split in local},
+            fields=list(columns),
+        )
     try:
         loaded = _load(
             path, name, files or None, _builder_kwargs(path, columns=list(columns.values()))
