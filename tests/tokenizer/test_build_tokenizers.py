@@ -106,3 +106,59 @@ def test_tokenizing_needs_text_columns(tmp_path: Path) -> None:
     train = datasets.Dataset.from_dict({"src": ["a"], "tgt": ["b"]})
     with pytest.raises(ValueError, match=r"no \['source', 'target'\] column"):
         build_tokenizers(train, shared=True, cache_dir=tmp_path, **SETTINGS)  # type: ignore[arg-type]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_a_vocab_size_the_data_cannot_fill_is_one_warning_with_both_sizes(
+    model_type: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The smaller vocabulary was told only in the INFO line of the training; now a warning
+    names the setting, the size asked and the size used, when the tokenizer is trained and
+    again when a later run takes it from the cache (each run's log says what it used)."""
+    train = _addition()["train"]
+    settings = {**SETTINGS, "model_type": model_type, "vocab_size": 1000}
+    for _ in ("trained", "cached"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            src, tgt = build_tokenizers(train, shared=False, cache_dir=tmp_path, **settings)  # type: ignore[arg-type]
+        assert 4 < src.vocab_size < 1000 and 4 < tgt.vocab_size < 1000
+        assert _warnings(caplog) == [
+            f"tokenizer.vocab_size=1000 is more than the train split gives: its texts ({side}) "
+            f"make only {tok.vocab_size} {model_type} pieces (specials included), so the "
+            f"tokenizer and the model have {tok.vocab_size}; set tokenizer.vocab_size="
+            f"{tok.vocab_size} or less to ask for that size"
+            for side, tok in (("source", src), ("target", tgt))
+        ]
+
+
+def test_a_shared_vocabulary_names_both_sides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        tok, _ = build_tokenizers(
+            _addition()["train"],
+            shared=True,
+            cache_dir=tmp_path,
+            **{**SETTINGS, "model_type": "bpe", "vocab_size": 1000},  # type: ignore[arg-type]
+        )
+    assert len(_warnings(caplog)) == 1
+    assert f"its texts (source and target) make only {tok.vocab_size} bpe pieces" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("model_type", "vocab_size"), [("char", 1000), ("word", 1000), ("bpe", 40), ("unigram", 40)]
+)
+def test_a_ceiling_on_characters_or_words_or_a_filled_size_is_no_warning(
+    model_type: str, vocab_size: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`char` and `word` have one piece per character or word of the text: their size is a
+    ceiling (the shipped experiments set one well above it), not a size asked for."""
+    settings = {**SETTINGS, "model_type": model_type, "vocab_size": vocab_size}
+    with caplog.at_level(logging.INFO):
+        tok, _ = build_tokenizers(_addition()["train"], shared=True, cache_dir=tmp_path, **settings)  # type: ignore[arg-type]
+    assert tok.vocab_size <= vocab_size
+    assert _warnings(caplog) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import cast
@@ -17,6 +18,12 @@ from seq2seq.tokenizer.sentencepiece import ModelType
 
 BYTE = "byte"
 """The untrained byte tokenizer's model type; the others are SentencePiece's."""
+
+# The SentencePiece models whose vocab_size is the size asked for; `char` and `word` have
+# one piece per character or word of the text, so theirs is a ceiling.
+_SIZED_MODELS = ("unigram", "bpe")
+
+log = logging.getLogger(__name__)
 
 # Part of the tokenized splits' fingerprints: bump it when tokenization changes.
 _TOKENIZE_VERSION = 1
@@ -55,7 +62,8 @@ def build_tokenizer(
     """A tokenizer of `model_type` for the texts of `train`'s `columns`: the byte
     tokenizer, or a SentencePiece model trained on them, cached under a key made of
     `train`'s fingerprint, the columns and the settings (the same data and settings reuse
-    the model of an earlier run)."""
+    the model of an earlier run). A unigram or bpe model that the texts cannot fill to
+    `vocab_size` is smaller, with a warning."""
     _require_columns(train, columns, split="train")
     if model_type == BYTE:
         return ByteTokenizer()
@@ -74,6 +82,19 @@ def build_tokenizer(
         vocab_size=vocab_size,
         character_coverage=character_coverage,
     )
+    # Said whether trained now or taken from the cache: each run's log tells its size.
+    if str(model_type) in _SIZED_MODELS and tokenizer.vocab_size < vocab_size:
+        log.warning(
+            "tokenizer.vocab_size=%d is more than the train split gives: its texts (%s) make "
+            "only %d %s pieces (specials included), so the tokenizer and the model have %d; set "
+            "tokenizer.vocab_size=%d or less to ask for that size",
+            vocab_size,
+            " and ".join(columns),
+            tokenizer.vocab_size,
+            str(model_type),
+            tokenizer.vocab_size,
+            tokenizer.vocab_size,
+        )
     return tokenizer
 
 
