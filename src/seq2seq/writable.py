@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 
-def _why_not(directory: Path) -> str:
-    """Why `directory`, which exists, cannot be written in."""
+def why_not_writable(directory: Path) -> str:
+    """Why `directory`, which exists and which `os.access` says cannot be written in, cannot:
+    its file system is mounted read-only (which bars root too), or permission is denied."""
     try:
         read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
     except OSError:
@@ -29,5 +30,5 @@ def directory_problem(path: Path) -> str | None:
     if os.access(existing, os.W_OK | os.X_OK):
         return None
     if existing == path:
-        return f"cannot write in it ({_why_not(existing)})"
-    return f"cannot make it in {existing} ({_why_not(existing)})"
+        return f"cannot write in it ({why_not_writable(existing)})"
+    return f"cannot make it in {existing} ({why_not_writable(existing)})"

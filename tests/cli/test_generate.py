@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -333,6 +335,109 @@ def test_a_write_error_names_its_option(
         OSError, match=rf"^nbest_output='{nbest}': cannot write it \(.*No space left"
     ):
         run_generate(f"input={sources_file}", f"output={tmp_path / 'h'}", f"nbest_output={nbest}")
+
+
+def _corrupt_checkpoint(tmp_path: Path) -> Path:
+    """A checkpoint that fails to load: only a refusal made before loading it is seen."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 cut short")
+    return corrupt
+
+
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [(os.ST_RDONLY, "read-only file system"), (0, "permission denied")],
+    ids=["read-only", "permission"],
+)
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [
+        ("hyps.txt", "cannot write in the directory UNWRITABLE"),
+        ("earlier.txt", "cannot write in the directory UNWRITABLE"),
+        ("new/deeper/hyps.txt", "cannot make the directory UNWRITABLE/new/deeper in UNWRITABLE"),
+    ],
+    ids=["new-file", "existing-file", "new-directory"],
+)
+def test_an_unwritable_output_says_why(
+    sources_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: int,
+    reason: str,
+    output: str,
+    problem: str,
+) -> None:
+    """A read-only file system was reported as `permission denied`. Root writes past
+    permission bits and mounting needs privileges, so the file system's answers about the
+    one directory are simulated (the next test mounts one where it can)."""
+    unwritable = tmp_path / "unwritable"
+    unwritable.mkdir()
+    (unwritable / "earlier.txt").write_text("earlier output\n", encoding="utf-8")
+    access, statvfs = os.access, os.statvfs
+
+    def fake_access(path: object, mode: int, **kwargs: object) -> bool:
+        return Path(str(path)) != unwritable and access(path, mode, **kwargs)  # type: ignore[arg-type]
+
+    def fake_statvfs(path: object) -> object:
+        if Path(str(path)) == unwritable:
+            return SimpleNamespace(f_flag=flags)
+        return statvfs(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "access", fake_access)
+    monkeypatch.setattr(os, "statvfs", fake_statvfs)
+    destination = unwritable / output
+    expected = f"output='{destination}': {problem} ({reason}); choose another file"
+    with pytest.raises(
+        ValueError, match=f"^{re.escape(expected.replace('UNWRITABLE', str(unwritable)))}$"
+    ):
+        generate_from_config(
+            compose_generate(
+                f"checkpoint={_corrupt_checkpoint(tmp_path)}",
+                f"input={sources_file}",
+                f"output={destination}",
+            )
+        )
+
+
+def test_an_output_on_a_read_only_file_system_from_the_command_line(
+    sources_file: Path, tmp_path: Path
+) -> None:
+    """`seq2seq-generate` with its output on a read-only tmpfs, mounted in a private mount
+    namespace (`unshare`, as root or in a user namespace) that ends with the command: one
+    line that says read-only file system, exit status 2."""
+    mount_point = tmp_path / "read-only"
+    mount_point.mkdir()
+    output = mount_point / "hyps.txt"
+    generate = [
+        sys.executable,
+        "-m",
+        "seq2seq.cli.generate",
+        f"checkpoint={_corrupt_checkpoint(tmp_path)}",
+        f"input={sources_file}",
+        f"output={output}",
+    ]
+    mounted = f"mount -t tmpfs -o ro,size=64k tmpfs {shlex.quote(str(mount_point))}"
+    script = f"{mounted} || exit 99; exec {shlex.join(generate)}"
+    for unshare in (["unshare", "-m"], ["unshare", "-rm"]):
+        try:
+            done = subprocess.run(
+                [*unshare, "sh", "-c", script],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                timeout=120,
+            )
+        except FileNotFoundError:
+            pytest.skip("no unshare command")
+        if done.returncode != 99 and "unshare:" not in done.stderr:
+            break
+    else:
+        pytest.skip(f"cannot mount a file system here: {done.stderr.strip()}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"seq2seq-generate: error: output='{output}': cannot write in the directory "
+        f"{mount_point} (read-only file system); choose another file"
+    ]
 
 
 def fifo_reader(path: Path) -> Callable[[], str]:

@@ -13,6 +13,7 @@ from typing import Any
 from seq2seq.atomic import replaced_atomically, write_text_atomic
 from seq2seq.config.generate import STDIO, GenerateConfig
 from seq2seq.utf8 import decode_utf8
+from seq2seq.writable import why_not_writable
 
 OUTPUT_OPTIONS = ("output", "nbest_output", "references_output")
 
@@ -65,19 +66,23 @@ def in_job_dir(cfg: GenerateConfig, job_dir: Path) -> GenerateConfig:
 
 def unwritable(path: Path) -> str | None:
     """Why `path` cannot be written, or None. A device or FIFO is written in place, so it
-    must be writable; anything else is replaced through a temporary file beside it (or
-    its symlink's target), so its directory must be writable, or creatable in the nearest
-    directory that exists."""
+    must be writable (a read-only mount does not bar writing one); anything else is
+    replaced through a temporary file beside it (or its symlink's target), so its
+    directory must be writable, or creatable in the nearest directory that exists."""
     if not replaced_atomically(path):
         return None if os.access(path, os.W_OK) else "permission denied"
     directory = Path(os.path.realpath(path)).parent
-    while not directory.exists():
-        directory = directory.parent
-    if not directory.is_dir():
-        return f"{directory} is not a directory"
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return f"cannot write in the directory {directory} (permission denied)"
-    return None
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    why = why_not_writable(existing)
+    if existing == directory:
+        return f"cannot write in the directory {directory} ({why})"
+    return f"cannot make the directory {directory} in {existing} ({why})"
 
 
 def check_destinations(cfg: GenerateConfig, checkpoint: Path) -> None:
