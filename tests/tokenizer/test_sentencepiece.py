@@ -129,3 +129,37 @@ def test_a_foreign_model_with_other_special_ids_is_refused(tmp_path: Path) -> No
     )
     with pytest.raises(ValueError, match=r"special ids"):
         Tokenizer.load(tmp_path / "foreign.model")
+
+
+def test_a_word_vocabulary_below_the_distinct_words_warns_with_what_becomes_unk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cap keeps the most frequent words and reads the rest as unk: taken, and said."""
+    texts = ["common common common rare1", "common rare2 rare3"] * 2
+    with caplog.at_level("WARNING", logger="seq2seq.tokenizer"):
+        tokenizer = train_tokenizer(
+            texts, model_type="word", vocab_size=6, output_dir=tmp_path, prefix="w"
+        )
+    kept = [
+        word
+        for word in ("common", "rare1", "rare2", "rare3")
+        if UNK_ID not in tokenizer.encode(word)
+    ]
+    lost = 4 - len(kept)
+    assert lost > 0  # the premise: 4 specials leave room for 2 of the 4 words
+    [record] = caplog.records
+    assert record.getMessage().startswith(
+        f"tokenizer.vocab_size=6 keeps {len(kept)} of the 4 distinct words of the training "
+        f"text; the other {lost} ("
+    )
+    assert f"raise tokenizer.vocab_size to at least {6 + lost} to keep them all" in (
+        record.getMessage()
+    )
+
+
+def test_a_word_vocabulary_that_holds_every_word_is_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="seq2seq.tokenizer"):
+        _train(tmp_path, "word")
+    assert not caplog.records

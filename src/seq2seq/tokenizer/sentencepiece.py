@@ -7,8 +7,10 @@ runs of whitespace collapsed), so `decode(encode(x))` is the normalized `x`.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -25,6 +27,8 @@ from seq2seq.tokenizer.base import (
     Tokenizer,
     content_ids,
 )
+
+log = logging.getLogger("seq2seq.tokenizer")
 
 __all__ = [
     "BOS_ID",
@@ -129,13 +133,18 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 class _Sentences:
-    """Iterates non-blank texts once, counting them and, if asked, collecting characters."""
+    """Iterates non-blank texts once, counting them and, if asked, collecting characters
+    or counting words."""
 
-    def __init__(self, texts: Iterable[str], *, collect_characters: bool) -> None:
+    def __init__(
+        self, texts: Iterable[str], *, collect_characters: bool, count_words: bool = False
+    ) -> None:
         self._texts = texts
         self._collect = collect_characters
+        self._count_words = count_words
         self.count = 0
         self.characters: set[str] = set()
+        self.words: Counter[str] = Counter()
 
     def __iter__(self) -> Iterator[str]:
         for text in self._texts:
@@ -143,6 +152,8 @@ class _Sentences:
                 self.count += 1
                 if self._collect:
                     self.characters.update(text)
+                if self._count_words:
+                    self.words.update(text.split())
                 yield text
 
 
@@ -171,6 +182,29 @@ def _check_char_coverage(
         )
 
 
+def _warn_word_coverage(
+    tokenizer: SentencePieceTokenizer, words: Counter[str], *, vocab_size: int
+) -> None:
+    """A word model keeps the `vocab_size` most frequent words and reads the others as
+    unk: a clear reading of the cap, said once with what it costs."""
+    unknown = {word: n for word, n in words.items() if UNK_ID in tokenizer.encode(word)}
+    if not unknown:
+        return
+    share = 100 * sum(unknown.values()) / sum(words.values())
+    log.warning(
+        "tokenizer.vocab_size=%d keeps %d of the %d distinct words of the training text; the "
+        "other %d (%.1f%% of its words, e.g. %s) are read as unk: raise tokenizer.vocab_size "
+        "to at least %d to keep them all",
+        vocab_size,
+        len(words) - len(unknown),
+        len(words),
+        len(unknown),
+        share,
+        sorted(unknown, key=lambda word: -unknown[word])[:5],
+        vocab_size + len(unknown),
+    )
+
+
 def train_tokenizer(
     texts: Iterable[str],
     *,
@@ -196,7 +230,7 @@ def train_tokenizer(
     if not 0.0 < character_coverage <= 1.0:
         raise ValueError(f"tokenizer.character_coverage={character_coverage} must be in (0, 1]")
     check_chars = model_type == "char" and character_coverage == 1.0
-    sentences = _Sentences(texts, collect_characters=check_chars)
+    sentences = _Sentences(texts, collect_characters=check_chars, count_words=model_type == "word")
     model = io.BytesIO()
     spm.set_random_generator_seed(_SAMPLING_SEED)
     try:
@@ -226,5 +260,7 @@ def train_tokenizer(
     tokenizer = SentencePieceTokenizer(model.getvalue())
     if check_chars:
         _check_char_coverage(tokenizer, sentences.characters, vocab_size=vocab_size)
+    if model_type == "word":
+        _warn_word_coverage(tokenizer, sentences.words, vocab_size=vocab_size)
     tokenizer.save(output_dir, prefix)
     return tokenizer
