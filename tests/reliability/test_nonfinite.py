@@ -142,6 +142,12 @@ def test_skip_stops_beyond_max_skipped_steps(
     with caplog.at_level(logging.INFO):
         run_training(cfg, run)
     _stopped_on_the_fault(run, caplog, r"1 steps skipped, more than trainer\.max_skipped_steps=0")
+    # Skip is in effect already: the advice is the limit or the learning rate, with their values.
+    error = next(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    advice = error.split("trainer.resume=auto", 1)[1]
+    assert "raise trainer.max_skipped_steps from 0" in advice, error
+    assert f"lower optim.lr from {cfg.optim.lr:g}" in advice, error
+    assert "trainer.nonfinite=skip" not in advice, error
 
 
 def test_the_command_line_reports_a_fault_in_one_line_and_exits_1(

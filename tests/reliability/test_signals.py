@@ -22,6 +22,7 @@ import pytest
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
+from seq2seq.atomic import TEMPORARY_NAME
 from seq2seq.jobs.train import run_training, train
 from seq2seq.tasks.seq2seq_evaluation import Seq2SeqEvaluator as Evaluator
 from seq2seq.training.evaluator import EvaluationResult
@@ -154,6 +155,114 @@ def test_resume_auto_finishes_the_run(name: str, signalled_runs: dict[str, Signa
     # Every step logged once across both launches' event files (log_every=1).
     steps = [s for s, _ in _train_losses(result.run)]
     assert sorted(steps) == list(range(1, MAX_STEPS + 1)), steps
+
+
+# `python -c PAUSED_RUN <where> <overrides>`: the training command, with a minute's pause
+# (announced by a `PAUSED` line) where the second signal is to land: inside a checkpoint
+# write (after torch.save filled the temporary file, before the rename) or before the final
+# test decoding. Unpaused, a tiny run finishes its graceful stop before a second signal can
+# arrive.
+PAUSED_RUN = """
+import runpy, sys, time
+import torch
+from seq2seq.jobs.train import AssembledRun
+
+def pause_after(original):
+    def paused(*args, **kwargs):
+        result = original(*args, **kwargs)
+        print("PAUSED", flush=True)
+        time.sleep(60)
+        return result
+    return paused
+
+def pause_before(original):
+    def paused(*args, **kwargs):
+        print("PAUSED", flush=True)
+        time.sleep(60)
+        return original(*args, **kwargs)
+    return paused
+
+if sys.argv.pop(1) == "checkpoint":
+    torch.save = pause_after(torch.save)
+else:
+    AssembledRun._test = pause_before(AssembledRun._test)
+runpy.run_module("seq2seq.cli.train", run_name="__main__", alter_sys=True)
+"""
+AT_ONCE = re.compile(r"seq2seq-train: interrupted again: stopped at once\b.*")
+
+
+def _interrupt_twice(
+    command: list[str], *, cwd: Path, env: dict[str, str], first: str, second: str
+) -> Launch:
+    """Run `command`; send SIGINT once a line matches `first`, and again once a later line
+    matches `second` (after the run's handler took the first: two signals that arrive
+    before it runs merge into one)."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    lines: list[str] = []
+    triggers = [re.compile(first), re.compile(second)]
+    timer = threading.Timer(TIMEOUT, process.kill)
+    timer.start()
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if triggers and triggers[0].search(line):
+                triggers.pop(0)
+                process.send_signal(signal.SIGINT)
+        returncode = process.wait()
+    finally:
+        timer.cancel()
+    return Launch(returncode, "".join(lines), None)
+
+
+@pytest.mark.parametrize(
+    ("where", "first", "second", "limits"),
+    [
+        # The checkpoint the first Ctrl-C asks for is paused, the second lands in its write.
+        ("checkpoint", STEP_LINE.pattern, "^PAUSED", ("max_steps=100000", "eval_every=1000")),
+        # Training has ended: the first Ctrl-C lands before or in the paused test decoding.
+        ("test", "training stopped: max_steps", "SIGINT received", ("max_steps=4", "eval_every=4")),
+    ],
+    ids=["during-the-checkpoint", "during-the-test-decoding"],
+)
+def test_a_second_ctrl_c_ends_the_run_at_once_in_one_line(
+    where: str,
+    first: str,
+    second: str,
+    limits: tuple[str, str],
+    tmp_path: Path,
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    """The first Ctrl-C asks for a checkpoint; a second one, while that checkpoint is
+    written or while the test split is decoded, ends the process there: exit status 130,
+    one line naming the last complete checkpoint, no traceback, no partial checkpoint."""
+    run = train_command(tmp_path, *(f"trainer.{limit}" for limit in limits))
+    command = [run[0], "-c", PAUSED_RUN, where, *run[run.index("seq2seq.cli.train") + 1 :]]
+    env = make_subprocess_env(tmp_path)
+    launch = _interrupt_twice(command, cwd=tmp_path, env=env, first=first, second=second)
+    assert launch.returncode == 128 + signal.SIGINT, launch.output[-3000:]
+    assert "Traceback" not in launch.output, launch.output[-3000:]
+    lines = AT_ONCE.findall(launch.output)
+    assert len(lines) == 1, launch.output[-3000:]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    if where == "checkpoint":  # the one being written is its temporary file alone
+        written = sorted(path.name for path in checkpoints.iterdir())
+        assert len(written) == 1 and TEMPORARY_NAME.match(written[0]), written
+        assert "there is no checkpoint yet" in lines[0]
+    else:
+        assert f"the last checkpoint is {checkpoints / 'step_00000004.pt'}" in lines[0]
+        assert "trainer.resume=auto" in lines[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run" / ".lock").exists()  # removed, though nothing unwound
 
 
 def test_a_signal_ends_a_whole_sweep(

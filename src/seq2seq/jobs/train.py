@@ -152,7 +152,7 @@ class AssembledRun:
         try:
             # The handlers stay installed over the final outputs: a signal during the test
             # decoding waits for metrics.json instead of losing it.
-            with graceful_stop() as stop:
+            with graceful_stop(last_checkpoint=self.checkpoints.latest) as stop:
                 reason = trainer.fit(stop)
                 log.info("training stopped: %s at step %d", reason, trainer.state.step)
                 if logger is not None:

@@ -8,7 +8,11 @@ from typing import Any
 
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
+from torch.utils.tensorboard.summary import hparams, scalar
+from torch.utils.tensorboard.writer import FileWriter
+
+HPARAMS_SUFFIX = ".hparams"
+"""The end of the name of the event file that holds a run dir's HParams row."""
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -51,14 +55,28 @@ class RunLogger:
         self.writer.add_image(tag, image, step, dataformats="HWC")
 
     def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
-        """One HParams row: every scalar config value against the final metrics, written
-        into this run's own event file so a sweep's runs line up in the HParams tab."""
+        """The run dir's one HParams row: every scalar config value against the final
+        metrics, in this run's TensorBoard directory so a sweep's runs line up in the
+        HParams tab.
+
+        TensorBoard keeps the first row it reads for a directory (its settings and metric
+        columns), so the row has an event file of its own, which a resumed run's row
+        replaces: the run dir shows the settings of the launch that ended last (a raised
+        `trainer.max_steps`) and its figures (the test's, after a stop before the test)."""
         finite = {f"hparam/{k}": v for k, v in metrics.items() if math.isfinite(v)}
-        experiment, session_start, session_end = hparams(flatten(config), finite)
-        file_writer = self.writer._get_file_writer()
-        for summary in (experiment, session_start, session_end):
-            file_writer.add_summary(summary)
-        self.scalars(finite, step=0)
+        directory = Path(self.writer.log_dir)
+        earlier = sorted(directory.glob(f"*tfevents*{HPARAMS_SUFFIX}"))
+        row = FileWriter(directory, filename_suffix=HPARAMS_SUFFIX)
+        try:
+            for summary in hparams(flatten(config), finite):
+                row.add_summary(summary)
+            for tag, value in finite.items():
+                row.add_summary(scalar(tag, value))
+        finally:
+            row.close()
+        # Removed once the new row is written: a crash in between leaves an old row, not none.
+        for path in earlier:
+            path.unlink(missing_ok=True)
 
     def close(self) -> None:
         self.writer.flush()

@@ -187,3 +187,12 @@ def run_dir_lock(run_dir: Path, *, setting: str = "hydra.run.dir") -> Iterator[N
         if made:  # a run refused before it wrote anything leaves no dir
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
+
+
+def remove_held_locks() -> None:
+    """For a process about to end without unwinding (`os._exit` on a second Ctrl-C): remove
+    the lock files it holds, so the next run finds no stale one (the kernel drops the
+    flock itself)."""
+    for path in list(_held):
+        with contextlib.suppress(OSError):
+            path.unlink()

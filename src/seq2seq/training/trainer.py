@@ -337,7 +337,14 @@ class Trainer:
         line says what happened and how to go on."""
         self.fault = error
         self.optimizer.zero_grad(set_to_none=True)
-        advice = "lower optim.lr, or use trainer.nonfinite=skip"
+        if self.cfg.nonfinite == NonFinite.stop:
+            advice = "lower optim.lr, or use trainer.nonfinite=skip"
+        else:  # skip is in effect and skipped more steps than it may
+            lr = self.optimizer.param_groups[0]["initial_lr"]  # optim.lr as configured now
+            advice = (
+                f"raise trainer.max_skipped_steps from {self.cfg.max_skipped_steps}, "
+                f"or lower optim.lr from {lr:g}"
+            )
         if self.state.step > 0:
             where = f"checkpoint {self.save()} of step {self.state.step}"
             advice = f"continue with trainer.resume=auto and the same hydra.run.dir, and {advice}"
