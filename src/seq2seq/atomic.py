@@ -82,7 +82,8 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.close(directory)
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process `pid` of this host runs (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -101,7 +102,7 @@ def remove_orphan_temporaries(directory: Path) -> list[Path]:
     removed = []
     for path in sorted(directory.iterdir()):
         match = TEMPORARY_NAME.match(path.name)
-        if match and path.is_file() and not _running(int(match.group(1))):
+        if match and path.is_file() and not process_running(int(match.group(1))):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             removed.append(path)

@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,12 @@ class Launch:
     """The last step the log showed when the signal went out (None: no signal sent)."""
 
 
-def _launch(command: list[str], *, cwd: Path, env: dict[str, str], send: str | None) -> Launch:
-    """Run `command`; with `send`, deliver that signal once the log shows a training step."""
+def _launch(
+    command: list[str], *, cwd: Path, env: dict[str, str], send: Sequence[tuple[str, str]] = ()
+) -> Launch:
+    """Run `command`; `send`: (pattern, signal name) pairs, each signal delivered once a log
+    line matches its pattern, in order (a later one only after the run's handler took the
+    one before: two signals that arrive before it runs merge into one)."""
     process = subprocess.Popen(
         command,
         cwd=cwd,
@@ -57,6 +61,7 @@ def _launch(command: list[str], *, cwd: Path, env: dict[str, str], send: str | N
         bufsize=1,
     )
     lines: list[str] = []
+    triggers = [(re.compile(pattern), getattr(signal, name)) for pattern, name in send]
     signalled_after: int | None = None
     timer = threading.Timer(TIMEOUT, process.kill)
     timer.start()
@@ -64,10 +69,11 @@ def _launch(command: list[str], *, cwd: Path, env: dict[str, str], send: str | N
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line)
-            match = STEP_LINE.search(line)
-            if send is not None and signalled_after is None and match:
-                signalled_after = int(match.group(1))
-                process.send_signal(getattr(signal, send))
+            if triggers and triggers[0][0].search(line):
+                if len(triggers) == len(send):  # the first signal
+                    match = STEP_LINE.search(line)
+                    signalled_after = int(match.group(1)) if match else None
+                process.send_signal(triggers.pop(0)[1])
         returncode = process.wait()
     finally:
         timer.cancel()
@@ -96,13 +102,13 @@ def signalled_runs(
     def interrupt_then_resume(name: str) -> SignalledRun:
         tmp, run = tmps[name], tmps[name] / "run"
         env = make_subprocess_env(tmp)
-        stopped = _launch(train_command(tmp, *overrides), cwd=tmp, env=env, send=name)
+        stopped = _launch(
+            train_command(tmp, *overrides), cwd=tmp, env=env, send=[(STEP_LINE.pattern, name)]
+        )
         metrics_file = run / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
-        resumed = _launch(
-            train_command(tmp, *overrides, "trainer.resume=auto"), cwd=tmp, env=env, send=None
-        )
+        resumed = _launch(train_command(tmp, *overrides, "trainer.resume=auto"), cwd=tmp, env=env)
         return SignalledRun(run, stopped, metrics, checkpoints, resumed)
 
     with ThreadPoolExecutor(max_workers=len(SIGNALS)) as pool:
@@ -191,38 +197,6 @@ runpy.run_module("seq2seq.cli.train", run_name="__main__", alter_sys=True)
 AT_ONCE = re.compile(r"seq2seq-train: interrupted again: stopped at once\b.*")
 
 
-def _interrupt_twice(
-    command: list[str], *, cwd: Path, env: dict[str, str], first: str, second: str
-) -> Launch:
-    """Run `command`; send SIGINT once a line matches `first`, and again once a later line
-    matches `second` (after the run's handler took the first: two signals that arrive
-    before it runs merge into one)."""
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-    )
-    lines: list[str] = []
-    triggers = [re.compile(first), re.compile(second)]
-    timer = threading.Timer(TIMEOUT, process.kill)
-    timer.start()
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if triggers and triggers[0].search(line):
-                triggers.pop(0)
-                process.send_signal(signal.SIGINT)
-        returncode = process.wait()
-    finally:
-        timer.cancel()
-    return Launch(returncode, "".join(lines), None)
-
-
 @pytest.mark.parametrize(
     ("where", "first", "second", "limits"),
     [
@@ -248,7 +222,7 @@ def test_a_second_ctrl_c_ends_the_run_at_once_in_one_line(
     run = train_command(tmp_path, *(f"trainer.{limit}" for limit in limits))
     command = [run[0], "-c", PAUSED_RUN, where, *run[run.index("seq2seq.cli.train") + 1 :]]
     env = make_subprocess_env(tmp_path)
-    launch = _interrupt_twice(command, cwd=tmp_path, env=env, first=first, second=second)
+    launch = _launch(command, cwd=tmp_path, env=env, send=[(first, "SIGINT"), (second, "SIGINT")])
     assert launch.returncode == 128 + signal.SIGINT, launch.output[-3000:]
     assert "Traceback" not in launch.output, launch.output[-3000:]
     lines = AT_ONCE.findall(launch.output)
@@ -282,7 +256,12 @@ def test_a_signal_ends_a_whole_sweep(
         f"hydra.sweep.dir={sweep}",
         "norm=layernorm,rezero",
     ]
-    launch = _launch(command, cwd=tmp_path, env=make_subprocess_env(tmp_path), send="SIGTERM")
+    launch = _launch(
+        command,
+        cwd=tmp_path,
+        env=make_subprocess_env(tmp_path),
+        send=[(STEP_LINE.pattern, "SIGTERM")],
+    )
     assert launch.returncode == 128 + signal.SIGTERM, launch.output[-3000:]
     metrics = json.loads((sweep / "0" / "metrics.json").read_text())
     assert metrics["stopped"] == "SIGTERM" and metrics["step"] < MAX_STEPS

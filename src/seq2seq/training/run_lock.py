@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from seq2seq.atomic import process_running
 from seq2seq.writable import directory_problem
 
 log = logging.getLogger("seq2seq.train")
@@ -67,16 +68,6 @@ def _read_file(path: Path) -> dict[str, Any]:
         return _read(fd)
     finally:
         os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _holder(record: dict[str, Any]) -> str:
@@ -126,7 +117,7 @@ def _take_over(run_dir: Path, fd: int, setting: str) -> None:
             setting,
             advice=f" (if it no longer runs, remove {run_dir / LOCK_NAME})",
         )
-    if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+    if isinstance(pid, int) and pid != os.getpid() and process_running(pid):
         raise _busy(run_dir, record, setting)
     log.warning(
         "took over the lock of %s in %s: that process no longer runs (it was killed)",
