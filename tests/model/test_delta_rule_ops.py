@@ -15,7 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.model.attention.delta_rule_ops import delta_rule_attention, delta_rule_step
+from seq2seq.model.attention.delta_rule_ops import (
+    delta_rule_attention,
+    delta_rule_step,
+    segment_decays,
+    state_scan,
+)
 
 Inputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]
 
@@ -103,14 +108,49 @@ def test_chunked_matches_reference(chunk_size: int, length: int, gated: bool) ->
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])
-def test_gradcheck(gated: bool) -> None:
-    inputs = make_inputs(5, gated=gated, batch=1, heads=2, dk=3, dv=2)
+@pytest.mark.parametrize(("length", "chunk_size"), [(5, 2), (7, 3), (7, 1), (8, 4)])
+def test_gradcheck(gated: bool, length: int, chunk_size: int) -> None:
+    """The hand-written backward passes (the scan over chunks, the in-chunk decays) against
+    finite differences, with lengths that do and do not fill the last chunk."""
+    inputs = make_inputs(length, gated=gated, batch=1, heads=2, dk=3, dv=2)
     tensors = leaves(inputs)
 
     def chunked(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, *gate: Tensor) -> Tensor:
-        return delta_rule_attention(q, k, v, beta, gate[0] if gate else None, chunk_size=2)
+        return delta_rule_attention(q, k, v, beta, gate[0] if gate else None, chunk_size=chunk_size)
 
     assert torch.autograd.gradcheck(chunked, tensors)
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 5])
+def test_state_scan_matches_a_plain_loop(chunks: int) -> None:
+    """`S_0 = 0`, `S_{i+1} = M_i S_i + R_i`: values from a loop written plainly, gradients
+    against finite differences."""
+    generator = torch.Generator().manual_seed(3)
+    transition = torch.randn(2, 3, chunks, 4, 4, generator=generator, dtype=torch.float64)
+    update = torch.randn(2, 3, chunks, 4, 2, generator=generator, dtype=torch.float64)
+
+    states = state_scan(transition, update)
+
+    expected = [torch.zeros(2, 3, 4, 2, dtype=torch.float64)]
+    for i in range(chunks - 1):
+        expected.append(transition[:, :, i] @ expected[-1] + update[:, :, i])
+    torch.testing.assert_close(states, torch.stack(expected, dim=2), rtol=1e-12, atol=1e-12)
+    leaves_ = [transition[:1, :1].clone().requires_grad_(), update[:1, :1].clone().requires_grad_()]
+    assert torch.autograd.gradcheck(state_scan, leaves_)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_segment_decays_match_differences_of_cumulative_sums(chunk: int) -> None:
+    """`exp(G_r - G_i)` on and below the diagonal, 0 above; gradients against finite
+    differences."""
+    generator = torch.Generator().manual_seed(4)
+    log_decay = -F.softplus(torch.randn(2, 3, 2, chunk, generator=generator, dtype=torch.float64))
+    cumulative = log_decay.cumsum(-1)
+    below = torch.ones(chunk, chunk, dtype=torch.bool).tril()
+    expected = (cumulative[..., :, None] - cumulative[..., None, :]).exp() * below
+
+    torch.testing.assert_close(segment_decays(log_decay), expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(segment_decays, [log_decay.requires_grad_()])
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])

@@ -155,6 +155,43 @@ def test_the_short_convolution_steps_as_it_convolves() -> None:
     torch.testing.assert_close(full[:, 6], expected)
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 9])
+def test_the_short_convolution_has_conv1d_gradients(length: int) -> None:
+    """The hand-written backward against autograd of a plain `Conv1d` over the transposed
+    layout, in float64, with a padding mask, lengths shorter and longer than the kernel;
+    then against finite differences."""
+    torch.manual_seed(0)
+    conv = ShortConvolution(5, 4).double()
+    x = torch.randn(2, length, 5, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(2, length, dtype=torch.bool)
+    mask[1, length // 2] = False
+    cotangent = torch.randn(2, length, 5, dtype=torch.float64)
+    params = [x, conv.conv.weight, conv.conv.bias]
+
+    out = conv(x, mask)
+    grads = torch.autograd.grad(out, params, cotangent)
+    padded = F.pad((x * mask[..., None]).transpose(1, 2), (3, 0))
+    expected = F.silu(F.conv1d(padded, conv.conv.weight, conv.conv.bias, groups=5)).transpose(1, 2)
+    expected_grads = torch.autograd.grad(expected, params, cotangent)
+
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    for name, grad, expected_grad in zip(
+        ["x", "weight", "bias"], grads, expected_grads, strict=True
+    ):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12, msg=name)
+    assert torch.autograd.gradcheck(lambda x, w, b: conv(x, mask), params)
+
+
+def test_the_short_convolution_under_autocast_convolves_in_bf16() -> None:
+    """As `Conv1d` does under autocast: a bfloat16 result, close to the float32 one."""
+    conv = ShortConvolution(6, 4)
+    x = torch.randn(2, 7, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), conv(x), rtol=2e-2, atol=2e-2)
+
+
 def test_the_output_gate_multiplies_the_heads_by_silu_of_the_input() -> None:
     torch.manual_seed(0)
     attention = _kind("gated_linear", "fixed")

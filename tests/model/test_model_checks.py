@@ -20,6 +20,7 @@ from seq2seq.model.attention import (
     ReluFeatureMap,
     SoftmaxAttention,
 )
+from seq2seq.model.attention.gated import GatedAttention
 from seq2seq.model.checks import check_model
 from seq2seq.model.norms import PostNormResidual, PreNormResidual, Residual
 from support.attention_cases import BIDIRECTIONAL, CAUSAL
@@ -213,6 +214,9 @@ def test_good_configuration_builds_what_it_names(
         found += 1
         if isinstance(kernel, SoftmaxAttention):
             assert kernel.dropout == cfg.attention_dropout, name
+            continue
+        if isinstance(kernel, GatedAttention):
+            assert kernel.chunk_size == (linear.chunk_size or 32), name
             continue
         feature_map = kernel.feature_map
         assert isinstance(feature_map, feature_maps[linear.feature_map or "favor"]), name

@@ -113,8 +113,9 @@ class LinearAttentionConfig:
     redraw_interval: int | None = None
     """Optimizer steps between FAVOR+ redraws (default 1000; 0 never redraws)."""
     chunk_size: int | None = None
-    """Chunk length C of the parallel causal-linear algorithm of the `torch` backend (default
-    64); the `triton` kernels use tiles of their own."""
+    """Chunk length C of the chunked parallel algorithms: `causal_linear`'s `torch` backend
+    (default 64; the `triton` kernels use tiles of their own) and the gated kinds (default
+    32)."""
     backend: LinearBackend | None = None
     """What runs the linear kinds' forward and backward passes: `auto` (default: `triton` for
     CUDA tensors where triton is installed, `torch` everywhere else), `torch` (the chunked

@@ -33,7 +33,6 @@ ModelKind = Literal["encoder_decoder", "encoder_classifier", "decoder_lm"]
 """The three models built from the same layers; a task picks one."""
 DEFAULT_FEATURE_MAP = FeatureMap.favor
 DEFAULT_REDRAW_INTERVAL = 1000
-DEFAULT_CHUNK_SIZE = 64
 DEFAULT_CONV_SIZE = 4
 DEFAULT_WINDOW = 256
 
@@ -45,7 +44,8 @@ class LinearSettings:
     feature_map: FeatureMap
     nb_features: int
     redraw_interval: int
-    chunk_size: int
+    chunk_size: int | None
+    """None: each kind's own default (`Attention.default_chunk_size`)."""
     backend: LinearBackend
     gate: str
     conv_size: int
@@ -102,7 +102,7 @@ def linear_settings(cfg: ModelConfig) -> LinearSettings:
         feature_map=given(linear.feature_map, DEFAULT_FEATURE_MAP),
         nb_features=given(linear.nb_features, nb_features),
         redraw_interval=given(linear.redraw_interval, DEFAULT_REDRAW_INTERVAL),
-        chunk_size=given(linear.chunk_size, DEFAULT_CHUNK_SIZE),
+        chunk_size=linear.chunk_size,
         backend=given(linear.backend, LinearBackend.auto),
         gate=given(linear.gate, "data"),
         conv_size=given(linear.conv_size, DEFAULT_CONV_SIZE),

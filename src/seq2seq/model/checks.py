@@ -175,7 +175,7 @@ def _check_linear(cfg: ModelConfig, kind: ModelKind, built: dict[str, str]) -> N
         )
     for name, value, least in (
         ("nb_features", settings.nb_features, 1),
-        ("chunk_size", settings.chunk_size, 1),
+        ("chunk_size", 1 if settings.chunk_size is None else settings.chunk_size, 1),
         ("redraw_interval", settings.redraw_interval, 0),
         ("conv_size", settings.conv_size, 0),
     ):

@@ -44,8 +44,8 @@ class AttentionSettings:
     """Dropout on attention probabilities (softmax)."""
     feature_map: Callable[[], FeatureMap] | None = None
     """Builds this attention's feature map (the linear kinds); called once per attention."""
-    chunk_size: int = 64
-    """Chunk length of the parallel causal-linear algorithm (the torch backend)."""
+    chunk_size: int | None = None
+    """Chunk length of the chunked parallel algorithms; None: the kind's own default."""
     backend: str = "auto"
     """What runs the linear kinds: `auto`, `torch` or `triton` (see backends.py)."""
     heads: int = 1

@@ -31,6 +31,9 @@ from seq2seq.model.attention.feature_maps import FeatureMap
 from seq2seq.model.attention.rotary import Rotary
 from seq2seq.model.attention.torch_backend import divided, masked_features, normalized, with_ones
 
+DEFAULT_CHUNK_SIZE = 64
+"""The torch backend's chunk length unless `model.linear.chunk_size` is set."""
+
 
 class CausalLinearAttention(Attention):
     supports_causal = True
@@ -50,7 +53,8 @@ class CausalLinearAttention(Attention):
     @classmethod
     def from_settings(cls, settings: AttentionSettings) -> CausalLinearAttention:
         assert settings.feature_map is not None and settings.causal
-        return cls(settings.feature_map(), chunk_size=settings.chunk_size, backend=settings.backend)
+        chunk_size = settings.chunk_size or DEFAULT_CHUNK_SIZE
+        return cls(settings.feature_map(), chunk_size=chunk_size, backend=settings.backend)
 
     def forward(
         self,

@@ -19,16 +19,24 @@ a unit lower triangular system `(I + A) u = beta v - beta e^G K S_0` with
 `A = tril(diag(beta) (K K^T * e^{G_r - G_i}), -1)`. Its solution is `u = U - W S_0` for
 `U = T diag(beta) V` and `W = T diag(beta e^G) K`, `T = (I + A)^{-1}` (the WY / UT form):
 U and W depend on the chunk alone, so they come from one batched triangular solve for all
-chunks at once. The state's dependence on the previous chunk is a matrix, not a scalar, so
-the chunks are then scanned in a Python loop of a few matmuls each:
+chunks at once. The state's dependence on the previous chunk is a matrix, not a scalar:
 
     u = U - W S,    out = (Q * e^G) S + tril(Q K^T * e^{G_r - G_i}) u,
-    S <- e^{G_C} S + (K * e^{G_C - G})^T u.
+    S <- e^{G_C} S + (K * e^{G_C - G})^T u = M S + R,
+
+with `M = e^{G_C} I - (K * e^{G_C - G})^T W` and `R = (K * e^{G_C - G})^T U` again of the
+chunk alone. So only `S <- M S + R` is scanned, one small matmul per chunk in a loop
+(`state_scan`, whose backward is the reverse scan, written by hand); then u and the outputs
+of every chunk come from batched products with the states entering them. Autograd of a
+loop that indexed the chunks' tensors spent most of a training step materialising a
+zero-filled gradient of the whole tensor per index (quadratic in the chunk count).
 
 Decoding runs the recurrence one token at a time in constant time and memory.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,47 +95,124 @@ def delta_rule_attention(
         vc = F.pad(v.to(dtype), (0, 0, 0, pad)).reshape(batch, heads, n, c, dv)
         bc = F.pad(beta.to(dtype), (0, pad)).reshape(batch, heads, n, c, 1)
 
-        causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
-        kk = kc @ kc.transpose(-1, -2)  # (B, H, N, C, C)
-        qk = qc @ kc.transpose(-1, -2)  # (B, H, N, C, C)
         k_beta = bc * kc  # (B, H, N, C, Dk)
+        # A = diag(beta) K K^T (times the decays), used only below its diagonal: the
+        # unit-triangular solve reads nothing else, and its gradient is zero elsewhere.
+        a = k_beta @ kc.transpose(-1, -2)  # (B, H, N, C, C)
+        qk = qc @ kc.transpose(-1, -2)  # (B, H, N, C, C)
         if log_decay is None:
             q_scaled, k_to_end, chunk_decay = qc, kc, None
+            qk = qk.tril()
         else:
             g = F.pad(log_decay.to(dtype), (0, pad)).reshape(batch, heads, n, c)
             cum = g.cumsum(-1)  # (B, H, N, C): G_r, in-chunk, never positive
-            # G_r - G_i summed directly as sum_{i < s <= r} g_s rather than subtracted: after a
-            # strong decay both cumulative sums are large (-30 x 32 = -960) and their float32
-            # difference loses ~1e-4 of a ratio near 1. Above the diagonal, -inf: exp only of
-            # sums <= 0, never of the large positive numbers strong decay would give there.
-            segment = g[..., :, None].expand(*g.shape, c).tril(-1).cumsum(-2)
-            ratio = segment.masked_fill(~causal, -torch.inf).exp()  # (B, H, N, C, C)
-            kk = kk * ratio
+            ratio = segment_decays(g)  # (B, H, N, C, C): e^{G_r - G_i}, 0 above the diagonal
+            a = a * ratio
             qk = qk * ratio
             q_scaled = qc * cum[..., None].exp()
             k_beta = k_beta * cum[..., None].exp()
             k_to_end = kc * ratio[..., -1, :, None]  # e^{G_C - G_i}
             chunk_decay = cum[..., -1, None, None].exp()  # (B, H, N, 1, 1)
-        eye = torch.eye(c, dtype=dtype, device=q.device)
-        a = (bc * kk).tril(-1)
         # One solve gives W = T diag(beta e^G) K and U = T diag(beta) V together; solving is
         # also more accurate than forming T and multiplying.
         wu = torch.linalg.solve_triangular(
-            eye + a, torch.cat([k_beta, bc * vc], dim=-1), upper=False, unitriangular=True
+            a, torch.cat([k_beta, bc * vc], dim=-1), upper=False, unitriangular=True
         )
         w, u = wu.split([dk, dv], dim=-1)  # (B, H, N, C, Dk), (B, H, N, C, Dv)
-        qk = qk.masked_fill(~causal, 0.0)
 
-        state = q.new_zeros(batch, heads, dk, dv, dtype=dtype)
-        outs = []
-        for i in range(n):
-            new = u[:, :, i] - w[:, :, i] @ state  # (B, H, C, Dv)
-            outs.append(q_scaled[:, :, i] @ state + qk[:, :, i] @ new)
-            if chunk_decay is not None:
-                state = chunk_decay[:, :, i] * state
-            state = state + k_to_end[:, :, i].transpose(-1, -2) @ new
-        out = torch.stack(outs, dim=2).reshape(batch, heads, n * c, dv)
-        return out[:, :, :length].to(v.dtype)
+        # S_next = e^{G_C} S + K_end^T (U - W S) = M S + R: every chunk's M and R at once,
+        # then only the (Dk x Dk) by (Dk x Dv) products of the scan are sequential.
+        k_to_end_t = k_to_end.transpose(-1, -2)
+        transition = -(k_to_end_t @ w)  # (B, H, N, Dk, Dk)
+        diagonal = transition.diagonal(dim1=-2, dim2=-1)
+        diagonal += 1.0 if chunk_decay is None else chunk_decay[..., 0]
+        states = state_scan(transition, k_to_end_t @ u)  # (B, H, N, Dk, Dv): entering each
+        out = q_scaled @ states + qk @ (u - w @ states)
+        return out.reshape(batch, heads, n * c, dv)[:, :, :length].to(v.dtype)
+
+
+def segment_decays(log_decay: Tensor) -> Tensor:
+    """`exp(G_r - G_i)` for `i <= r` and 0 above the diagonal, per chunk, for the in-chunk
+    cumulative sums `G` of the log decays.
+
+    Shapes: `log_decay: (B, H, N, C)`; returns `(B, H, N, C, C)`.
+    """
+    out: Tensor = _SegmentDecays.apply(log_decay)
+    return out
+
+
+class _SegmentDecays(torch.autograd.Function):
+    """`segment_decays`, with a backward of two reductions of the C x C gradient instead of
+    autograd's reversed cumulative sum, mask and expand of it."""
+
+    @staticmethod
+    def forward(ctx: Any, g: Tensor) -> Tensor:
+        c = g.shape[-1]
+        # G_r - G_i summed directly as sum_{i < s <= r} g_s rather than subtracted: after a
+        # strong decay both cumulative sums are large (-30 x 32 = -960) and their float32
+        # difference loses ~1e-4 of a ratio near 1. Above the diagonal, -inf: exp only of
+        # sums <= 0, never of the large positive numbers strong decay would give there.
+        segment = g[..., :, None].expand(*g.shape, c).tril(-1).cumsum(-2)
+        above = torch.ones(c, c, dtype=torch.bool, device=g.device).triu(1)
+        ratio = segment.masked_fill_(above, -torch.inf).exp_()
+        ctx.save_for_backward(ratio)
+        return ratio
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (ratio,) = ctx.saved_tensors
+        # ratio[r, i] depends on g_s for i < s <= r with derivative ratio[r, i], so with
+        # P = grad * ratio (0 above the diagonal), dg_s = sum_{i < s <= r} P[r, i]: the
+        # columns i < s summed over every row, less the block i, r < s (rows r < s summed;
+        # the diagonal terms cancel between the two).
+        weighted = grad * ratio
+        net = weighted.sum(-2) - weighted.sum(-1)  # (B, H, N, C): column sums - row sums
+        return net.cumsum(-1) - net
+
+
+def state_scan(transition: Tensor, update: Tensor) -> Tensor:
+    """The states entering each chunk of `S_0 = 0`, `S_{i+1} = M_i S_i + R_i`.
+
+    Shapes: `transition` M `(B, H, N, Dk, Dk)`, `update` R `(B, H, N, Dk, Dv)`; returns
+    `(B, H, N, Dk, Dv)`, `S_0 .. S_{N-1}`.
+    """
+    out: Tensor = _StateScan.apply(transition, update)
+    return out
+
+
+class _StateScan(torch.autograd.Function):
+    """The scan of `state_scan`, with its backward the reverse scan
+    `L_i = dS_i + M_i^T L_{i+1}` (the gradient reaching `S_i`), `dM_i = L_{i+1} S_i^T`,
+    `dR_i = L_{i+1}`: a few small matmuls per chunk instead of autograd's graph of them.
+    Chunk-major inside, so each step reads and writes contiguous `(B, H, D, D)` blocks."""
+
+    @staticmethod
+    def forward(ctx: Any, transition: Tensor, update: Tensor) -> Tensor:
+        transition = transition.movedim(2, 0).contiguous()  # (N, B, H, Dk, Dk)
+        update = update.movedim(2, 0)
+        states = torch.empty_like(update, memory_format=torch.contiguous_format)
+        states[0] = 0.0
+        for i in range(len(states) - 1):
+            torch.matmul(transition[i], states[i], out=states[i + 1])
+            states[i + 1] += update[i]
+        ctx.save_for_backward(transition, states)
+        return states.movedim(0, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
+        transition, states = ctx.saved_tensors
+        grad = grad.movedim(2, 0)
+        count = len(states)
+        # reaching[i] = L_{i+1}, the gradient reaching S_{i+1}; L_N = 0 (S_N is no output).
+        reaching = torch.empty_like(states)
+        reaching[count - 1] = 0.0
+        if count > 1:
+            reaching[count - 2] = grad[count - 1]
+        for i in range(count - 2, 0, -1):
+            torch.matmul(transition[i].transpose(-1, -2), reaching[i], out=reaching[i - 1])
+            reaching[i - 1] += grad[i]
+        grad_transition = reaching @ states.transpose(-1, -2)
+        return grad_transition.movedim(0, 2), reaching.movedim(0, 2)
 
 
 def delta_rule_step(

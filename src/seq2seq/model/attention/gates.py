@@ -75,9 +75,8 @@ class HeadNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """`x: (B, H, L, Dh)` -> the same shape and dtype."""
-        work = x.float()
-        normed = work * torch.rsqrt(work.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).to(x.dtype)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        return normed.to(x.dtype)
 
 
 def masked_inputs(
