@@ -1,9 +1,12 @@
 """A trained run rebuilt from one checkpoint: its config, its task and its model, for
-seq2seq-generate, seq2seq-evaluate --checkpoint and seq2seq-average. The checkpoint alone is enough: it holds the
-resolved config and the task's state (its tokenizers)."""
+seq2seq-generate, seq2seq-evaluate --checkpoint, seq2seq-average, seq2seq-export and
+`seq2seq.load_pretrained`. The checkpoint alone is enough: it holds the resolved config and
+the task's state (its tokenizers). An export dir of seq2seq-export is read as the
+checkpoint it was written from (`seq2seq.jobs.export_files`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,9 @@ from omegaconf.errors import OmegaConfBaseException
 from seq2seq.config.keys import with_renamed_keys
 from seq2seq.config.schema import TrainConfig
 from seq2seq.config.training import Precision
+from seq2seq.jobs.export_files import MANIFEST_NAME, WEIGHTS_NAME, read_export
 from seq2seq.model import PerformerModel
-from seq2seq.tasks import Task, task_class
+from seq2seq.tasks import DecodingOptions, Task, task_class
 from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
 from seq2seq.training.precision import PRECISIONS
 
@@ -30,22 +34,53 @@ class TrainedRun:
     config: TrainConfig
     task: Task
 
+    def predict(self, lines: Sequence[str]) -> list[str]:
+        """What seq2seq-generate writes for each of `lines` (a hypothesis, a label or a
+        continuation), decoded with the run's own generation settings on the model's
+        device, in the run's precision."""
+        device = next(self.model.parameters()).device
+        options = DecodingOptions(
+            device=device,
+            autocast_dtype=PRECISIONS[run_precision(self.config, device)],
+            max_tokens=self.config.data.max_tokens,
+        )
+        predictions = self.task.predict(
+            self.model,
+            lines=lines,
+            split=None,
+            generation=self.config.generation,
+            options=options,
+        )
+        return predictions.lines
+
+
+def run_precision(config: TrainConfig, device: torch.device) -> Precision:
+    """The run's `trainer.precision`, or fp32 for an fp16 run off CUDA (fp16 needs it)."""
+    precision = config.trainer.precision
+    if precision == Precision.fp16 and device.type != "cuda":
+        return Precision.fp32
+    return precision
+
 
 def checkpoint_file(value: str) -> Path:
-    """`checkpoint=` as a file: a `.pt` path, or a run dir's `checkpoints/best.pt`."""
+    """`checkpoint=` as a file: a `.pt` path, a run dir's `checkpoints/best.pt`, or an
+    export dir's `model.safetensors` (which `load_run` reads with the files beside it)."""
     path = Path(value)
     if path.is_dir():
+        if (path / MANIFEST_NAME).is_file():  # an export dir of seq2seq-export
+            return path / WEIGHTS_NAME
         for candidate in (path / "checkpoints" / BEST_NAME, path / BEST_NAME):
             if candidate.is_file():
                 return candidate
         raise FileNotFoundError(
-            f"checkpoint={value!r} is a directory without checkpoints/{BEST_NAME}; pass a run "
-            "dir of seq2seq-train or a checkpoint .pt file"
+            f"checkpoint={value!r} is a directory without checkpoints/{BEST_NAME} or "
+            f"{MANIFEST_NAME}; pass a run dir of seq2seq-train, an export dir of "
+            "seq2seq-export or a checkpoint .pt file"
         )
     if not path.exists():
         raise FileNotFoundError(
-            f"checkpoint={value!r} does not exist; pass a run dir of seq2seq-train or a "
-            "checkpoint .pt file"
+            f"checkpoint={value!r} does not exist; pass a run dir of seq2seq-train, an export "
+            "dir of seq2seq-export or a checkpoint .pt file"
         )
     return path
 
@@ -63,13 +98,19 @@ def saved_config(checkpoint: dict[str, Any], path: Path) -> TrainConfig:
         ) from error
 
 
+def inference_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint decodes and scores with, without wrapper prefixes: what
+    `rebuild_run` loads, and so what seq2seq-export writes."""
+    return strip_prefixes(checkpoint["model"])
+
+
 def rebuild_run(checkpoint: dict[str, Any], path: Path) -> TrainedRun:
     """The run of a loaded checkpoint, its model on the CPU; `path` names it in errors."""
     config = saved_config(checkpoint, path)
     task = task_class(config.task).restore(config, checkpoint, path)
     model = task.build_model()
     try:
-        model.load_state_dict(strip_prefixes(checkpoint["model"]))
+        model.load_state_dict(inference_weights(checkpoint))
     except RuntimeError as error:  # missing, unexpected or misshapen weights
         raise ValueError(
             f"checkpoint {path}: its weights do not fit the model its config builds ({error})"
@@ -79,10 +120,20 @@ def rebuild_run(checkpoint: dict[str, Any], path: Path) -> TrainedRun:
 
 
 def load_run(path: Path, device: torch.device) -> TrainedRun:
-    """Rebuild the run of one checkpoint file, its model on `device`."""
-    run = rebuild_run(load_checkpoint(path), path)
+    """Rebuild the run of one checkpoint file (or of an export dir's weights file, with the
+    files beside it), its model on `device`."""
+    checkpoint = read_export(path) if path.suffix == ".safetensors" else load_checkpoint(path)
+    run = rebuild_run(checkpoint, path)
     run.model.to(device)
     return run
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
+    """The trained run of an export dir of seq2seq-export (or of a run dir or a checkpoint
+    `.pt`, as seq2seq-generate's `checkpoint=` takes): its model on `device`, in eval mode,
+    with its training config and its task (tokenizers, labels). No Hydra, no working-dir
+    files: `run.predict(lines)` decodes as seq2seq-generate does."""
+    return load_run(checkpoint_file(str(path)), torch.device(device))
 
 
 def evaluate_run(path: Path, split: str, device: torch.device) -> dict[str, float]:
@@ -95,10 +146,10 @@ def evaluate_run(path: Path, split: str, device: torch.device) -> dict[str, floa
         raise ValueError(
             f"--split {split}: the run's data has no {split} split (it has {sorted(data.splits)})"
         )
-    precision = run.config.trainer.precision
-    if precision == Precision.fp16 and device.type != "cuda":
-        precision = Precision.fp32
     evaluator = run.task.evaluator(
-        split, run.model, device=device, autocast_dtype=PRECISIONS[precision]
+        split,
+        run.model,
+        device=device,
+        autocast_dtype=PRECISIONS[run_precision(run.config, device)],
     )
     return evaluator.evaluate(step=0).figures

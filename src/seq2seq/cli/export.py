@@ -1,0 +1,64 @@
+"""``seq2seq-export``: a trained run as a self-contained dir to load or publish.
+
+Example::
+
+    seq2seq-export outputs/2024-05-01/12-00-00 exports/reverse     # the run's best.pt
+    seq2seq-export outputs/g2p/checkpoints/average_last4.pt exports/g2p
+    seq2seq-generate checkpoint=exports/reverse input=sources.txt
+    python -c 'import seq2seq; print(seq2seq.load_pretrained("exports/reverse").predict(["abc"]))'
+    huggingface-cli upload <user>/reverse exports/reverse
+
+The dir holds ``model.safetensors``, ``config.yaml``, the tokenizers, ``export.json`` and a
+model card ``README.md`` with Hugging Face Hub front matter. An existing ``OUT_DIR`` must be
+empty, or an earlier export with nothing else in it, which is replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from seq2seq.jobs.export import export
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-export",
+        description=(
+            "Export a trained run (its best.pt) or a checkpoint as safetensors weights, config, "
+            "tokenizers and a model card, loadable without the run dir."
+        ),
+    )
+    parser.add_argument(
+        "source",
+        type=Path,
+        metavar="RUN_DIR_OR_CHECKPOINT",
+        help="a run dir of seq2seq-train (its checkpoints/best.pt) or a checkpoint .pt file",
+    )
+    parser.add_argument(
+        "out_dir",
+        type=Path,
+        metavar="OUT_DIR",
+        help="the export dir: new, empty, or an earlier export (replaced)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``seq2seq-export``; returns the exit status (errors exit with 2)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        path = export(args.source, args.out_dir)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
