@@ -20,6 +20,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.training.checkpoint import load_checkpoint
+from seq2seq.training.logger import HPARAMS_SUFFIX
 
 RECORDER = Path(__file__).with_name("record_first_gradients.py")
 
@@ -150,5 +151,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path, task
         torch.testing.assert_close(two["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     metrics = json.loads((ddp / "metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["stopped"] == "max_steps"
-    # Rank 0 alone wrote the run's outputs: one event file, one set of checkpoints.
-    assert len(list((ddp / "tensorboard").glob("events.*"))) == 1
+    # Rank 0 alone wrote the run's outputs: one event file (and its HParams row), one set
+    # of checkpoints.
+    events = [path.name for path in (ddp / "tensorboard").glob("events.*")]
+    assert sorted(name.endswith(HPARAMS_SUFFIX) for name in events) == [False, True], events
