@@ -68,6 +68,13 @@ def test_the_average_of_the_last_checkpoints_is_the_mean_of_their_weights(run_di
     torch.testing.assert_close(weights[name], mean, rtol=0, atol=1e-7)
     assert not torch.equal(weights[name], inputs[-1]["model"][name])
 
+    # Every parameter, both names of a tied one among them (the output layer tied to the
+    # embedding: loading keeps whichever comes last), is the mean.
+    for key, value in weights.items():
+        if not key.endswith("projection") and value.is_floating_point():
+            mean = sum(checkpoint["model"][key] for checkpoint in inputs) / 3
+            torch.testing.assert_close(value, mean, rtol=0, atol=1e-7, msg=key)
+
     projections = [key for key in weights if key.endswith("projection")]
     assert projections, "the causal_linear decoder should hold FAVOR+ projections"
     for key in projections:

@@ -211,6 +211,40 @@ INCOMPATIBLE = [
         r"^schedule\.min_lr_ratio=0\.5 is read only by the schedules that decay to it, \['cosine', 'linear'\], but schedule\.name='inverse_sqrt'",
         id="min-lr-ratio-without-decay",
     ),
+    pytest.param(
+        ("trainer.ema_decay=1.0",),
+        r"^trainer\.ema_decay=1\.0 must be in \(0, 1\), e\.g\. 0\.999, or null for no EMA of "
+        r"the weights$",
+        id="ema-decay-one",
+    ),
+    pytest.param(
+        ("trainer.ema_decay=0",),
+        r"^trainer\.ema_decay=0(\.0)? must be in \(0, 1\)",
+        id="ema-decay-zero",
+    ),
+    pytest.param(
+        ("trainer.ema_decay=nan",),
+        r"^trainer\.ema_decay=nan must be in \(0, 1\)",
+        id="ema-decay-nan",
+    ),
+    pytest.param(
+        ("trainer.ema_decay=0.999", "trainer.ema_start=-1"),
+        r"^trainer\.ema_start=-1 must be >= 0$",
+        id="negative-ema-start",
+    ),
+    pytest.param(
+        ("trainer.ema_start=100",),
+        r"^trainer\.ema_start=100 is read only with an EMA of the weights, but "
+        r"trainer\.ema_decay=None; set trainer\.ema_decay \(e\.g\. 0\.999\) or remove "
+        r"trainer\.ema_start$",
+        id="ema-start-without-ema",
+    ),
+    pytest.param(
+        ("trainer.ema_eval=false",),
+        r"^trainer\.ema_eval=False is read only with an EMA of the weights, but "
+        r"trainer\.ema_decay=None",
+        id="ema-eval-without-ema",
+    ),
 ]
 
 # `+` opens the node before it appends, so composition lets these through.

@@ -91,6 +91,7 @@ def check_trainer(cfg: TrainerConfig) -> None:
         "trainer.patience": (cfg.patience, 0),
         "trainer.num_samples": (cfg.num_samples, 0),
         "trainer.max_skipped_steps": (cfg.max_skipped_steps, 0),
+        "trainer.ema_start": (cfg.ema_start, 0),
     }
     for name, (value, minimum) in checks.items():
         if value < minimum:
@@ -110,6 +111,26 @@ def check_trainer(cfg: TrainerConfig) -> None:
     if not (math.isfinite(cfg.clip_norm) and cfg.clip_norm >= 0):
         raise ValueError(f"trainer.clip_norm={cfg.clip_norm} must be >= 0 and finite (0 disables)")
     check_device_name(cfg.device, field="trainer.device")
+    check_ema(cfg)
+
+
+def check_ema(cfg: TrainerConfig) -> None:
+    if cfg.ema_decay is not None:
+        if not 0.0 < cfg.ema_decay < 1.0:  # NaN fails too
+            raise ValueError(
+                f"trainer.ema_decay={cfg.ema_decay} must be in (0, 1), e.g. 0.999, or null for "
+                "no EMA of the weights"
+            )
+        return
+    default = TrainerConfig()
+    for name in ("ema_start", "ema_eval"):
+        value = getattr(cfg, name)
+        if value != getattr(default, name):
+            raise ValueError(
+                f"trainer.{name}={value} is read only with an EMA of the weights, but "
+                f"trainer.ema_decay=None; set trainer.ema_decay (e.g. 0.999) or remove "
+                f"trainer.{name}"
+            )
 
 
 def check_precision(

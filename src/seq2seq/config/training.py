@@ -124,6 +124,20 @@ class TrainerConfig:
     resume: str | None = None
     """`auto`/`true`: continue from the latest checkpoint in the run dir; or a checkpoint
     path, or another run dir (its latest step checkpoint); null starts fresh."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average (EMA) of the weights, as fairseq's and timm's: after
+    each optimizer step taken, `ema = ema_decay * ema + (1 - ema_decay) * weights`, in
+    float32 on the training device (buffers such as FAVOR+ projections are the model's, not
+    averaged). In (0, 1), e.g. 0.999 (about the last 1000 steps); null: no EMA. Checkpoints
+    hold it as `ema` beside the raw weights (`model`, which training resumes from). A resume
+    may change the value, not switch the EMA on or off."""
+    ema_start: int = 0
+    """With ema_decay: the EMA copies the weights at steps 1 to N instead of averaging them
+    (fairseq's ema_start_update), so the early weights do not linger in it."""
+    ema_eval: bool = True
+    """With ema_decay: validation (so best.pt and early stopping), the test figures,
+    seq2seq-generate and seq2seq-average use the EMA weights; false keeps and saves the EMA
+    but evaluates the raw weights. A resume may not change it."""
     nonfinite: NonFinite = NonFinite.skip
     """On a non-finite loss or gradient: `skip` the step, or `stop` the run."""
     max_skipped_steps: int = 100

@@ -26,10 +26,12 @@ from seq2seq.training.checkpoint import (
     AVERAGED_KEY,
     BEST_NAME,
     CHECKPOINT_PATTERN,
+    EMA_KEY,
     atomic_save,
     checkpoint_paths,
+    evaluates_with_ema,
     load_checkpoint,
-    strip_prefixes,
+    weights_for_inference,
 )
 from seq2seq.training.config_diff import check_same_model
 from seq2seq.training.run_lock import run_dir_lock
@@ -100,7 +102,7 @@ class RunningAverage:
         }
 
 
-NOT_TASK_STATE = ("model", "config", "optimizer", "scheduler", "scaler", "rng", "trainer")
+NOT_TASK_STATE = ("model", EMA_KEY, "config", "optimizer", "scheduler", "scaler", "rng", "trainer")
 """Checkpoint entries that are not the task's state (tokenizers, labels ...)."""
 
 
@@ -150,8 +152,11 @@ def average_checkpoint_files(
 ) -> dict[str, Any]:
     """One checkpoint whose parameters are the mean of those of `paths`, read one at a time.
 
-    The config, tokenizers and buffers are the newest checkpoint's (the highest step). Every
-    checkpoint must come from the same model config; an averaged one is refused."""
+    The weights averaged are those each checkpoint decodes with (`weights_for_inference`):
+    the EMA's where its run evaluated with them (`trainer.ema_eval`), so averaging and EMA
+    compose; the result holds the mean as its `model`. The config, tokenizers and buffers
+    are the newest checkpoint's (the highest step). Every checkpoint must come from the same
+    model config, all with evaluated EMA weights or none; an averaged one is refused."""
     average: RunningAverage | None = None
     first_config = ""
     newest: dict[str, Any] = {}
@@ -165,6 +170,7 @@ def average_checkpoint_files(
             average = RunningAverage(parameter_names(checkpoint, path))
             first_config = checkpoint["config"]
             first_state = task_state(checkpoint)
+            first_ema = evaluates_with_ema(checkpoint)
         else:
             check_same_model(
                 checkpoint["config"],
@@ -173,7 +179,13 @@ def average_checkpoint_files(
                 advice=f"only checkpoints of one model can be averaged (compared with {paths[0]})",
             )
             _check_same_task_state(task_state(checkpoint), first_state, path, paths[0])
-        weights = strip_prefixes(checkpoint["model"])
+            if evaluates_with_ema(checkpoint) != first_ema:
+                with_ema, without = (path, paths[0]) if not first_ema else (paths[0], path)
+                raise ValueError(
+                    f"{with_ema} decodes with its EMA weights (trainer.ema_eval) but {without} "
+                    "with its trained weights; only checkpoints of one run can be averaged"
+                )
+        weights = weights_for_inference(checkpoint)
         average.add(weights, str(path))
         step = checkpoint_step(checkpoint)
         twin = next((name for seen, name in entries if seen == step >= 0), None)
@@ -271,7 +283,10 @@ def parameter_names(checkpoint: dict[str, Any], path: Path) -> set[str]:
 
     Rebuilding the model also loads the checkpoint's weights strictly; every other input
     must match their names and shapes, so the average loads wherever this one does."""
-    return {name for name, _ in rebuild_run(checkpoint, path).model.named_parameters()}
+    model = rebuild_run(checkpoint, path).model
+    # Every name of a tied weight (the output layer tied to the embedding) is a parameter:
+    # named once only, the other would be copied from the newest checkpoint, unaveraged.
+    return {name for name, _ in model.named_parameters(remove_duplicate=False)}
 
 
 def _run_dir(destination: Path) -> Path | None:

@@ -12,6 +12,7 @@ import logging
 import math
 import signal
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,6 +32,7 @@ from seq2seq.training.checkpoint import (
     CheckpointManager,
     load_checkpoint,
     strip_prefixes,
+    weights_for_inference,
 )
 from seq2seq.training.devices import cpu_threads, resolve_device
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
@@ -226,25 +228,31 @@ class AssembledRun:
         log.error("%s", fault)
 
     def _test(self) -> Any:
-        """The test split evaluated by best.pt (or, without one, the last model)."""
+        """The test split evaluated by best.pt (or, without one, the last model), with the
+        weights validation used (the EMA's under `trainer.ema_eval`)."""
         state, module = self.trainer.state, self.trainer.module
         best_path = self.checkpoints.directory / BEST_NAME
+        weights: AbstractContextManager[None] = nullcontext()
         if best_path.is_file():
-            module.load_state_dict(strip_prefixes(load_checkpoint(best_path)["model"]))
-        elif state.best_step is not None and state.best_step != state.step:
-            log.warning(
-                "no %s of the best step %d: the test split is evaluated by the model of step %d",
-                best_path,
-                state.best_step,
-                state.step,
-            )
+            module.load_state_dict(weights_for_inference(load_checkpoint(best_path)))
+        else:
+            weights = self.trainer.evaluation_weights()
+            if state.best_step is not None and state.best_step != state.step:
+                log.warning(
+                    "no %s of the best step %d: the test split is evaluated by the model of "
+                    "step %d",
+                    best_path,
+                    state.best_step,
+                    state.step,
+                )
         evaluator = self.task.evaluator(
             "test",
             module,
             device=self.device,
             autocast_dtype=PRECISIONS[self.cfg.trainer.precision],
         )
-        return evaluator.evaluate(step=state.step)
+        with weights:
+            return evaluator.evaluate(step=state.step)
 
 
 def assemble(

@@ -22,7 +22,7 @@ from seq2seq.config.training import Precision
 from seq2seq.jobs.export_files import MANIFEST_NAME, WEIGHTS_NAME, read_export
 from seq2seq.model import PerformerModel
 from seq2seq.tasks import DecodingOptions, Task, task_class
-from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, strip_prefixes
+from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, weights_for_inference
 from seq2seq.training.precision import PRECISIONS
 
 
@@ -101,7 +101,7 @@ def saved_config(checkpoint: dict[str, Any], path: Path) -> TrainConfig:
 def inference_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The weights a checkpoint decodes and scores with, without wrapper prefixes: what
     `rebuild_run` loads, and so what seq2seq-export writes."""
-    return strip_prefixes(checkpoint["model"])
+    return weights_for_inference(checkpoint)
 
 
 def rebuild_run(checkpoint: dict[str, Any], path: Path) -> TrainedRun:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from seq2seq.atomic import write_atomic
@@ -26,6 +27,8 @@ BEST_NAME = "best.pt"
 AVERAGED_KEY = "averaged_from"
 """Marks an averaged checkpoint: the file names and steps it was averaged from."""
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+EMA_KEY = "ema"
+"""The EMA of the weights (`trainer.ema_decay`), a state dict like the `model` entry's."""
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -109,6 +112,22 @@ def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
                     key, changed = key[len(prefix) :], True
         stripped[key] = value
     return stripped
+
+
+def evaluates_with_ema(checkpoint: Mapping[str, Any]) -> bool:
+    """Whether the checkpoint's run validated and tested its EMA weights (it holds an EMA,
+    and its saved config has `trainer.ema_eval`, the default, true)."""
+    if EMA_KEY not in checkpoint:
+        return False
+    trainer = (yaml.safe_load(checkpoint["config"]) or {}).get("trainer") or {}
+    return bool(trainer.get("ema_eval", True))
+
+
+def weights_for_inference(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights that decode and score for a checkpoint, without wrapper prefixes: the
+    EMA's where its run evaluated with them, otherwise the trained weights (`model`)."""
+    key = EMA_KEY if evaluates_with_ema(checkpoint) else "model"
+    return strip_prefixes(checkpoint[key])
 
 
 def checkpoint_paths(directory: Path) -> list[Path]:

@@ -62,6 +62,35 @@ def check_same_model(
         )
 
 
+def _ema_settings(config_text: str) -> tuple[Any, bool]:
+    """(trainer.ema_decay, trainer.ema_eval) of a config; a config older than them had no EMA."""
+    trainer = (yaml.safe_load(config_text) or {}).get("trainer") or {}
+    return trainer.get("ema_decay"), bool(trainer.get("ema_eval", True))
+
+
+def check_same_ema(saved_config: str, current_config: str, *, source: Path | str) -> None:
+    """A resume may change `trainer.ema_decay`'s value, but not switch the EMA on (there is
+    none saved to go on from) or off, nor change `trainer.ema_eval` (the best figure so far,
+    and best.pt, are of the weights it chose)."""
+    (saved_decay, saved_eval), (decay, evaluate) = (
+        _ema_settings(saved_config),
+        _ema_settings(current_config),
+    )
+    if (saved_decay is None) != (decay is None):
+        raise ValueError(
+            f"checkpoint {source} was trained with trainer.ema_decay={saved_decay} but now "
+            f"trainer.ema_decay={decay}: a resume may change the EMA's decay, not switch the "
+            f"EMA on or off; resume with trainer.ema_decay="
+            f"{'null' if saved_decay is None else saved_decay}, or start a fresh run dir"
+        )
+    if decay is not None and saved_eval != evaluate:
+        raise ValueError(
+            f"checkpoint {source} was validated with trainer.ema_eval={saved_eval} but now "
+            f"trainer.ema_eval={evaluate}: its best figure and best.pt are of those weights; "
+            f"resume with trainer.ema_eval={str(saved_eval).lower()}, or start a fresh run dir"
+        )
+
+
 # What a finished run's result does not depend on: how the run was executed and reported,
 # where caches live, and the limits (checked apart: a raised limit trains on).
 RESULT_FREE = (

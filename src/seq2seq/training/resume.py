@@ -28,7 +28,12 @@ from seq2seq.training.checkpoint import (
     checkpoint_paths,
     load_checkpoint,
 )
-from seq2seq.training.config_diff import RESUME_SETTINGS, check_same_model, check_same_result
+from seq2seq.training.config_diff import (
+    RESUME_SETTINGS,
+    check_same_ema,
+    check_same_model,
+    check_same_result,
+)
 from seq2seq.training.trainer import Trainer
 
 log = logging.getLogger("seq2seq.train")
@@ -205,6 +210,7 @@ def resume_point(
     point = ResumePoint(start_from, checkpoint)
     point.corrupt_later = _check_nothing_after(start_from, point.step, checkpoints)
     check_same_model(checkpoint["config"], config_text, source=start_from, also=RESUME_SETTINGS)
+    check_same_ema(checkpoint["config"], config_text, source=start_from)
     return point
 
 

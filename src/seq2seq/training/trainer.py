@@ -1,9 +1,10 @@
 """The training loop: accumulation, clipping, mixed precision, validation, checkpoints.
 
 One `Trainer` drives any task's model: the task supplies the batches, the loss and the
-evaluator, and the loop never asks what kind of training it runs. Everything a run depends on (model, optimizer, scheduler, scaler, RNG states, the data
-position, the step, the best figure) goes into each checkpoint, so a resumed run takes the
-same steps with the same losses as an unbroken one.
+evaluator, and the loop never asks what kind of training it runs. Everything a run depends
+on (model, its EMA, optimizer, scheduler, scaler, RNG states, the data position, the step,
+the best figure) goes into each checkpoint, so a resumed run takes the same steps with the
+same losses as an unbroken one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from seq2seq.config.training import NonFinite, TrainerConfig
-from seq2seq.training.checkpoint import CheckpointManager, unwrap, unwrapped_state_dict
+from seq2seq.training.checkpoint import EMA_KEY, CheckpointManager, unwrap, unwrapped_state_dict
 from seq2seq.training.distributed import Distributed
+from seq2seq.training.ema import ExponentialMovingAverage
 from seq2seq.training.evaluator import EvaluationResult, Evaluator
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.loss import LossSums
@@ -70,7 +72,8 @@ class Trainer:
         """`checkpoint_extras` (config text, the task's state) go into every checkpoint.
         Under DDP or torch.compile, `model` is the wrapped module; rank 0 alone evaluates,
         logs and saves. After each optimizer step the model's `after_optimizer_step(step)`
-        hook runs, if it has one (FAVOR+ redraws)."""
+        hook runs, if it has one (FAVOR+ redraws). With `cfg.ema_decay`, an EMA of the
+        weights starts from `model`'s (a resumed run's: `load_state_dict` restores it)."""
         self.model = model
         self.module = unwrap(model)
         self.optimizer = optimizer
@@ -88,6 +91,11 @@ class Trainer:
         self.state = TrainState()
         self.autocast_dtype = PRECISIONS[cfg.precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.ema = (
+            None
+            if cfg.ema_decay is None
+            else ExponentialMovingAverage(self.module, decay=cfg.ema_decay, start=cfg.ema_start)
+        )
         self.last_evaluation: EvaluationResult | None = None
         self.last_evaluation_step: int | None = None
         # What stopped a run that `fit` ended with `nonfinite` or `write_error`.
@@ -96,8 +104,10 @@ class Trainer:
     # --- checkpoint state -------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        ema = {} if self.ema is None else {EMA_KEY: self.ema.state_dict(self.model)}
         return {
             "model": unwrapped_state_dict(self.model),
+            **ema,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -124,6 +134,8 @@ class Trainer:
         self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
         sync_learning_rates(self.scheduler)
         self.scaler.load_state_dict(checkpoint["scaler"])
+        if self.ema is not None:  # a resume may not switch the EMA on (resume_point refuses)
+            self.ema.load_state_dict(checkpoint[EMA_KEY])
         self.state = TrainState(**checkpoint["trainer"])
         restore_rng(checkpoint["rng"][self.distributed.rank])
 
@@ -224,6 +236,8 @@ class Trainer:
         lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.scheduler.step()
         self.state.step += 1
+        if self.ema is not None:
+            self.ema.update(self.module, self.state.step)
         hook = getattr(self.module, "after_optimizer_step", None)
         if hook is not None:
             hook(self.state.step)
@@ -294,9 +308,19 @@ class Trainer:
             )
         log.warning("%s; skipping the step (trainer.nonfinite=skip)", message)
 
+    def evaluation_weights(self) -> AbstractContextManager[None]:
+        """The weights validation and test use in the model, inside the block: the EMA's
+        under `trainer.ema_eval`, else the model's own."""
+        if self.ema is not None and self.cfg.ema_eval:
+            return self.ema.applied(self.module)
+        return nullcontext()
+
     def evaluate(self) -> EvaluationResult:
         """Rank 0 evaluates; the figures reach every rank so best/patience stay in step."""
-        result = self.evaluator.evaluate(step=self.state.step) if self.distributed.is_main else None
+        result = None
+        if self.distributed.is_main:
+            with self.evaluation_weights():
+                result = self.evaluator.evaluate(step=self.state.step)
         figures: dict[str, float] = self.distributed.broadcast(
             {} if result is None else result.figures
         )
