@@ -9,11 +9,13 @@ Example::
     seq2seq-evaluate --hyp labels.txt --ref gold.txt --metrics accuracy,f1
     seq2seq-evaluate --hyp samples.txt --metrics dyck        # a rule needs no references
     seq2seq-evaluate --checkpoint <run dir> --split test     # the run's test figures
+    seq2seq-evaluate --checkpoint <run1> <run2> --split test # an ensemble's
 
 ``-`` reads stdin, for ``--hyp`` or one ``--ref``: at most one input can be ``-``. A file
 that cannot be read is named with its option (``--hyp 'hyps.txt': no such file``).
 ``--checkpoint`` evaluates as training's test did (a language model's perplexity and bits
-per byte, a classifier's accuracy and F1, a seq2seq model's decoded metrics).
+per byte, a classifier's accuracy and F1, a seq2seq model's decoded metrics); several
+runs are evaluated as one ensemble (`seq2seq.jobs.ensemble`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from seq2seq.evaluation.files import (
 )
 from seq2seq.evaluation.metrics import METRICS, get_metric
 from seq2seq.evaluation.scoring import format_table, score
-from seq2seq.jobs.trained_run import checkpoint_file, evaluate_run
+from seq2seq.jobs.ensemble import evaluate_ensemble
+from seq2seq.jobs.trained_run import checkpoint_file
 from seq2seq.training.devices import resolve_device
 
 DEFAULT_METRICS = "bleu,chrf"
@@ -61,8 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--checkpoint",
+        nargs="+",
         metavar="RUN",
-        help="a run dir (its best.pt) or checkpoint: evaluate it on --split as training did",
+        help=(
+            "a run dir (its best.pt), checkpoint or export dir: evaluate it on --split as "
+            "training did; several runs are evaluated as one ensemble (the mean of their "
+            "probabilities), with the first run's data and settings"
+        ),
     )
     parser.add_argument(
         "--split", default="test", choices=("validation", "test"), help="with --checkpoint"
@@ -79,7 +87,8 @@ def _scores(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[s
         if args.hyp is not None or args.ref:
             parser.error("--checkpoint evaluates a model; it takes no --hyp or --ref")
         device = resolve_device(args.device, field="--device")
-        return evaluate_run(checkpoint_file(args.checkpoint), args.split, device)
+        paths = [checkpoint_file(name) for name in args.checkpoint]
+        return evaluate_ensemble(paths, args.split, device, names=args.checkpoint)
     if args.hyp is None:
         parser.error("give --hyp (with --ref), or --checkpoint")
     metric_names = parse_metric_names(args.metrics)

@@ -6,7 +6,10 @@
         generation.nbest=4 output=test.hyp nbest_output=test.nbest
 
 `checkpoint` is a `.pt` file or a run dir (then its `checkpoints/best.pt`). The model,
-its config and its tokenizers come from the checkpoint alone. Inputs are one per line of
+its config and its tokenizers come from the checkpoint alone. A list,
+`checkpoint=[run1,run2]`, decodes the runs as one ensemble (the mean of their
+probabilities at every step; they must share their tokenizers), with the first run's
+settings. Inputs are one per line of
 `input` (`-` reads stdin; a FIFO or `<(...)` works too), or a split of the run's own
 data (`split=test`), prepared exactly as training evaluated it.
 

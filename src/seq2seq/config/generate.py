@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -18,8 +19,13 @@ SPLITS = ("validation", "test")
 
 @dataclass
 class GenerateConfig:
-    checkpoint: str = MISSING
-    """A checkpoint `.pt` file, or a run dir (its `checkpoints/best.pt` is used)."""
+    checkpoint: Any = MISSING
+    """A checkpoint `.pt` file, a run dir (its `checkpoints/best.pt` is used) or an export
+    dir; or a list of them, `checkpoint=[run1,run2]`, decoded as one ensemble (the mean of
+    the models' probabilities at every step). The runs of an ensemble must be of one task
+    with the same tokenizers; its first run's config gives the generation settings (what
+    is typed applies on top), precision and `max_tokens`. (`-m checkpoint=run1,run2` is a
+    sweep: one job per run.)"""
     input: str | None = None
     """A text file with one input per line, or `-` for stdin; null with no `split` reads
     stdin too (`echo phoneme | seq2seq-generate checkpoint=<run>`). Not with `split`."""
@@ -56,8 +62,23 @@ class GenerateConfig:
     `trainer.precision` (fp32 for an fp16 run decoded on the CPU), as its validation did."""
 
 
+def checkpoint_values(value: Any) -> list[str]:
+    """`checkpoint` as a list of one or more paths (a bare value is a list of one)."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ValueError("checkpoint=[] names no run; give checkpoint=<run> or a list of runs")
+    for item in values:
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise ValueError(
+                f"checkpoint={value!r}: give a run dir, a checkpoint file or an export dir, or "
+                "a list of them (checkpoint=[run1,run2])"
+            )
+    return [str(item) for item in values]
+
+
 def check_generate_config(cfg: GenerateConfig) -> None:
     """The settings of a generate job that need no checkpoint to check."""
+    checkpoint_values(cfg.checkpoint)
     if cfg.input is not None and cfg.split is not None:
         raise ValueError(
             "set one of input (a file with one input per line, or '-' for stdin) and split "

@@ -16,12 +16,14 @@ from seq2seq.config.generate import (
     STDIO,
     GenerateConfig,
     check_generate_config,
+    checkpoint_values,
     decoding_generation,
     typed_generation,
 )
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.keys import check_known_keys
 from seq2seq.config.training import Precision
+from seq2seq.jobs.ensemble import load_ensemble
 from seq2seq.jobs.generate_files import (
     check_destinations,
     in_job_dir,
@@ -29,7 +31,7 @@ from seq2seq.jobs.generate_files import (
     require_text,
     write_output,
 )
-from seq2seq.jobs.trained_run import checkpoint_file, load_run
+from seq2seq.jobs.trained_run import checkpoint_file
 from seq2seq.tasks import DecodingOptions
 from seq2seq.training.devices import resolve_device
 from seq2seq.training.precision import PRECISIONS
@@ -82,11 +84,14 @@ def generate_from_config(
     if cfg.input is None and cfg.split is None:
         cfg = replace(cfg, input=STDIO)
     device = resolve_device(cfg.device, field="device")
-    checkpoint = checkpoint_file(cfg.checkpoint)
-    check_destinations(cfg, checkpoint)
+    names = checkpoint_values(cfg.checkpoint)
+    checkpoints = {name: checkpoint_file(name) for name in names}
+    check_destinations(cfg, checkpoints)
     lines = None if cfg.input is None else read_lines(cfg.input)
 
-    run = load_run(checkpoint, device)
+    # Several checkpoints decode as one ensemble, led by the first run's config and task.
+    loaded = load_ensemble([checkpoints[name] for name in names], device, names=names)
+    run = loaded.first
     if lines is not None and not run.task.blank_inputs:
         require_text(lines, str(cfg.input))
     precision = decoding_precision(cfg.precision, run.config.trainer.precision, device)
@@ -103,7 +108,7 @@ def generate_from_config(
         # The same settings as training's test decoding: split=test reproduces
         # predictions.txt.
         predictions = run.task.predict(
-            run.model, lines=lines, split=cfg.split, generation=generation, options=options
+            loaded.model, lines=lines, split=cfg.split, generation=generation, options=options
         )
     except ValueError as error:
         if not str(error).startswith("generation.") or command_line is None:

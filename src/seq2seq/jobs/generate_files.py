@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -85,11 +85,12 @@ def unwritable(path: Path) -> str | None:
     return f"cannot make the directory {directory} in {existing} ({why})"
 
 
-def check_destinations(cfg: GenerateConfig, checkpoint: Path) -> None:
-    """Refuse, before the model is loaded, an output that would overwrite the input, the
+def check_destinations(cfg: GenerateConfig, checkpoints: Mapping[str, Path]) -> None:
+    """Refuse, before the model is loaded, an output that would overwrite the input, a
     checkpoint, a directory or another output, or that cannot be written: a mistake must
-    cost neither a file nor a decode."""
-    protected = {checkpoint.resolve(): f"checkpoint={cfg.checkpoint!r}"}
+    cost neither a file nor a decode. `checkpoints`: each checkpoint's file, by its
+    `checkpoint=` value."""
+    protected = {path.resolve(): f"checkpoint={name!r}" for name, path in checkpoints.items()}
     if cfg.input not in (None, STDIO):
         protected[Path(cfg.input).resolve()] = f"input={cfg.input!r}"
     taken: dict[str | Path, str] = {}

@@ -15,6 +15,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from torch import nn
 
 from seq2seq.config.keys import with_renamed_keys
 from seq2seq.config.schema import TrainConfig
@@ -136,11 +137,13 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Tra
     return load_run(checkpoint_file(str(path)), torch.device(device))
 
 
-def evaluate_run(path: Path, split: str, device: torch.device) -> dict[str, float]:
-    """The figures training's evaluation gives a split (`validation` or `test`) for the
-    checkpoint `path`: its task prepares the split from the run's data config and
-    evaluates the checkpoint's model on it, in the run's precision."""
-    run = load_run(path, device)
+def evaluate_model(
+    run: TrainedRun, model: nn.Module, split: str, device: torch.device
+) -> dict[str, float]:
+    """The figures training's evaluation gives a split (`validation` or `test`) for
+    `model` (the run's own, or an ensemble led by the run, `seq2seq.jobs.ensemble`): the
+    run's task prepares the split from its data config and evaluates `model` on it, in
+    the run's precision."""
     data = run.task.prepare()
     if split not in data.splits:
         raise ValueError(
@@ -148,7 +151,7 @@ def evaluate_run(path: Path, split: str, device: torch.device) -> dict[str, floa
         )
     evaluator = run.task.evaluator(
         split,
-        run.model,
+        model,
         device=device,
         autocast_dtype=PRECISIONS[run_precision(run.config, device)],
     )
