@@ -15,7 +15,7 @@ from torch import Tensor
 from seq2seq.config.model import DecoderConfig, LinearAttentionConfig, ModelConfig, layer_schedule
 from seq2seq.model import build_model
 from seq2seq.model.attention import MultiHeadAttention
-from seq2seq.model.attention.delta import DeltaAttention
+from seq2seq.model.attention.delta import DeltaAttention, l2_normalize
 from seq2seq.model.attention.gated_linear import GatedLinearAttention
 from seq2seq.model.attention.gates import ForgetGate
 from seq2seq.model.attention.short_conv import ShortConvolution
@@ -262,3 +262,24 @@ def test_bad_schedules_and_settings_fail_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         check_model(_config(schedule, **linear), kind="decoder_lm")
+
+
+def test_l2_normalize_is_f_normalize_with_its_gradient() -> None:
+    """The delta kind's normalisation: F.normalize's values bit for bit, autograd's
+    gradient of it (also at a zero row, where the eps floor holds), and finite
+    differences away from that floor."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 7, 5, dtype=torch.float64, generator=generator)
+    x[0, 0, 0] = 0.0
+    x[0, 0, 1] = 1e-14  # a norm under eps: the floor holds
+    x.requires_grad_()
+    upstream = torch.randn(x.shape, dtype=torch.float64, generator=generator)
+
+    out = l2_normalize(x)
+    expected = F.normalize(x, dim=-1)
+
+    assert torch.equal(out, expected)
+    (grad,) = torch.autograd.grad(out, x, upstream)
+    (expected_grad,) = torch.autograd.grad(expected, x, upstream)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(l2_normalize, (x[1:].detach().requires_grad_(),))

@@ -99,14 +99,19 @@ def test_final_state_matches_reference(chunk_size: int, length: int) -> None:
     torch.testing.assert_close(state, reference(q, k, v, log_decay)[1], rtol=1e-10, atol=1e-10)
 
 
-def test_gradcheck() -> None:
-    q, k, v, _ = make_inputs(5, dk=3, dv=2, batch=1, heads=2)
+@pytest.mark.parametrize(("length", "chunk_size"), [(5, 2), (7, 3), (7, 1), (8, 4), (3, 8)])
+def test_gradcheck(length: int, chunk_size: int) -> None:
+    """The hand-written backward (recomputed scores, the scans over chunks, the log decays'
+    closed form) against finite differences, with lengths that do and do not fill the last
+    chunk."""
+    q, k, v, _ = make_inputs(length, dk=3, dv=2, batch=1, heads=2)
     # Strictly negative, so gradcheck's perturbations keep the gates <= 0.
-    log_decay = -F.softplus(torch.randn(1, 2, 5, generator=torch.Generator().manual_seed(2)))
+    generator = torch.Generator().manual_seed(2)
+    log_decay = -F.softplus(torch.randn(1, 2, length, generator=generator))
     inputs = [x.detach().double().requires_grad_() for x in (q, k, v, log_decay)]
 
     assert torch.autograd.gradcheck(
-        lambda *x: gated_linear_attention(*x, chunk_size=2), inputs, eps=1e-6, atol=1e-8
+        lambda *x: gated_linear_attention(*x, chunk_size=chunk_size), inputs, eps=1e-6, atol=1e-8
     )
 
 

@@ -15,7 +15,9 @@ chunk, a scan over chunks, float32); decoding is the O(1) recurrence.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -42,7 +44,7 @@ class DeltaAttention(GatedAttention):
         extras = extras or {}
         beta = extras["beta"].float().sigmoid()
         log_decay = None if self.gate.kind == "none" else self.gate(extras.get("gate"), q)
-        return F.normalize(q, dim=-1), F.normalize(k, dim=-1), beta, log_decay
+        return l2_normalize(q), l2_normalize(k), beta, log_decay
 
     def forward(
         self,
@@ -74,3 +76,36 @@ class DeltaAttention(GatedAttention):
         q, k, beta, log_decay = self._inputs(q, k, rotary, extras)
         out, s = delta_rule_step(q, k, v, beta, log_decay, None if state is None else state["S"])
         return self.norm(out), {"S": s}
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """`F.normalize(x, dim=-1)`, the same values, with a backward of two passes over x
+    instead of autograd's five (norm, clamp, expand, division, each differentiated).
+
+    Shapes: `x: (..., D)`; returns the same shape and dtype.
+    """
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        # Decoding: no backward to save for, and F.normalize skips the Function's overhead.
+        return F.normalize(x, dim=-1, eps=eps)
+    out: Tensor = _L2Normalize.apply(x, eps)
+    return out
+
+
+class _L2Normalize(torch.autograd.Function):
+    """`x / max(|x|, eps)` over the last dimension; saves x (kept alive by its producer
+    anyway) and the `(..., 1)` denominators, not the normalised copy."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, eps: float) -> Tensor:
+        norm = x.norm(2, -1, keepdim=True)
+        denom = norm.clamp_min(eps)
+        ctx.save_for_backward(x, denom, norm >= eps)
+        return x / denom.expand_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        x, denom, unclamped = ctx.saved_tensors
+        # d(x / |x|) = (dy - x (x . dy) / |x|^2) / |x|; where the eps floor holds, the
+        # denominator is a constant and only dy / eps remains.
+        along = torch.linalg.vecdot(x, grad).unsqueeze(-1) / (denom * denom) * unclamped
+        return torch.addcmul(grad, x, along, value=-1.0) / denom, None

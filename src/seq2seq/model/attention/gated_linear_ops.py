@@ -16,14 +16,20 @@ ever exponentiated, so strong decays underflow to 0 instead of overflowing. Insi
 chunk, a causally masked C x C matrix `(q_i . k_j) exp(G_i - G_j)`; across chunks, each
 chunk's state `U_c` is decayed and summed into the state entering every later chunk by
 one (Nc x Nc) lower-triangular matrix of decays, so there is no Python loop over chunks
-(torch.compile does not unroll it). `gated_linear_step` is the recurrence itself, for
-decoding: constant time and memory per token.
+(torch.compile does not unroll it). The backward is written by hand
+(`_GatedLinearChunked`): it keeps q, k, v, the log decays and the output, recomputes the
+C x C scores, and runs the decay between chunks as two scans over the chunks (one small
+multiply-add each) where the (Nc x Nc) matrix would cost Nc^2 Dk Dv twice more.
+`gated_linear_step` is the recurrence itself, for decoding: constant time and memory per
+token.
 
 Everything runs in float32 (float64 for float64 inputs, so tests can compare tightly)
 whatever the autocast dtype; outputs come back in v's dtype, states stay float32.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,11 +50,103 @@ def gated_linear_attention(
     _check_sequence(q, k, v, log_decay, chunk_size)
     dtype = compute_dtype(q, k, v, log_decay)
     with float32_region(q.device):
-        q_c = _chunked(q.to(dtype), chunk_size)
-        k_c, v_c = _chunked(k.to(dtype), chunk_size), _chunked(v.to(dtype), chunk_size)
-        cumulative = _chunked_cumsum(log_decay.to(dtype), chunk_size)
+        out: Tensor = _GatedLinearChunked.apply(
+            q.to(dtype), k.to(dtype), v.to(dtype), log_decay.to(dtype), chunk_size
+        )
+        return out.to(v.dtype)
+
+
+class _GatedLinearChunked(torch.autograd.Function):
+    """`gated_linear_attention` in its compute dtype, with a backward that recomputes the
+    C x C gated scores and the chunks' states from q, k, v and the log decays instead of
+    keeping them: autograd of the chunked form kept about a dozen tensors of the size of
+    q per layer (the scores, their decays, the states), half the gated kinds' memory.
+
+    The log decays' gradient needs no C x C pass of its own: with `A_ij = (q_i . k_j)
+    exp(G_i - G_j)` and `P = dA * A`, `dG_i` gets `sum_j P_ij = dO_i . o_i` (the whole
+    output's, as the inter-chunk term `exp(G_i) q_i^T S` gives the same) and loses
+    `sum_j P_ji = v_i . dv_i` (the intra-chunk part of dv); likewise across chunks, the
+    exponent `T_{c-1} - T_n` of `S_c = sum_n exp(T_{c-1} - T_n) U_n` gives `dT_{c-1} +=
+    <dS_c, S_c>` and `dT_n -= <dU_n, U_n>`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, chunk_size: int
+    ) -> Tensor:
+        q_c, k_c, v_c = (_chunked(x, chunk_size) for x in (q, k, v))
+        cumulative = _chunked_cumsum(log_decay, chunk_size)
         out = _intra_chunk(q_c, k_c, v_c, cumulative) + _inter_chunk(q_c, k_c, v_c, cumulative)
-        return out.flatten(2, 3)[:, :, : q.shape[2]].to(v.dtype)
+        out = out.flatten(2, 3)[:, :, : q.shape[2]]
+        ctx.chunk_size = chunk_size
+        ctx.save_for_backward(q, k, v, log_decay, out)
+        return out
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, None]:
+        q, k, v, log_decay, out = ctx.saved_tensors
+        chunk_size, length = ctx.chunk_size, q.shape[2]
+        with float32_region(q.device):
+            q_c, k_c, v_c = (_chunked(x, chunk_size) for x in (q, k, v))
+            d_out = _chunked(grad.to(q.dtype), chunk_size)  # (B, H, Nc, C, Dv)
+            cumulative = _chunked_cumsum(log_decay, chunk_size)  # G: (B, H, Nc, C)
+
+            # Within chunks: A = (Q K^T) * E, E = exp(G_i - G_j) below the diagonal, 0 above.
+            chunk = cumulative.shape[-1]
+            causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+            decays = (
+                (cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2))
+                .masked_fill_(~causal, float("-inf"))
+                .exp_()
+            )
+            scores = (q_c @ k_c.transpose(-1, -2)).mul_(decays)  # A
+            d_scores = d_out @ v_c.transpose(-1, -2)  # dA
+            d_v = scores.transpose(-1, -2) @ d_out
+            # dG_i = dO_i . o_i (both parts of o_i scale with exp(G_i)) - v_i . dv_i (intra).
+            d_cumulative = torch.linalg.vecdot(
+                d_out, _chunked(out.to(q.dtype), chunk_size)
+            ) - torch.linalg.vecdot(v_c, d_v)
+            d_scores.mul_(decays)
+            d_q = d_scores @ k_c
+            d_k = d_scores.transpose(-1, -2) @ q_c
+
+            # Across chunks: o_i += exp(G_i) q_i^T S_c, S_c = sum_{n < c} L_cn U_n.
+            to_chunk_end = (cumulative[..., -1:] - cumulative).exp()
+            k_to_end = k_c * to_chunk_end.unsqueeze(-1)
+            chunk_states = k_to_end.transpose(-1, -2) @ v_c  # U: (B, H, Nc, Dk, Dv)
+            # S and dU by scans over the chunks, S_{c+1} = e^{T_c - T_{c-1}} S_c + U_c and
+            # dU_{c-1} = dS_c + e^{T_c - T_{c-1}} dU_c: a few small products per chunk, where
+            # the (Nc x Nc) matrix of decays costs Nc^2 Dk Dv, most of the backward at 4,096.
+            chunk_decays = cumulative[..., -1].exp()  # (B, H, Nc)
+            incoming = _decayed_scan(chunk_decays, chunk_states, reverse=False)  # S
+            gains = cumulative.exp()  # exp(G): (B, H, Nc, C)
+            d_out_states = d_out @ incoming.transpose(-1, -2)  # (B, H, Nc, C, Dk)
+            d_q += gains.unsqueeze(-1) * d_out_states
+            d_incoming = (q_c * gains.unsqueeze(-1)).transpose(-1, -2) @ d_out  # dS
+            d_states = _decayed_scan(chunk_decays, d_incoming, reverse=True)  # dU
+            # dT_{c-1} += <dS_c, S_c> (S_0 is 0 and has no exponent), dT_n -= <dU_n, U_n>.
+            d_totals = F.pad(
+                torch.linalg.vecdot(d_incoming.flatten(-2), incoming.flatten(-2))[..., 1:], (0, 1)
+            ) - torch.linalg.vecdot(d_states.flatten(-2), chunk_states.flatten(-2))
+            d_chunk_total = d_totals.flip(-1).cumsum(-1).flip(-1)  # through T = cumsum
+            # U = sum_j exp(G_last - G_j) k_j v_j^T.
+            d_k_to_end = v_c @ d_states.transpose(-1, -2)  # (B, H, Nc, C, Dk)
+            d_v += k_to_end @ d_states
+            d_k += to_chunk_end.unsqueeze(-1) * d_k_to_end
+            d_exponent = torch.linalg.vecdot(d_k_to_end, k_to_end)  # d(G_last - G_j)
+            d_cumulative -= d_exponent
+            d_cumulative[..., -1] += d_chunk_total + d_exponent.sum(-1)
+            # G = cumsum(g) within each chunk.
+            d_log_decay = d_cumulative.flip(-1).cumsum(-1).flip(-1)
+            return (
+                d_q.flatten(2, 3)[:, :, :length],
+                d_k.flatten(2, 3)[:, :, :length],
+                d_v.flatten(2, 3)[:, :, :length],
+                d_log_decay.flatten(2, 3)[:, :, :length],
+                None,
+            )
 
 
 def gated_linear_final_state(
@@ -145,12 +243,37 @@ def _chunk_states(k: Tensor, v: Tensor, cumulative: Tensor) -> tuple[Tensor, Ten
     return chunk_states, cumulative[..., -1].cumsum(-1)
 
 
+def _decayed_scan(decays: Tensor, updates: Tensor, *, reverse: bool) -> Tensor:
+    """`S_0 = 0, S_{c+1} = a_c S_c + X_c` (the states entering each chunk), or with
+    `reverse`, `Y_{N-1} = 0, Y_{c-1} = X_c + a_c Y_c` (their transpose, for gradients).
+
+    Shapes: `decays` a `(B, H, Nc)`, `updates` X `(B, H, Nc, Dk, Dv)`; returns
+    `(B, H, Nc, Dk, Dv)`. Chunk-major inside, so each step writes a contiguous block.
+    """
+    decays = decays.movedim(2, 0)[..., None, None]  # (Nc, B, H, 1, 1)
+    updates = updates.movedim(2, 0)
+    out = torch.empty_like(updates, memory_format=torch.contiguous_format)
+    count = len(out)
+    if reverse:
+        out[count - 1] = 0.0
+        for c in range(count - 1, 0, -1):
+            torch.addcmul(updates[c], decays[c], out[c], out=out[c - 1])
+    else:
+        out[0] = 0.0
+        for c in range(count - 1):
+            torch.addcmul(updates[c], decays[c], out[c], out=out[c + 1])
+    return out.movedim(0, 2)
+
+
 def _chunked(x: Tensor, chunk_size: int) -> Tensor:
     """`(B, H, L, D) -> (B, H, Nc, C, D)`, zero-padded to `Nc * C` rows; zero keys, values
     and log decays make padding a no-op on the state."""
     batch, heads, length, dim = x.shape
     count = -(-length // chunk_size)
-    padded = F.pad(x, (0, 0, 0, count * chunk_size - length))
+    # Contiguous: the chunks' batched products would each copy a strided operand (q, k and
+    # v are views of the short convolution's (B, L, 3 H Dh) output).
+    pad = count * chunk_size - length
+    padded = F.pad(x, (0, 0, 0, pad)).contiguous() if pad else x.contiguous()
     return padded.view(batch, heads, count, chunk_size, dim)
 
 
