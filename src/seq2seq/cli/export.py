@@ -7,9 +7,12 @@ Example::
     seq2seq-generate checkpoint=exports/reverse input=sources.txt
     python -c 'import seq2seq; print(seq2seq.load_pretrained("exports/reverse").predict(["abc"]))'
     huggingface-cli upload <user>/reverse exports/reverse
+    seq2seq-export outputs/2024-05-01/12-00-00 exports/reverse --onnx   # also ONNX graphs
 
 The dir holds ``model.safetensors``, ``config.yaml``, the tokenizers, ``export.json`` and a
-model card ``README.md`` with Hugging Face Hub front matter. An existing ``OUT_DIR`` must be
+model card ``README.md`` with Hugging Face Hub front matter; with ``--onnx``, ONNX graphs
+too (``seq2seq.jobs.onnx_export``), and a line ``not exported: <kind>: <reason>`` for each
+attention kind whose graph could not be written. An existing ``OUT_DIR`` must be
 empty, or an earlier export with nothing else in it, which is replaced.
 """
 
@@ -44,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT_DIR",
         help="the export dir: new, empty, or an earlier export (replaced)",
     )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help=(
+            "also write ONNX graphs: model.onnx (classifier), or encoder.onnx and "
+            "decoder_step.onnx (one decoding step, states in and out); needs seq2seq[onnx]"
+        ),
+    )
     return parser
 
 
@@ -53,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        path = export(args.source, args.out_dir)
+        path = export(args.source, args.out_dir, onnx=args.onnx)
     except (OSError, ValueError) as error:
         parser.error(str(error))
     print(path)

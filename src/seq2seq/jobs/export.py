@@ -39,6 +39,7 @@ from seq2seq.jobs.export_files import (
     tokenizer_proto,
 )
 from seq2seq.jobs.model_card import Provenance, model_card
+from seq2seq.jobs.onnx_export import check_onnx_packages, write_onnx
 from seq2seq.jobs.trained_run import TrainedRun, checkpoint_file, rebuild_run
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.training.checkpoint import AVERAGED_KEY, BEST_NAME, load_checkpoint
@@ -213,8 +214,10 @@ def write_export(
     config_text: str,
     provenance: Provenance,
     name: str,
-) -> None:
-    """Write the export's files into the empty `directory`."""
+    onnx: bool = False,
+) -> list[str]:
+    """Write the export's files into the empty `directory`; with `onnx`, the ONNX graphs
+    too (`seq2seq.jobs.onnx_export`). Returns the lines naming what ONNX left out."""
     run.task.save_files(directory)
     task_files = files_under(directory)
     task_state = exported_task_state(run.task.state(), directory)
@@ -225,6 +228,7 @@ def write_export(
         model, str(directory / WEIGHTS_NAME), metadata={"format": "pt"}, force_contiguous=True
     )
     write_text_atomic(config_text, directory / CONFIG_NAME)
+    graphs = write_onnx(model, directory) if onnx else None
     parameters = sum(parameter.numel() for parameter in model.parameters())
     card = model_card(
         run.config,
@@ -247,9 +251,11 @@ def write_export(
         },
         "parameters": parameters,
         "task_state": task_state,
+        **({} if graphs is None else {"onnx": graphs.manifest()}),
         "files": sorted([*files_under(directory), MANIFEST_NAME]),
     }
     write_text_atomic(json.dumps(manifest, indent=2) + "\n", directory / MANIFEST_NAME)
+    return [] if graphs is None else graphs.not_exported
 
 
 def _put_in_place(staging: Path, out_dir: Path, *, replace: bool) -> None:
@@ -270,8 +276,11 @@ def _put_in_place(staging: Path, out_dir: Path, *, replace: bool) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def export(source: Path, out_dir: Path) -> Path:
-    """Export the run dir or checkpoint `source` into `out_dir`; returns `out_dir`."""
+def export(source: Path, out_dir: Path, *, onnx: bool = False) -> Path:
+    """Export the run dir or checkpoint `source` into `out_dir`, with ONNX graphs when
+    `onnx`; returns `out_dir`. What ONNX leaves out is logged, one warning line each."""
+    if onnx:
+        check_onnx_packages()
     out_dir = Path(os.path.abspath(out_dir))
     path, run_dir = source_checkpoint(source)
     replace = check_destination(out_dir)
@@ -282,14 +291,21 @@ def export(source: Path, out_dir: Path) -> Path:
     staging = out_dir.with_name(f".{out_dir.name}.export-{os.getpid()}-{secrets.token_hex(4)}")
     staging.mkdir()
     try:
-        write_export(
-            staging, run=run, config_text=checkpoint["config"], provenance=facts, name=out_dir.name
+        left_out = write_export(
+            staging,
+            run=run,
+            config_text=checkpoint["config"],
+            provenance=facts,
+            name=out_dir.name,
+            onnx=onnx,
         )
         _sync_tree(staging)
         _put_in_place(staging, out_dir, replace=replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    for line in left_out:
+        log.warning("%s", line)
     directory = os.open(out_dir.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
