@@ -18,6 +18,7 @@ from seq2seq.config.model import (
     LinearAttentionConfig,
     ModelConfig,
 )
+from seq2seq.data.batching import PairBatch, collate_pairs
 from seq2seq.model import ModelKind, build_model
 from seq2seq.model.attention import ATTENTIONS, MultiHeadAttention
 from seq2seq.model.norms import ReZeroResidual
@@ -142,3 +143,19 @@ def random_batch(src_lengths: list[int], tgt_lengths: list[int], *, seed: int = 
     src, src_mask = padded_tokens(src_lengths, max(max(src_lengths), 1), generator)
     tgt, tgt_mask = padded_tokens(tgt_lengths, max(tgt_lengths), generator)
     return Batch(src, src_mask, tgt, tgt_mask)
+
+
+def reversal_batches(sizes: list[int], *, vocab: int = VOCAB) -> list[PairBatch]:
+    """Batches of `sizes[i]` examples each (of 4, 5, ... tokens, random ids below `vocab`,
+    the target the source reversed), the same on every call: for driving a Trainer step
+    by step. Ids 0, 1, 2 are pad, bos and eos."""
+    generator = torch.Generator().manual_seed(0)
+
+    def example(length: int) -> dict[str, Any]:
+        ids = torch.randint(3, vocab, (length,), generator=generator).tolist()
+        return {"source_ids": ids, "target_ids": ids[::-1]}
+
+    return [
+        collate_pairs([example(4 + i) for i in range(size)], pad_id=PAD, bos_id=1, eos_id=2)
+        for size in sizes
+    ]

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from seq2seq.config.training import OptimConfig, ScheduleConfig, TrainerConfig
-from seq2seq.data.batching import PairBatch, collate_pairs
+from seq2seq.data.batching import PairBatch
 from seq2seq.jobs.average import average_checkpoint_files, parameter_names
 from seq2seq.jobs.train import train
 from seq2seq.jobs.trained_run import inference_weights, rebuild_run
@@ -41,7 +41,13 @@ from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.state import Monitor
 from seq2seq.training.trainer import Trainer
 from support.recorded_losses import record_losses
-from support.tiny_models import PAD, VOCAB, linear_settings, tiny_config, tiny_model
+from support.tiny_models import (
+    PAD,
+    linear_settings,
+    reversal_batches,
+    tiny_config,
+    tiny_model,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -62,16 +68,7 @@ def _model() -> nn.Module:
 
 
 def _batches(sizes: list[int]) -> list[PairBatch]:
-    generator = torch.Generator().manual_seed(0)
-
-    def example(length: int) -> dict[str, Any]:
-        ids = torch.randint(3, VOCAB, (length,), generator=generator).tolist()
-        return {"source_ids": ids, "target_ids": ids[::-1]}
-
-    return [
-        collate_pairs([example(4 + i) for i in range(size)], pad_id=PAD, bos_id=BOS, eos_id=EOS)
-        for size in sizes
-    ]
+    return reversal_batches(sizes)
 
 
 def _trainer(

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from seq2seq.config.model import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.config.training import OptimConfig, ScheduleConfig, TrainerConfig
-from seq2seq.data.batching import PairBatch, collate_pairs
+from seq2seq.data.batching import PairBatch
 from seq2seq.model.build import build_model
 from seq2seq.training.checkpoint import CheckpointManager
 from seq2seq.training.distributed import Distributed
@@ -31,6 +31,7 @@ from seq2seq.training.optim import build_optimizer
 from seq2seq.training.schedule import build_scheduler
 from seq2seq.training.state import Monitor
 from seq2seq.training.trainer import Trainer
+from support.tiny_models import reversal_batches
 
 VOCAB = 13
 PAD, BOS, EOS = 0, 1, 2
@@ -51,16 +52,7 @@ def _model() -> nn.Module:
 
 
 def _batches(sizes: list[int]) -> list[PairBatch]:
-    generator = torch.Generator().manual_seed(0)
-
-    def example(length: int) -> dict[str, Any]:
-        ids = torch.randint(3, VOCAB, (length,), generator=generator).tolist()
-        return {"source_ids": ids, "target_ids": ids[::-1]}
-
-    return [
-        collate_pairs([example(4 + i) for i in range(size)], pad_id=PAD, bos_id=BOS, eos_id=EOS)
-        for size in sizes
-    ]
+    return reversal_batches(sizes, vocab=VOCAB)
 
 
 def _trainer(

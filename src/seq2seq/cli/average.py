@@ -17,11 +17,10 @@ It cannot be resumed from: it has no optimizer state.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from seq2seq.cli.errors import run_path_job
 from seq2seq.jobs.average import average
 
 
@@ -54,15 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``seq2seq-average``; returns the exit status (errors exit with 2)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        path = average(args.inputs, last=args.last, output=args.output)
-    except (OSError, ValueError) as error:
-        parser.error(str(error))
-    print(path)
-    return 0
+    return run_path_job(
+        build_parser(),
+        argv,
+        lambda args: average(args.inputs, last=args.last, output=args.output),
+    )
 
 
 if __name__ == "__main__":

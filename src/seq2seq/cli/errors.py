@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -162,3 +164,21 @@ def run_cli(
             file=sys.stderr,
         )
         raise SystemExit(1) from None
+
+
+def run_path_job(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    job: Callable[[argparse.Namespace], Any],
+) -> int:
+    """An argparse CLI that runs one job and prints the path it wrote (seq2seq-average,
+    seq2seq-export): log lines on stderr, a refused input (OSError, ValueError) as one
+    `prog: error:` line with exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = parser.parse_args(argv)
+    try:
+        path = job(args)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    print(path)
+    return 0

@@ -19,11 +19,10 @@ empty, or an earlier export with nothing else in it, which is replaced.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from seq2seq.cli.errors import run_path_job
 from seq2seq.jobs.export import export
 
 
@@ -60,15 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``seq2seq-export``; returns the exit status (errors exit with 2)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        path = export(args.source, args.out_dir, onnx=args.onnx)
-    except (OSError, ValueError) as error:
-        parser.error(str(error))
-    print(path)
-    return 0
+    return run_path_job(
+        build_parser(), argv, lambda args: export(args.source, args.out_dir, onnx=args.onnx)
+    )
 
 
 if __name__ == "__main__":
