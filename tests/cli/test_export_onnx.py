@@ -267,6 +267,10 @@ def test_the_cli_writes_the_graphs_of_a_trained_run(
     assert done.stdout == f"{out}\n"
     assert "not exported" not in done.stderr
     assert "Traceback" not in done.stderr
+    # Only our own line: not the exporter's optimizer passes (a hundred INFO lines).
+    assert done.stderr.splitlines() == [
+        line for line in done.stderr.splitlines() if line.startswith("exported ")
+    ], done.stderr[-2000:]
     manifest = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
     assert {"encoder.onnx", "decoder_step.onnx"} <= set(manifest["files"])
     onnx = manifest["onnx"]

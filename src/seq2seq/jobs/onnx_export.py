@@ -120,10 +120,13 @@ def _refuse_banded_encoder(stack: LayerStack) -> None:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter's progress lines and warnings stay off the CLI's output."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The exporter's progress lines and warnings stay off the CLI's output: torch's and
+    those of the optimizer passes it runs (onnxscript, onnx_ir: a hundred INFO lines a
+    graph under the CLI's INFO logging)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with (
             warnings.catch_warnings(),
@@ -132,7 +135,8 @@ def _quiet() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _io_entry(name: str, shape: Sequence[int | str], dtype: str) -> dict[str, Any]:
