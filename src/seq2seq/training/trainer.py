@@ -144,7 +144,6 @@ class Trainer:
         write (a full disk) is a `WriteFault` on every rank."""
         state = self.state_dict()
         path = self.checkpoints.path(self.state.step)
-        newest = self.checkpoints.latest()
         error: OSError | None = None
         if self.distributed.is_main:
             is_best = self.state.best_step == self.state.step
@@ -158,7 +157,8 @@ class Trainer:
                 step=self.state.step,
                 error=error,
                 size=state_bytes(state),
-                resume_from=self.checkpoints.latest() if error is not None else newest,
+                # Listed only on failure: after it, the newest intact file (rank 0 logs it).
+                resume_from=self.checkpoints.latest(),
                 keep_last=self.checkpoints.keep_last,
             )
         return path
