@@ -93,23 +93,34 @@ def test_a_second_run_into_a_held_run_dir_is_refused_and_the_first_goes_on(
     assert metrics["stopped"] == "SIGTERM"
 
 
-def test_a_dead_process_lock_is_taken_over_with_a_warning(
+def _train_over_lock(
     tmp_path: Path,
+    record: dict[str, object],
     train_command: Callable[..., list[str]],
     make_subprocess_env: Callable[[Path], dict[str, str]],
-) -> None:
+) -> subprocess.CompletedProcess[str]:
+    """A short training run into `tmp_path/run`, which holds a lock file of `record`."""
     run = tmp_path / "run"
     run.mkdir()
-    pid = _dead_pid()
-    record = {"pid": pid, "host": socket.gethostname(), "since": "2026-01-01 00:00:00"}
     (run / LOCK_NAME).write_text(json.dumps(record))
-    result = subprocess.run(
+    return subprocess.run(
         train_command(tmp_path, "trainer.max_steps=5"),
         env=make_subprocess_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
     )
+
+
+def test_a_dead_process_lock_is_taken_over_with_a_warning(
+    tmp_path: Path,
+    train_command: Callable[..., list[str]],
+    make_subprocess_env: Callable[[Path], dict[str, str]],
+) -> None:
+    run = tmp_path / "run"
+    pid = _dead_pid()
+    record = {"pid": pid, "host": socket.gethostname(), "since": "2026-01-01 00:00:00"}
+    result = _train_over_lock(tmp_path, record, train_command, make_subprocess_env)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if "took over the lock" in line]
     assert len(warnings) == 1 and f"process {pid}" in warnings[0], result.stdout
@@ -123,16 +134,8 @@ def test_another_hosts_lock_is_not_taken_over(
     make_subprocess_env: Callable[[Path], dict[str, str]],
 ) -> None:
     run = tmp_path / "run"
-    run.mkdir()
     record = {"pid": 1, "host": "another-node", "since": "2026-01-01 00:00:00"}
-    (run / LOCK_NAME).write_text(json.dumps(record))
-    result = subprocess.run(
-        train_command(tmp_path, "trainer.max_steps=5"),
-        env=make_subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    result = _train_over_lock(tmp_path, record, train_command, make_subprocess_env)
     assert result.returncode == 2
     assert "process 1 on host another-node" in result.stderr
     assert f"remove {run / LOCK_NAME}" in result.stderr
