@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
-from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from seq2seq.atomic import TEMPORARY_NAME
 from seq2seq.jobs.train import run_training, train
@@ -28,6 +27,7 @@ from seq2seq.tasks.seq2seq_evaluation import Seq2SeqEvaluator as Evaluator
 from seq2seq.training.evaluator import EvaluationResult
 from seq2seq.training.run_files import signal_status
 from seq2seq.training.signals import graceful_stop
+from support.event_losses import train_losses
 
 # Enough steps (over a second) that the signal lands long before the end, even under load.
 MAX_STEPS = 120
@@ -116,17 +116,6 @@ def signalled_runs(
         return {name: future.result() for name, future in futures.items()}
 
 
-def _train_losses(run: Path) -> list[tuple[int, float]]:
-    """Every `train/loss` point of every event file of `run` (one file per launch)."""
-    points = []
-    for events in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
-        for event in LegacyEventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                if value.tag == "train/loss":
-                    points.append((event.step, value.simple_value))
-    return points
-
-
 @pytest.mark.parametrize("name", SIGNALS)
 def test_signal_checkpoints_and_exits_cleanly(
     name: str, signalled_runs: dict[str, SignalledRun]
@@ -159,7 +148,7 @@ def test_resume_auto_finishes_the_run(name: str, signalled_runs: dict[str, Signa
     assert (metrics["stopped"], metrics["step"]) == ("max_steps", MAX_STEPS)
     assert (result.run / "checkpoints" / f"step_{MAX_STEPS:08d}.pt").is_file()
     # Every step logged once across both launches' event files (log_every=1).
-    steps = [s for s, _ in _train_losses(result.run)]
+    steps = [s for s, _ in train_losses(result.run)]
     assert sorted(steps) == list(range(1, MAX_STEPS + 1)), steps
 
 

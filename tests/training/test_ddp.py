@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.training.checkpoint import load_checkpoint
 from seq2seq.training.logger import HPARAMS_SUFFIX
+from support.distributed_runs import COMMON, SEQ2SEQ, train_scalars
 
 RECORDER = Path(__file__).with_name("record_first_gradients.py")
 
-# About 30 batches an epoch: 4 steps of 2 batches stay inside the first epoch, where
-# rank r's k-th batch is global batch 2k + r in both layouts.
+# 4 steps of 2 batches stay inside the first epoch (support.distributed_runs.COMMON).
 TASKS = {
-    "seq2seq": ("experiment=toy_reverse", "data.max_len=8", "data.max_tokens=64"),
+    "seq2seq": SEQ2SEQ,
     "language_modeling": (
         "experiment=lm_dyck",
         "data.max_len=12",
@@ -37,21 +36,6 @@ TASKS = {
     ),
 }
 PORTS = {"seq2seq": 29517, "language_modeling": 29518}
-
-COMMON = (
-    "model=tiny",
-    "trainer.max_steps=4",
-    "trainer.eval_every=4",
-    "trainer.log_every=1",
-    "trainer.progress=log",
-    "schedule.warmup_steps=0",
-    "data.train_size=200",
-    "data.validation_size=8",
-    "data.test_size=8",
-    # Clipping to a norm would give the first step's gradients that norm whatever their
-    # scale; without it the recorded gradients are the ones DDP all-reduced.
-    "trainer.clip_norm=0",
-)
 
 
 def _run(command: list[str], tmp_path: Path, run: str, *overrides: str) -> Path:
@@ -87,12 +71,6 @@ def _labelled(label: str) -> Callable[[str], str]:
     return lambda message: f"{label}: {message}"
 
 
-def _train_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return [(event.step, event.value) for event in events.Scalars(tag)]
-
-
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path, task: str) -> None:
     overrides = TASKS[task]
@@ -115,7 +93,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path, task
 
     # Every step's loss and gradient norm (measured on the all-reduced gradients).
     for tag in ("train/loss", "train/grad_norm"):
-        one_steps, two_steps = _train_scalars(single, tag), _train_scalars(ddp, tag)
+        one_steps, two_steps = train_scalars(single, tag), train_scalars(ddp, tag)
         assert [step for step, _ in one_steps] == [1, 2, 3, 4], tag
         assert [step for step, _ in two_steps] == [1, 2, 3, 4], tag
         torch.testing.assert_close(

@@ -7,13 +7,25 @@
 
 `python -m seq2seq.cli.train ...` is the same program. The run itself is
 `seq2seq.jobs.train.run_training`.
+
+Under torchrun (one node or many) every rank runs this with its own Hydra config, whose
+`hydra.run.dir` may name another dir (`${now:...}` read a second later on another node):
+rank 0's run dir is the run's on every rank, the dir Hydra made for another rank is
+removed, and another rank logs to its console only (train.log is rank 0's record; torchrun's
+`--log-dir`/`--tee` or srun's `--output` keep each rank's console). A job that SLURM
+requeued or torchrun restarted continues from its latest checkpoint
+(`seq2seq.training.restarts`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -24,13 +36,27 @@ from seq2seq.cli.errors import USAGE_ERRORS, SweepJobFailed, run_cli, usage_erro
 from seq2seq.config.command_line import typed_overrides
 from seq2seq.config.recipes import warn_recipe_overrides
 from seq2seq.config.store import CONFIG_MODULE, CONFIG_PATH, register_configs
-from seq2seq.config.sweep_check import check_sweep
+from seq2seq.config.sweep_check import MULTIRUN_FLAGS, check_sweep
 from seq2seq.jobs.checks import check_search_direction, checked_config
-from seq2seq.jobs.train import run_training
+from seq2seq.jobs.train import Outcome, run_training
+from seq2seq.training.checkpoint import checkpoint_paths
+from seq2seq.training.distributed import (
+    SUBMITIT_VARIABLE,
+    WORLD_SIZE_VARIABLE,
+    adopt_submitit_environment,
+    init_distributed,
+    launched_rank,
+    shutdown_distributed,
+)
+from seq2seq.training.restarts import restart_count
+from seq2seq.training.resume import RESUME_LATEST
 from seq2seq.training.run_files import (
     FAILURE_NAME,
     HYDRA_SUBDIR,
+    detach_job_logs,
+    recorded_job_id,
     remove_refused_run,
+    remove_stray_dir,
     signal_status,
     write_failure,
     write_files,
@@ -61,18 +87,28 @@ def _hydra_record(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
+    adopt_submitit_environment()  # a task of a multi-task submitit job: torchrun's variables
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    main_rank = launched_rank() == 0
+    if not main_rank:
+        detach_job_logs(run_dir)  # before its first line: train.log is rank 0's
     fresh = not any(run_dir.iterdir())  # made by Hydra for this run: nothing logged yet
     command_line = typed_overrides()
     record = _hydra_record(cfg)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
-            with usage_errors("seq2seq-train"), run_dir_lock(run_dir):
+            with (
+                usage_errors("seq2seq-train"),
+                run_dir_lock(run_dir),
+                _ranks_joined(cfg, run_dir) as shared_dir,
+            ):
                 warn_recipe_overrides(cfg, command_line, hydra_cfg.runtime.choices)
-                outcome = run_training(cfg, run_dir, command_line=command_line, hydra_files=record)
+                outcome = run_training(
+                    cfg, shared_dir, command_line=command_line, hydra_files=record
+                )
         except BaseException:
-            if fresh:
+            if fresh and main_rank:
                 remove_refused_run(run_dir)
             raise
         # Stopped by a signal or a fault, the run is not done: a non-zero status keeps
@@ -80,26 +116,105 @@ def _hydra_main(cfg: DictConfig) -> float:
         # The trainer has logged the fault's one error line.
         if outcome.fault is not None:
             raise SystemExit(1)
-        status = signal_status(run_dir) if outcome.trained else None
+        status = _signal_status(shared_dir, outcome, main_rank=main_rank)
         if status is not None:
             raise SystemExit(status)
         return outcome.objective
     try:
-        with run_dir_lock(run_dir, setting="hydra.sweep.dir"):
-            return _sweep_job(cfg, run_dir, command_line, record)
+        with (
+            run_dir_lock(run_dir, setting="hydra.sweep.dir"),
+            _ranks_joined(cfg, run_dir) as shared_dir,
+        ):
+            return _sweep_job(cfg, shared_dir, command_line, record, main_rank=main_rank)
     except RunDirBusy as error:
         # Another process's job: its dir is left as it is, no failure.json.
         raise SweepJobFailed(f"sweep job {run_dir} not run: {error}") from error
 
 
+@contextmanager
+def _ranks_joined(cfg: DictConfig, hydra_dir: Path) -> Iterator[Path]:
+    """The run dir of this run on every rank: rank 0's (Hydra's clock may have named
+    another on each, hydra issue #2070), and the dir Hydra made for another rank removed;
+    with the `trainer.resume` rank 0 chose for a job started again (`_restart_resume`).
+    The process group is joined here and left at the end, even when the run is refused
+    before `run_training` joins it itself. A plain run is its own rank 0."""
+    distributed = init_distributed()
+    try:
+        resume = _restart_resume(cfg, hydra_dir) if distributed.is_main else None
+        run_dir_text, resume = distributed.broadcast((str(hydra_dir), resume))
+        run_dir = Path(run_dir_text)
+        if not distributed.is_main:
+            remove_stray_dir(hydra_dir, run_dir=run_dir)
+        if resume is not None:
+            cfg.trainer.resume = resume
+        yield run_dir
+    finally:
+        shutdown_distributed(distributed)
+
+
+def _restart_resume(cfg: DictConfig, run_dir: Path) -> str | None:
+    """`auto` for a job started again (`_started_again`) whose run dir holds a step
+    checkpoint: the same run continues it, whatever `trainer.resume` says (starting over
+    would be refused, after the wait in the queue). None keeps `trainer.resume` (a first
+    start, or nothing to continue yet)."""
+    resume = cfg.trainer.resume
+    if resume in RESUME_LATEST:
+        return None
+    why = _started_again(run_dir)
+    found = checkpoint_paths(run_dir / "checkpoints") if why is not None else []
+    if not found:
+        return None
+    log.warning(
+        "%s: this job was started again; continuing from %s (trainer.resume=auto in place of "
+        "trainer.resume=%s)",
+        why,
+        found[-1],
+        "null" if resume is None else resume,
+    )
+    return "auto"
+
+
+def _started_again(run_dir: Path) -> str | None:
+    """Why this job is one its scheduler or launcher started again, or None: a restart
+    counter (a SLURM requeue, a torchrun restart), or the submitit job id that this job's
+    earlier attempt recorded in the run dir (submitit's local executor requeues without
+    SLURM's counter)."""
+    counter = restart_count()
+    if counter is not None:
+        return counter
+    if not os.environ.get(SUBMITIT_VARIABLE):
+        return None
+    hydra_node = cast(DictConfig, HydraConfig.instance().cfg)  # typed as its schema
+    job_id = OmegaConf.select(hydra_node, "hydra.job.id")  # None in a plain run
+    if job_id is not None and recorded_job_id(run_dir) == str(job_id):
+        return f"submitit job {job_id} requeued"
+    return None
+
+
+def _signal_status(run_dir: Path, outcome: Outcome, *, main_rank: bool) -> int | None:
+    """The exit status of a run a signal stopped (it has checkpointed), from rank 0's
+    metrics.json. Another rank has none of its own: rank 0 writes that file after the
+    others have returned (and an earlier stop's may still be there), so their status is
+    0 and the launcher reports rank 0's."""
+    if not (outcome.trained and main_rank):
+        return None
+    return signal_status(run_dir)
+
+
 def _sweep_job(
-    cfg: DictConfig, run_dir: Path, command_line: list[str], record: dict[str, str]
+    cfg: DictConfig,
+    run_dir: Path,
+    command_line: list[str],
+    record: dict[str, str],
+    *,
+    main_rank: bool = True,
 ) -> float:
     warn_recipe_overrides(cfg, command_line, HydraConfig.get().runtime.choices)
     # A sweep job's dir shows up in scripts/summarize_sweep.py from the start (by its
     # .hydra/overrides.yaml), even if the job is killed while preparing data; an earlier
-    # run's record there is replaced only once this job is accepted.
-    if not (run_dir / HYDRA_SUBDIR).exists():
+    # run's record there is replaced only once this job is accepted. Rank 0 (of a job of
+    # several submitit tasks) alone writes the job's files.
+    if main_rank and not (run_dir / HYDRA_SUBDIR).exists():
         write_files(run_dir / HYDRA_SUBDIR, record)
     # A failing job leaves failure.json and re-raises: Hydra's launchers run the other
     # jobs first, Optuna marks the trial failed.
@@ -109,12 +224,12 @@ def _sweep_job(
             raise TrainingFault(outcome.fault)
         # The signal was meant for the whole sweep: end the process rather than let the
         # launcher start the next job; `trainer.resume=auto` continues the sweep.
-        status = signal_status(run_dir) if outcome.trained else None
+        status = _signal_status(run_dir, outcome, main_rank=main_rank)
         if status is not None:
             log.warning("ending the sweep after job %s, stopped by a signal", run_dir)
             raise SystemExit(status)
-        # An earlier attempt's failure (a refused config) is no longer this job's state.
-        (run_dir / FAILURE_NAME).unlink(missing_ok=True)
+        if main_rank:  # an earlier attempt's failure (a refused config) is no longer its state
+            (run_dir / FAILURE_NAME).unlink(missing_ok=True)
         if math.isnan(outcome.objective):
             raise RuntimeError(
                 f"run {run_dir} has no finite {cfg.trainer.monitor}: it stopped before its "
@@ -122,7 +237,8 @@ def _sweep_job(
             )
         return outcome.objective
     except Exception as error:
-        write_failure(run_dir, error)
+        if main_rank:
+            write_failure(run_dir, error)
         if isinstance(error, (*USAGE_ERRORS, TrainingFault)):
             raise SweepJobFailed(f"sweep job {run_dir} failed: {error}") from error
         raise
@@ -130,8 +246,23 @@ def _sweep_job(
 
 def _check_sweep_jobs(argv: list[str]) -> None:
     """Every job of a grid sweep is checked before the first one trains, and a search's
-    direction against the figure it optimizes."""
+    direction against the figure it optimizes. A sweep under torchrun is refused."""
+    _refuse_sweep_under_torchrun(argv)
     check_sweep(CONFIG_MODULE, "train", argv, checked_config, check_launch=check_search_direction)
+
+
+def _refuse_sweep_under_torchrun(argv: list[str]) -> None:
+    """Every rank would run a sweep of its own: its own sweep dir and trials, and a new
+    process group for each job. A ValueError naming what to do instead."""
+    world_size = int(os.environ.get(WORLD_SIZE_VARIABLE, "1"))
+    multirun = any(arg in MULTIRUN_FLAGS or arg == "hydra.mode=MULTIRUN" for arg in argv)
+    if multirun and world_size > 1:
+        raise ValueError(
+            f"--multirun under torchrun ({WORLD_SIZE_VARIABLE}={world_size}) is not supported: "
+            "every rank would run a sweep of its own; launch one torchrun per job (each with "
+            "its own hydra.run.dir), or sweep with hydra/launcher=slurm and "
+            "hydra.launcher.tasks_per_node / nodes for each job's processes"
+        )
 
 
 def main() -> None:

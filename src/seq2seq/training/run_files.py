@@ -7,10 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from seq2seq.atomic import write_json_atomic, write_text_atomic
 
@@ -20,6 +23,8 @@ METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.txt"
 FAILURE_NAME = "failure.json"
 """What a failed sweep job leaves in its run dir: `{"stopped": "failed", "error": ...}`."""
+HYDRA_RECORD_NAME = "hydra.yaml"
+"""Hydra's own config of the launch, in `.hydra/`."""
 
 
 def write_files(directory: Path, files: Mapping[str, str]) -> None:
@@ -41,6 +46,18 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def recorded_job_id(run_dir: Path) -> str | None:
+    """`hydra.job.id` of the launch recorded in `run_dir/.hydra/hydra.yaml` (under
+    hydra/launcher=slurm, the scheduler's job id), or None."""
+    try:
+        record = yaml.safe_load((run_dir / HYDRA_SUBDIR / HYDRA_RECORD_NAME).read_text("utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    job = record.get("hydra", {}).get("job", {}) if isinstance(record, dict) else {}
+    job_id = job.get("id") if isinstance(job, dict) else None
+    return None if job_id is None else str(job_id)
+
+
 def signal_status(run_dir: Path) -> int | None:
     """128 + the signal number when SIGTERM or SIGINT stopped the run in `run_dir` (it has
     checkpointed), as a shell reports a process ended by that signal; None otherwise."""
@@ -59,21 +76,52 @@ def remove_refused_run(run_dir: Path) -> None:
     (and so does a dir that cannot be removed)."""
     if not run_dir.is_dir():
         return
-    root = logging.getLogger()
-    logs = {
-        Path(handler.baseFilename): handler
-        for handler in root.handlers
-        if isinstance(handler, logging.FileHandler)
-        and Path(handler.baseFilename).parent == run_dir.absolute()
-    }
+    logs = _job_logs(run_dir)
     entries = [entry.absolute() for entry in run_dir.iterdir()]
     if not all(entry in logs for entry in entries):
         return
-    for entry in entries:
-        # Closed and detached first, or the next line logged would make the file again.
-        root.removeHandler(logs[entry])
-        logs[entry].close()
+    detach_job_logs(run_dir)
     with contextlib.suppress(OSError):
         for entry in entries:
             entry.unlink()
         run_dir.rmdir()
+
+
+def _job_logs(run_dir: Path) -> dict[Path, logging.FileHandler]:
+    """The root logger's file handlers writing into `run_dir` (Hydra's job log)."""
+    return {
+        Path(handler.baseFilename): handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.FileHandler)
+        and Path(handler.baseFilename).parent == run_dir.absolute()
+    }
+
+
+def detach_job_logs(run_dir: Path) -> None:
+    """Close and detach the job log files Hydra opened in `run_dir`: the lines logged from
+    now on go to the console alone. (Closed and detached, or the next line logged would
+    make the file again.)"""
+    root = logging.getLogger()
+    for handler in _job_logs(run_dir).values():
+        root.removeHandler(handler)
+        handler.close()
+
+
+def remove_stray_dir(directory: Path, *, run_dir: Path) -> None:
+    """Remove `directory`, a run dir Hydra made for a rank other than 0 that is not rank
+    0's `run_dir` (Hydra's clock gave another time), when empty; and its parents that are
+    empty, up to the one it shares with `run_dir` (a date dir made for it alone). Nothing
+    that holds a file is removed, and nothing at or above a parent shared only at the
+    filesystem root."""
+    directory, run_dir = directory.absolute(), run_dir.absolute()
+    if directory == run_dir or directory in run_dir.parents:
+        return
+    shared = Path(os.path.commonpath([directory, run_dir]))
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+        if shared == Path(shared.anchor):
+            return
+        for parent in directory.parents:
+            if parent == shared:
+                break
+            parent.rmdir()

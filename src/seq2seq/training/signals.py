@@ -3,7 +3,8 @@
 SIGUSR2 is the warning SLURM sends through submitit (`signal_delay_s` before the time
 limit); submitit's own handler would end the job in the middle of a step. The run
 checkpoints first, then the launcher's handler is called (it requeues the job or marks it
-timed out), so a requeued job with `trainer.resume=auto` continues where it stopped.
+timed out), and the requeued job continues where it stopped (`seq2seq.training.restarts`).
+Under torchrun the workers get the SIGTERM that torchrun forwards (scripts/slurm/train.sbatch).
 
 A second Ctrl-C (SIGINT after any of them) ends the process at once, in one line: the
 person pressing it again no longer wants the checkpoint. A second SIGTERM does not: a
