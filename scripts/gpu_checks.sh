@@ -37,7 +37,9 @@
 #      tokens, 65,536 tokens per batch, bf16, with and without activation checkpointing
 #      (tokens/s, peak max_memory_allocated, where the linear kinds overtake softmax), and
 #      decoding time per token to position 16,384. It needs only torch and triton;
-#      GPU_CHECKS_SKIP_LONG=1 leaves it out of `run`, and `run-long` runs it alone.
+#      GPU_CHECKS_SKIP_LONG=1 leaves it out of `run`, and `run-long` runs it alone;
+#   7. (in `run`, after step 5) an FSDP smoke run: trainer.strategy=fsdp, bf16, on every GPU,
+#      resumed on one process (about 1 minute).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 wheels=.gpu-wheels
@@ -109,12 +111,26 @@ sys.argv = ['seq2seq-train'] + sys.argv[1:]; main()" \
         experiment=g2p_cmudict_causal_linear trainer.max_steps=100 trainer.eval_every=100 \
         hydra.run.dir=/tmp/g2p_smoke
     cp /tmp/g2p_smoke/metrics.json "$out/g2p_smoke_metrics.json" 2>/dev/null || true
+    step fsdp-smoke 120 bash -c "$fsdp_smoke"
+    cp /tmp/fsdp_smoke/metrics.json "$out/fsdp_smoke_metrics.json" 2>/dev/null || true
     if [ "${GPU_CHECKS_SKIP_LONG:-0}" != 1 ]; then
         long_step
     fi
     echo "=== summary"
     cat "$out/summary.txt"
 }
+
+# Step 7: trainer.strategy=fsdp on CUDA (nccl), bf16 (FSDP2's bf16 gathers under autocast),
+# on every GPU of the machine, then resumed on one process (resharded from the .dcp
+# checkpoint). On one GPU both runs have one process: it trains unsharded, but writes and
+# reads DCP checkpoints of CUDA tensors. The CPU tests (tests/distributed/test_fsdp.py, gloo)
+# cover sharding, resharding and resume.
+fsdp_smoke='gpus=$(nvidia-smi -L | wc -l); train="python3 -m torch.distributed.run --standalone \
+--nproc-per-node=$gpus -m seq2seq.cli.train experiment=toy_reverse model=tiny \
+trainer.strategy=fsdp trainer.precision=bf16 trainer.eval_every=20 hydra.run.dir=/tmp/fsdp_smoke"; \
+$train trainer.max_steps=40 && python3 -m seq2seq.cli.train experiment=toy_reverse model=tiny \
+trainer.strategy=fsdp trainer.precision=bf16 trainer.eval_every=20 hydra.run.dir=/tmp/fsdp_smoke \
+trainer.max_steps=60 trainer.resume=auto'
 
 long_step() {
     step bench-long 300 python3 scripts/bench_long.py --device cuda --checkpointing \

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -95,17 +96,24 @@ def process_running(pid: int) -> bool:
 
 def remove_orphan_temporaries(directory: Path) -> list[Path]:
     """Remove the temporary files that `write_atomic` left in `directory` when its process
-    was killed mid-write (SIGKILL, a node lost), those of processes that no longer run;
-    returns them. A live writer's file stays."""
+    was killed mid-write (SIGKILL, a node lost), those of processes that no longer run, and
+    the temporary directories named alike (of sharded checkpoints); returns them. A live
+    writer's file stays."""
     if not directory.is_dir():
         return []
     removed = []
     for path in sorted(directory.iterdir()):
         match = TEMPORARY_NAME.match(path.name)
-        if match and path.is_file() and not process_running(int(match.group(1))):
+        if not match or process_running(int(match.group(1))):
+            continue
+        if path.is_file():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            removed.append(path)
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            continue
+        removed.append(path)
     return removed
 
 

@@ -91,7 +91,9 @@ def _trainer(
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        batches=types.SimpleNamespace(epoch=epoch, layout=dict),  # type: ignore[arg-type]
+        batches=types.SimpleNamespace(
+            epoch=epoch, layout=dict, state_dict=lambda: None, load_state_dict=print
+        ),  # type: ignore[arg-type]
         loss=loss,
         evaluator=types.SimpleNamespace(evaluate=evaluate),  # type: ignore[arg-type]
         monitor=Monitor("loss", higher_is_better=False),

@@ -20,6 +20,7 @@ from seq2seq.config.schema import TrainConfig
 from seq2seq.config.training import (
     OptimConfig,
     Optimizer,
+    ParallelStrategy,
     Precision,
     Schedule,
     ScheduleConfig,
@@ -112,6 +113,7 @@ def check_trainer(cfg: TrainerConfig) -> None:
         raise ValueError(f"trainer.clip_norm={cfg.clip_norm} must be >= 0 and finite (0 disables)")
     check_device_name(cfg.device, field="trainer.device")
     check_ema(cfg)
+    check_strategy(cfg)
 
 
 def check_ema(cfg: TrainerConfig) -> None:
@@ -130,6 +132,25 @@ def check_ema(cfg: TrainerConfig) -> None:
                 f"trainer.{name}={value} is read only with an EMA of the weights, but "
                 f"trainer.ema_decay=None; set trainer.ema_decay (e.g. 0.999) or remove "
                 f"trainer.{name}"
+            )
+
+
+def check_strategy(cfg: TrainerConfig) -> None:
+    """What `trainer.strategy=fsdp` does not support: an EMA (its copy of the weights would
+    be a whole unsharded model on every rank), torch.compile and fp16's GradScaler (neither
+    is wired through the sharded parameters here)."""
+    if cfg.strategy != ParallelStrategy.fsdp:
+        return
+    unsupported = {
+        "trainer.ema_decay": (cfg.ema_decay is not None, cfg.ema_decay, "null"),
+        "trainer.compile": (cfg.compile, cfg.compile, "false"),
+        "trainer.precision": (cfg.precision == Precision.fp16, cfg.precision, "'bf16' or 'fp32'"),
+    }
+    for name, (refused, value, use) in unsupported.items():
+        if refused:
+            raise ValueError(
+                f"{name}={value!r} is not supported with trainer.strategy='fsdp'; set {name}="
+                f"{use}, or use trainer.strategy='ddp'"
             )
 
 

@@ -26,6 +26,11 @@ class Precision(Choice):
     fp16 = "fp16"
 
 
+class ParallelStrategy(Choice):
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
 class NonFinite(Choice):
     skip = "skip"
     stop = "stop"
@@ -85,6 +90,15 @@ class TrainerConfig:
     """`fp32`, `bf16` (autocast) or `fp16` (autocast + GradScaler, GPU only)."""
     compile: bool = False
     """Wrap the model in `torch.compile`."""
+    strategy: ParallelStrategy = ParallelStrategy.ddp
+    """How several processes (torchrun) train one model: `ddp` (every rank holds the whole
+    model, gradients and optimizer state; checkpoints are `step_<N>.pt` files written by rank
+    0) or `fsdp` (FSDP2: `fully_shard` per layer and on the root, so each rank holds 1/N of
+    them, gathering a layer's weights only while it runs; under `precision=bf16` the gathered
+    weights are bf16 and gradients are reduced in float32). `fsdp` checkpoints are
+    `step_<N>.dcp` directories of `torch.distributed.checkpoint`, written by every rank, which
+    resume on another number of processes (resharded). A run may not switch strategy on
+    resume. Not with `compile`, `ema_decay` or `precision=fp16`."""
     activation_checkpointing: bool = False
     """Keep only each layer's input for the backward pass and recompute the layer there
     (`torch.utils.checkpoint`, non-reentrant, in training only): activation memory of one

@@ -371,6 +371,13 @@ class LoaderStream:
     def layout(self) -> dict[str, Any]:
         return self.sampler.layout()
 
+    def state_dict(self) -> None:
+        """The trainer's (epoch, batch) counts are the whole position of an in-memory split."""
+        return None
+
+    def load_state_dict(self, state: Any) -> None:
+        """Nothing to restore (see `state_dict`)."""
+
 
 def make_dataloader(
     ds: datasets.Dataset,

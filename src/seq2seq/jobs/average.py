@@ -26,6 +26,7 @@ from seq2seq.training.checkpoint import (
     AVERAGED_KEY,
     BEST_NAME,
     CHECKPOINT_PATTERN,
+    DATA_KEY,
     EMA_KEY,
     atomic_save,
     checkpoint_paths,
@@ -35,6 +36,7 @@ from seq2seq.training.checkpoint import (
 )
 from seq2seq.training.config_diff import check_same_model
 from seq2seq.training.run_lock import run_dir_lock
+from seq2seq.training.sharded_checkpoint import is_sharded_checkpoint
 
 log = logging.getLogger("seq2seq.average")
 
@@ -102,7 +104,17 @@ class RunningAverage:
         }
 
 
-NOT_TASK_STATE = ("model", EMA_KEY, "config", "optimizer", "scheduler", "scaler", "rng", "trainer")
+NOT_TASK_STATE = (
+    "model",
+    EMA_KEY,
+    "config",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng",
+    "trainer",
+    DATA_KEY,
+)
 """Checkpoint entries that are not the task's state (tokenizers, labels ...)."""
 
 
@@ -223,7 +235,8 @@ def input_files(inputs: Sequence[Path], last: int | None) -> list[Path]:
     missing = [str(path) for path in inputs if not path.exists()]
     if missing:
         raise FileNotFoundError(f"no such checkpoint file or run dir: {', '.join(missing)}")
-    if any(path.is_dir() for path in inputs):
+    # A `.dcp` checkpoint is a directory too, but not a run dir.
+    if any(path.is_dir() and not is_sharded_checkpoint(path) for path in inputs):
         if len(inputs) != 1:
             raise ValueError(
                 "give one run dir (with --last N) or several checkpoint files, not both: "
@@ -251,7 +264,7 @@ def input_files(inputs: Sequence[Path], last: int | None) -> list[Path]:
 def output_file(output: Path | None, inputs: Sequence[Path], files: Sequence[Path]) -> Path:
     """Where the average goes; never over one of its inputs or a trainer-written file."""
     if output is None:
-        if not inputs[0].is_dir():
+        if not inputs[0].is_dir() or is_sharded_checkpoint(inputs[0]):
             raise ValueError("with checkpoint files, name the result with --output FILE")
         output = files[-1].parent / f"average_last{len(files)}.pt"
     if output.resolve() in {path.resolve() for path in files}:

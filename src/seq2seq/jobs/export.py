@@ -42,7 +42,7 @@ from seq2seq.jobs.model_card import Provenance, model_card
 from seq2seq.jobs.onnx_export import check_onnx_packages, write_onnx
 from seq2seq.jobs.trained_run import TrainedRun, checkpoint_file, rebuild_run
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
-from seq2seq.training.checkpoint import AVERAGED_KEY, BEST_NAME, load_checkpoint
+from seq2seq.training.checkpoint import AVERAGED_KEY, BEST_NAME, BEST_NAMES, load_checkpoint
 from seq2seq.training.run_files import HYDRA_SUBDIR, METRICS_NAME, read_metrics
 from seq2seq.writable import directory_problem
 
@@ -169,7 +169,7 @@ def provenance_of(checkpoint: Mapping[str, Any], path: Path, run_dir: Path | Non
         best_step = (recorded.get("best") or {}).get("step")
         if not recorded:
             note = f"No figures: the run dir has no {METRICS_NAME} (training did not finish)."
-        elif path.name != BEST_NAME or averaged is not None:
+        elif path.name not in BEST_NAMES or averaged is not None:
             note = (
                 f"No figures: the run's {METRICS_NAME} measures {BEST_NAME}, not this checkpoint; "
                 "`seq2seq-evaluate --checkpoint <this dir> --split test` measures it."

@@ -8,6 +8,8 @@ writes the final outputs. Nothing here asks what kind of training it is: the tas
 
 from __future__ import annotations
 
+import copy
+import gc
 import logging
 import math
 import signal
@@ -25,10 +27,10 @@ from torch.nn.parallel import DistributedDataParallel
 from seq2seq.atomic import remove_orphan_temporaries, write_json_atomic, write_text_atomic
 from seq2seq.config.checks import check_precision
 from seq2seq.config.schema import TrainConfig
+from seq2seq.config.training import ParallelStrategy
 from seq2seq.jobs.checks import checked_task
 from seq2seq.tasks import PreparedData, Task
 from seq2seq.training.checkpoint import (
-    BEST_NAME,
     CheckpointManager,
     load_checkpoint,
     strip_prefixes,
@@ -36,6 +38,7 @@ from seq2seq.training.checkpoint import (
 )
 from seq2seq.training.devices import cpu_threads, resolve_device
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
+from seq2seq.training.fsdp import shard
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.optim import build_optimizer
 from seq2seq.training.precision import PRECISIONS, use_tf32
@@ -127,8 +130,15 @@ def run_training(
                 return Outcome(done, trained=False)
             run = assemble(cfg, kind, config_text, run_dir, distributed, hydra_files or {})
             hparams = OmegaConf.to_container(cfg_node, resolve=True, enum_to_str=True)
-            best = run.train(hparams)  # type: ignore[arg-type]
-            fault = run.trainer.fault
+            try:
+                best = run.train(hparams)  # type: ignore[arg-type]
+                fault = run.trainer.fault
+            finally:
+                # DDP's reducer holds the process group: freed while the group is alive, or
+                # the group's destructor (under the GIL) can wait forever on a gloo worker
+                # thread that waits for the GIL.
+                del run
+                gc.collect()
             return Outcome(best, trained=True, fault=None if fault is None else str(fault))
         finally:
             torch.set_num_threads(threads)
@@ -230,10 +240,10 @@ class AssembledRun:
     def _test(self) -> Any:
         """The test split evaluated by best.pt (or, without one, the last model), with the
         weights validation used (the EMA's under `trainer.ema_eval`)."""
-        state, module = self.trainer.state, self.trainer.module
-        best_path = self.checkpoints.directory / BEST_NAME
+        state, module = self.trainer.state, self.trainer.evaluated_module
+        best_path = self.checkpoints.best
         weights: AbstractContextManager[None] = nullcontext()
-        if best_path.is_file():
+        if best_path.exists():
             module.load_state_dict(weights_for_inference(load_checkpoint(best_path)))
         else:
             weights = self.trainer.evaluation_weights()
@@ -265,7 +275,10 @@ def assemble(
 ) -> AssembledRun:
     """A trainer ready to `fit`, its task's data prepared, its run dir written."""
     device = _device(cfg, distributed)
-    checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.keep_last)
+    sharded = cfg.trainer.strategy == ParallelStrategy.fsdp
+    checkpoints = CheckpointManager(
+        run_dir / "checkpoints", keep_last=cfg.trainer.keep_last, sharded=sharded
+    )
     point = resume_point(
         cfg.trainer.resume,
         checkpoints,
@@ -274,8 +287,11 @@ def assemble(
     )
     seed_everything(cfg.seed)
     task, data = _prepare_task(cfg, kind, point, distributed)
-    model = _model(cfg, task, point, device)
+    model = _model(cfg, task, None if sharded else point, device)
     batches = task.train_batches(rank=distributed.rank, world_size=distributed.world_size)
+    evaluation_copy = _evaluation_copy(model, cfg, distributed)
+    wrapped = _wrapped(model, cfg, device, distributed)
+    # After wrapping: fully_shard replaces the parameters with their shards.
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, max_steps=cfg.trainer.max_steps)
     # Written only now: a refused resume, bad data or a batch budget too small for the
@@ -288,13 +304,15 @@ def assemble(
             adopt_best(point, checkpoints)
     logger = _logger(run_dir, config_text, point) if distributed.is_main else None
     autocast = PRECISIONS[cfg.trainer.precision]
+    # Ranks other than 0 never evaluate: a sharded model stands in for the copy they lack.
+    evaluated = model if evaluation_copy is None else evaluation_copy
     trainer = Trainer(
-        model=_wrapped(model, cfg, device, distributed),
+        model=wrapped,
         optimizer=optimizer,
         scheduler=scheduler,
         batches=batches,
         loss=task.loss,
-        evaluator=task.evaluator("validation", model, device=device, autocast_dtype=autocast),
+        evaluator=task.evaluator("validation", evaluated, device=device, autocast_dtype=autocast),
         monitor=monitor(cfg, kind),
         checkpoints=checkpoints,
         logger=logger,
@@ -306,9 +324,10 @@ def assemble(
             **task.state(),
         },
         distributed=distributed,
+        evaluation_copy=evaluation_copy,
     )
     if point is not None:
-        trainer.load_state_dict(point.checkpoint)
+        trainer.load_state_dict(point.checkpoint, path=point.path)
         restart_epoch_if_rebatched(
             point.checkpoint.get(BATCH_LAYOUT_KEY), batches.layout(), trainer
         )
@@ -388,10 +407,25 @@ def _logger(run_dir: Path, config_text: str, point: ResumePoint | None) -> RunLo
     return logger
 
 
+def _evaluation_copy(
+    model: nn.Module, cfg: TrainConfig, distributed: Distributed
+) -> nn.Module | None:
+    """Under fsdp on several processes, rank 0's unsharded copy of the model, which
+    validation and the test decode with (see `Trainer`); None otherwise."""
+    if cfg.trainer.strategy != ParallelStrategy.fsdp or not distributed.enabled:
+        return None
+    return copy.deepcopy(model) if distributed.is_main else None
+
+
 def _wrapped(
     model: nn.Module, cfg: TrainConfig, device: torch.device, distributed: Distributed
 ) -> nn.Module:
-    """The model as the loop runs it: compiled, and under DDP on several processes."""
+    """The model as the loop runs it: compiled, and under DDP on several processes, or
+    sharded in place under fsdp (on one process, fsdp trains the plain model)."""
+    if cfg.trainer.strategy == ParallelStrategy.fsdp:
+        if not distributed.enabled:
+            return model
+        return shard(model, param_dtype=PRECISIONS[cfg.trainer.precision])
     # torch.compile wraps the module in an OptimizedModule, itself an nn.Module.
     wrapped = cast(nn.Module, torch.compile(model)) if cfg.trainer.compile else model
     if distributed.enabled:

@@ -23,8 +23,14 @@ from seq2seq.config.training import Precision
 from seq2seq.jobs.export_files import MANIFEST_NAME, WEIGHTS_NAME, read_export
 from seq2seq.model import PerformerModel
 from seq2seq.tasks import DecodingOptions, Task, task_class
-from seq2seq.training.checkpoint import BEST_NAME, load_checkpoint, weights_for_inference
+from seq2seq.training.checkpoint import (
+    BEST_NAME,
+    BEST_NAMES,
+    load_checkpoint,
+    weights_for_inference,
+)
 from seq2seq.training.precision import PRECISIONS
+from seq2seq.training.sharded_checkpoint import is_sharded_checkpoint
 
 
 @dataclass
@@ -64,15 +70,19 @@ def run_precision(config: TrainConfig, device: torch.device) -> Precision:
 
 
 def checkpoint_file(value: str) -> Path:
-    """`checkpoint=` as a file: a `.pt` path, a run dir's `checkpoints/best.pt`, or an
+    """`checkpoint=` as a file: a `.pt` path (or a `.dcp` directory of a
+    `trainer.strategy=fsdp` run), a run dir's `checkpoints/best.pt` (or `best.dcp`), or an
     export dir's `model.safetensors` (which `load_run` reads with the files beside it)."""
     path = Path(value)
+    if is_sharded_checkpoint(path):
+        return path
     if path.is_dir():
         if (path / MANIFEST_NAME).is_file():  # an export dir of seq2seq-export
             return path / WEIGHTS_NAME
-        for candidate in (path / "checkpoints" / BEST_NAME, path / BEST_NAME):
-            if candidate.is_file():
-                return candidate
+        for name in BEST_NAMES:
+            for candidate in (path / "checkpoints" / name, path / name):
+                if candidate.is_file() or is_sharded_checkpoint(candidate):
+                    return candidate
         raise FileNotFoundError(
             f"checkpoint={value!r} is a directory without checkpoints/{BEST_NAME} or "
             f"{MANIFEST_NAME}; pass a run dir of seq2seq-train, an export dir of "

@@ -2,7 +2,9 @@
 
 A checkpoint is a dict of tensors, numbers, strings and lists (the resolved config as YAML
 text, RNG states as tensors), so `torch.load(weights_only=True)` reads it: loading never
-runs arbitrary pickled code.
+runs arbitrary pickled code. A `trainer.strategy=fsdp` run writes `step_<N>.dcp`
+directories instead (`seq2seq.training.sharded_checkpoint`), which `load_checkpoint` reads
+as the same dict (DCP's own `.metadata` index is a pickle: read the ones you trust).
 """
 
 from __future__ import annotations
@@ -19,16 +21,34 @@ import yaml
 from torch import nn
 
 from seq2seq.atomic import write_atomic
+from seq2seq.training.distributed import Distributed
+from seq2seq.training.sharded_checkpoint import (
+    DCP_SUFFIX,
+    METADATA_NAME,
+    OPTIMIZER_GROUPS_KEY,
+    SHARDED_KEY,
+    STATE_NAME,
+    copy_sharded,
+    is_sharded_checkpoint,
+    read_sharded_tensors,
+    remove_checkpoint,
+    write_sharded,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.(pt|dcp)$")
 BEST_NAME = "best.pt"
+SHARDED_BEST_NAME = "best" + DCP_SUFFIX
+"""best.pt of a `trainer.strategy=fsdp` run: a copy of the best step's `.dcp` directory."""
+BEST_NAMES = (BEST_NAME, SHARDED_BEST_NAME)
 AVERAGED_KEY = "averaged_from"
 """Marks an averaged checkpoint: the file names and steps it was averaged from."""
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 EMA_KEY = "ema"
 """The EMA of the weights (`trainer.ema_decay`), a state dict like the `model` entry's."""
+DATA_KEY = "data_position"
+"""The entry of the batch stream's own state: every rank's place in a streamed split."""
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -55,7 +75,13 @@ def _first_sentence(error: BaseException) -> str:
 
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load with `weights_only=True`; a missing, truncated or corrupt file gets one clear error.
-    `mmap`: map the tensors instead of reading them, for a look at the other entries."""
+    `mmap`: map the tensors instead of reading them, for a look at the other entries.
+
+    A `.dcp` directory gives the same dict, its tensors whole (the optimizer's `state` keyed
+    by parameter name, its `param_groups` naming them); with `mmap` its `state.pt` alone,
+    without `model` and `optimizer` (`sharded_checkpoint.SHARDED_KEY` names them)."""
+    if is_sharded_checkpoint(path):
+        return _load_sharded(path, mmap=mmap)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     with path.open("rb") as handle:
@@ -85,6 +111,37 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise ValueError(f"{path} is not a seq2seq checkpoint (no 'model' and 'config' entries)")
     return checkpoint
+
+
+def _load_sharded(path: Path, *, mmap: bool) -> dict[str, Any]:
+    state_file = path / STATE_NAME
+    if not state_file.is_file() or not (path / METADATA_NAME).is_file():
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt and cannot be loaded (no {STATE_NAME} "
+            f"or {METADATA_NAME} in it)"
+        )
+    try:
+        checkpoint = torch.load(state_file, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as error:
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt and cannot be loaded "
+            f"({type(error).__name__}: {_first_sentence(error)})"
+        ) from error
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint:
+        raise ValueError(f"{path} is not a seq2seq checkpoint (no 'config' entry)")
+    if mmap:
+        return checkpoint
+    try:
+        tensors = read_sharded_tensors(path)
+    except Exception as error:
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt and cannot be loaded "
+            f"({type(error).__name__}: {_first_sentence(error)})"
+        ) from error
+    groups = checkpoint.pop(OPTIMIZER_GROUPS_KEY, [])
+    checkpoint.pop(SHARDED_KEY, None)  # whole, the dict is a .pt checkpoint's
+    optimizer = {"state": tensors.get("optimizer", {}), "param_groups": groups}
+    return {**checkpoint, "model": tensors["model"], "optimizer": optimizer}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -131,7 +188,7 @@ def weights_for_inference(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tens
 
 
 def checkpoint_paths(directory: Path) -> list[Path]:
-    """`step_*.pt` files in `directory`, oldest step first."""
+    """`step_*.pt` files and `step_*.dcp` directories in `directory`, oldest step first."""
     if not directory.is_dir():
         return []
     found = [
@@ -143,26 +200,56 @@ def checkpoint_paths(directory: Path) -> list[Path]:
 
 
 class CheckpointManager:
-    """Writes `step_<N>.pt` files, keeps the newest `keep_last`, and `best.pt` apart."""
+    """Writes `step_<N>.pt` files, keeps the newest `keep_last`, and `best.pt` apart;
+    `sharded`: `step_<N>.dcp` directories and `best.dcp` instead."""
 
-    def __init__(self, directory: Path, *, keep_last: int) -> None:
+    def __init__(self, directory: Path, *, keep_last: int, sharded: bool = False) -> None:
         if keep_last < 1:
             raise ValueError(f"trainer.keep_last={keep_last} must be at least 1")
         self.directory = directory
         self.keep_last = keep_last
+        self.sharded = sharded
 
     def path(self, step: int) -> Path:
-        return self.directory / f"step_{step:08d}.pt"
+        return self.directory / f"step_{step:08d}{DCP_SUFFIX if self.sharded else '.pt'}"
+
+    @property
+    def best(self) -> Path:
+        return self.directory / (SHARDED_BEST_NAME if self.sharded else BEST_NAME)
 
     def save(self, state: dict[str, Any], *, step: int, is_best: bool) -> Path:
         path = self.path(step)
         atomic_save(state, path)
         if is_best:
-            atomic_save(state, self.directory / BEST_NAME)
-        for old in checkpoint_paths(self.directory)[: -self.keep_last]:
-            old.unlink()
+            atomic_save(state, self.best)
+        self._prune()
         log.info("saved checkpoint %s%s", path, " (best)" if is_best else "")
         return path
+
+    def save_sharded(
+        self,
+        tensors: dict[str, Any],
+        state: dict[str, Any],
+        *,
+        step: int,
+        is_best: bool,
+        distributed: Distributed,
+    ) -> Path:
+        """Every rank calls it: DCP writes `tensors` (each rank its shards), rank 0 `state`,
+        copies the directory to best.dcp and prunes. An OSError is raised on the ranks whose
+        write failed."""
+        path = self.path(step)
+        write_sharded(path, tensors, state, distributed=distributed, save_state=atomic_save)
+        if distributed.is_main:
+            if is_best:
+                copy_sharded(path, self.best)
+            self._prune()
+            log.info("saved checkpoint %s%s", path, " (best)" if is_best else "")
+        return path
+
+    def _prune(self) -> None:
+        for old in checkpoint_paths(self.directory)[: -self.keep_last]:
+            remove_checkpoint(old)
 
     def latest(self) -> Path | None:
         paths = checkpoint_paths(self.directory)
@@ -176,8 +263,7 @@ class CheckpointManager:
             for path in checkpoint_paths(self.directory)
             if int(CHECKPOINT_PATTERN.match(path.name).group(1)) > step  # type: ignore[union-attr]
         ]
-        best = self.directory / BEST_NAME
-        if best.is_file():
+        for best in self._bests():
             try:
                 best_step = load_checkpoint(best, mmap=True).get("trainer", {}).get("step", -1)
             except ValueError:  # unreadable: its step cannot be told, so not an earlier one
@@ -187,6 +273,9 @@ class CheckpointManager:
         return later
 
     def existing(self) -> list[Path]:
-        """The step checkpoints and `best.pt` already in the directory."""
-        best = self.directory / BEST_NAME
-        return checkpoint_paths(self.directory) + ([best] if best.is_file() else [])
+        """The step checkpoints and `best.pt` (or `best.dcp`) already in the directory."""
+        return checkpoint_paths(self.directory) + self._bests()
+
+    def _bests(self) -> list[Path]:
+        bests = [self.directory / name for name in BEST_NAMES]
+        return [best for best in bests if best.is_file() or is_sharded_checkpoint(best)]

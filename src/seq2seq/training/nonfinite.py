@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 MIN_LOSS_SCALE = 1e-4
 """Below this fp16 loss scale an overflow is no longer the scaler's to absorb."""
@@ -65,6 +66,9 @@ def first_nonfinite_module(model: nn.Module, forward: Callable[[], Any]) -> str 
 
 def first_nonfinite_gradient(model: nn.Module) -> str | None:
     for name, parameter in model.named_parameters():
-        if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
+        grad = parameter.grad
+        if isinstance(grad, DTensor):  # a sharded parameter's: this rank's part of it
+            grad = grad.to_local()
+        if grad is not None and not torch.isfinite(grad).all():
             return name
     return None

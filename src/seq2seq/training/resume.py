@@ -1,10 +1,11 @@
 """The resume policy: where a run continues from, what it refuses, and when it is done.
 
-`trainer.resume=auto` continues the latest checkpoint in the run dir, `<file.pt>` or
-`<run dir>` another one. What protects data is refused before anything is written: a fresh
-run over an earlier run's checkpoints, a checkpoint of another model or another number of
-processes, later checkpoints that a continued run would prune, and a finished run asked for
-with other settings (its result would be returned as theirs).
+`trainer.resume=auto` continues the latest checkpoint in the run dir, `<file.pt>` (or
+`<step_N.dcp>`) or `<run dir>` another one. What protects data is refused before anything is
+written: a fresh run over an earlier run's checkpoints, a checkpoint of another model or (but
+for a sharded one, which reshards) another number of processes, or of the other
+`trainer.strategy`, later checkpoints that a continued run would prune, and a finished run
+asked for with other settings (its result would be returned as theirs).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from seq2seq.atomic import write_atomic
 from seq2seq.config.schema import TrainConfig
 from seq2seq.training.checkpoint import (
     AVERAGED_KEY,
-    BEST_NAME,
     CheckpointManager,
     checkpoint_paths,
     load_checkpoint,
@@ -34,6 +34,7 @@ from seq2seq.training.config_diff import (
     check_same_model,
     check_same_result,
 )
+from seq2seq.training.sharded_checkpoint import SHARDED_KEY, copy_sharded, is_sharded_checkpoint
 from seq2seq.training.trainer import Trainer
 
 log = logging.getLogger("seq2seq.train")
@@ -84,6 +85,8 @@ def resume_path(resume: str | None, checkpoints: CheckpointManager) -> Path | No
             )
         return latest
     path = Path(resume)
+    if is_sharded_checkpoint(path):
+        return path
     if path.is_dir():  # a run dir (or its checkpoints/): its latest step checkpoint
         found = checkpoint_paths(path / "checkpoints") or checkpoint_paths(path)
         if not found:
@@ -100,10 +103,20 @@ def resume_path(resume: str | None, checkpoints: CheckpointManager) -> Path | No
     return path
 
 
-def check_resumable(checkpoint: Mapping[str, Any], source: Path, *, world_size: int) -> None:
-    """One clear error, before anything is built, for a checkpoint with no training state
-    or one written by another number of processes (each restores its own RNG states)."""
-    missing = [key for key in TRAINING_STATE if key not in checkpoint]
+def check_resumable(
+    checkpoint: Mapping[str, Any], source: Path, *, world_size: int, sharded: bool = False
+) -> None:
+    """One clear error, before anything is built, for a checkpoint with no training state,
+    one of the other `trainer.strategy` (`sharded`: this run's is fsdp), or one written by
+    another number of processes (each restores its own RNG states), but for a sharded one."""
+    if is_sharded_checkpoint(source) != sharded:
+        written, now = ("fsdp", "ddp") if is_sharded_checkpoint(source) else ("ddp", "fsdp")
+        raise ValueError(
+            f"trainer.resume: {source} was written by a trainer.strategy={written} run but this "
+            f"run has trainer.strategy={now}; resume with trainer.strategy={written}"
+        )
+    stored = [*checkpoint, *checkpoint.get(SHARDED_KEY, [])]
+    missing = [key for key in TRAINING_STATE if key not in stored]
     if missing:
         what = (
             "an average of checkpoints (seq2seq-average), for generation only"
@@ -115,7 +128,7 @@ def check_resumable(checkpoint: Mapping[str, Any], source: Path, *, world_size: 
             f"(missing {missing}). Resume from a step_*.pt checkpoint"
         )
     written_by = len(checkpoint["rng"])
-    if written_by != world_size:
+    if written_by != world_size and not sharded:
         raise ValueError(
             f"trainer.resume: {source} was written by {written_by} processes but this run has "
             f"{world_size}; resume with the same number of processes"
@@ -140,7 +153,8 @@ def _load_or_advise(start_from: Path, checkpoints: CheckpointManager) -> dict[st
     """The checkpoint to resume from; when it is corrupt, the error names the newest
     intact one beside it and the setting that continues from there."""
     try:
-        return load_checkpoint(start_from)
+        # A sharded checkpoint's tensors are not read whole on every rank.
+        return load_checkpoint(start_from, mmap=is_sharded_checkpoint(start_from))
     except ValueError as error:
         if "truncated or corrupt" not in str(error):
             raise
@@ -187,7 +201,9 @@ def resume_point(
 ) -> ResumePoint | None:
     """Where a run with `trainer.resume=resume` continues, checked before anything is
     built; None to start fresh (refused when that would overwrite an earlier run's
-    checkpoints). `config_text`: the run's resolved config, which must build the same model."""
+    checkpoints). `config_text`: the run's resolved config, which must build the same model.
+    A sharded checkpoint's `checkpoint` is its `state.pt`: every rank loads its own shards of
+    the weights and the optimizer's state later (`Trainer.load_state_dict`)."""
     start_from = resume_path(resume, checkpoints)
     earlier = checkpoints.existing()
     if start_from is None:
@@ -206,7 +222,7 @@ def resume_point(
             )
         return None
     checkpoint = _load_or_advise(start_from, checkpoints)
-    check_resumable(checkpoint, start_from, world_size=world_size)
+    check_resumable(checkpoint, start_from, world_size=world_size, sharded=checkpoints.sharded)
     point = ResumePoint(start_from, checkpoint)
     point.corrupt_later = _check_nothing_after(start_from, point.step, checkpoints)
     check_same_model(checkpoint["config"], config_text, source=start_from, also=RESUME_SETTINGS)
@@ -230,8 +246,8 @@ def adopt_best(point: ResumePoint, checkpoints: CheckpointManager) -> None:
     the best it carries on from (which it tests at the end if nothing beats it) is a file
     in its own dir. Only a best.pt of the carried best step is taken."""
     best_step = point.checkpoint["trainer"].get("best_step")
-    source, target = point.path.parent / BEST_NAME, checkpoints.directory / BEST_NAME
-    if best_step is None or target.exists() or not source.is_file():
+    source, target = point.path.parent / checkpoints.best.name, checkpoints.best
+    if best_step is None or target.exists() or not source.exists():
         return
     if int(load_checkpoint(source, mmap=True)["trainer"]["step"]) != best_step:
         log.warning(
@@ -242,6 +258,10 @@ def adopt_best(point: ResumePoint, checkpoints: CheckpointManager) -> None:
         )
         return
     checkpoints.directory.mkdir(parents=True, exist_ok=True)
+    if is_sharded_checkpoint(source):
+        copy_sharded(source, target)
+        log.info("copied %s (step %d) to %s", source, best_step, target)
+        return
     with source.open("rb") as best:
         write_atomic(target, lambda handle: shutil.copyfileobj(best, handle))
     log.info("copied %s (step %d) to %s", source, best_step, target)

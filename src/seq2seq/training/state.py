@@ -61,8 +61,14 @@ class TrainingBatch(Protocol):
 class BatchStream(Protocol):
     """The training batches, resumable: `epoch(e, start)` yields epoch e's batches from
     index `start` on; `layout()` is what must match for a saved position to mean the same
-    batches after a resume."""
+    batches after a resume. `state_dict()` is what else the position needs (every rank
+    calls it at a checkpoint; None when `(epoch, start)` says all), restored by
+    `load_state_dict` before `epoch` is called."""
 
     def epoch(self, epoch: int, start: int) -> Iterator[TrainingBatch]: ...
 
     def layout(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> None: ...

@@ -23,11 +23,25 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from seq2seq.config.training import NonFinite, TrainerConfig
-from seq2seq.training.checkpoint import EMA_KEY, CheckpointManager, unwrap, unwrapped_state_dict
+from seq2seq.config.training import NonFinite, ParallelStrategy, TrainerConfig
+from seq2seq.training.checkpoint import (
+    DATA_KEY,
+    EMA_KEY,
+    CheckpointManager,
+    unwrap,
+    unwrapped_state_dict,
+)
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.ema import ExponentialMovingAverage
 from seq2seq.training.evaluator import EvaluationResult, Evaluator
+from seq2seq.training.fsdp import (
+    checkpoint_tensors,
+    full_model_state,
+    gradient_sync_paused,
+    is_sharded,
+    load_checkpoint_tensors,
+    whole,
+)
 from seq2seq.training.logger import RunLogger
 from seq2seq.training.loss import LossSums
 from seq2seq.training.nonfinite import (
@@ -41,6 +55,7 @@ from seq2seq.training.precision import PRECISIONS, autocast
 from seq2seq.training.progress import Progress
 from seq2seq.training.rng import capture_rng, restore_rng
 from seq2seq.training.schedule import sync_learning_rates
+from seq2seq.training.sharded_checkpoint import OPTIMIZER_GROUPS_KEY, SHARDED_KEY
 from seq2seq.training.signals import StopRequest
 from seq2seq.training.state import BatchStream, Monitor, TrainingBatch, TrainState
 from seq2seq.training.write_fault import WRITE_ERROR, WriteFault, state_bytes
@@ -68,12 +83,20 @@ class Trainer:
         device: torch.device,
         checkpoint_extras: dict[str, Any],
         distributed: Distributed,
+        evaluation_copy: nn.Module | None = None,
     ) -> None:
         """`checkpoint_extras` (config text, the task's state) go into every checkpoint.
         Under DDP or torch.compile, `model` is the wrapped module; rank 0 alone evaluates,
         logs and saves. After each optimizer step the model's `after_optimizer_step(step)`
         hook runs, if it has one (FAVOR+ redraws). With `cfg.ema_decay`, an EMA of the
-        weights starts from `model`'s (a resumed run's: `load_state_dict` restores it)."""
+        weights starts from `model`'s (a resumed run's: `load_state_dict` restores it).
+
+        Under `trainer.strategy=fsdp` checkpoints are `.dcp` directories that every rank
+        writes, and, sharded over several ranks, `evaluator` decodes with
+        `evaluation_copy`, rank 0's unsharded copy of the model, whose weights are gathered
+        from the shards before each validation: decoding calls the layers' own methods
+        (`init_state`, `step`), which FSDP's forward hooks never see, and inference needs
+        no gradients or optimizer state, so whole weights fit where training did not."""
         self.model = model
         self.module = unwrap(model)
         self.optimizer = optimizer
@@ -88,6 +111,8 @@ class Trainer:
         self.device = device
         self.checkpoint_extras = checkpoint_extras
         self.distributed = distributed
+        self.sharded_checkpoints = cfg.strategy == ParallelStrategy.fsdp
+        self.evaluation_copy = evaluation_copy
         self.state = TrainState()
         self.autocast_dtype = PRECISIONS[cfg.precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
@@ -104,30 +129,50 @@ class Trainer:
     # --- checkpoint state -------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint holds; under `trainer.strategy=fsdp` without the weights and the
+        optimizer's state, which `save` has DCP write from every rank's shards."""
         ema = {} if self.ema is None else {EMA_KEY: self.ema.state_dict(self.model)}
+        weights: dict[str, Any] = (
+            {SHARDED_KEY: ["model", "optimizer"]}
+            if self.sharded_checkpoints
+            else {
+                "model": unwrapped_state_dict(self.model),
+                "optimizer": self.optimizer.state_dict(),
+            }
+        )
         return {
-            "model": unwrapped_state_dict(self.model),
+            **weights,
             **ema,
-            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             # Every rank's generators (dropout differs by rank), restored rank by rank.
             "rng": self.distributed.gather(capture_rng()),
+            # Every rank's place in a streamed split (in-memory batches have none).
+            DATA_KEY: self.batches.state_dict(),
             "trainer": asdict(self.state),
             "monitor": self.monitor.name,
             **self.checkpoint_extras,
         }
 
-    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+    def load_state_dict(self, checkpoint: dict[str, Any], *, path: Path | None = None) -> None:
         """Restore everything but the model weights (loaded by the caller before the model
-        is wrapped or compiled)."""
+        is wrapped or compiled). Under `trainer.strategy=fsdp`, `checkpoint` is the `state.pt`
+        of the `.dcp` directory `path`, from which the weights and the optimizer's state are
+        loaded here, resharded to this run's processes."""
         # The saved moments are kept, but the settings are the ones configured now (the
         # run's config.yaml says so): a resume with another optim.lr or weight_decay uses it.
         configured = [
             {key: value for key, value in group.items() if key not in ("params", "lr")}
             for group in self.optimizer.param_groups
         ]
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.sharded_checkpoints:
+            if path is None:
+                raise ValueError("a sharded (.dcp) checkpoint is loaded from its path")
+            load_checkpoint_tensors(
+                path, self.model, self.optimizer, checkpoint, distributed=self.distributed
+            )
+        else:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
         for group, settings in zip(self.optimizer.param_groups, configured, strict=True):
             group.update(settings)
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -137,16 +182,43 @@ class Trainer:
         if self.ema is not None:  # a resume may not switch the EMA on (resume_point refuses)
             self.ema.load_state_dict(checkpoint[EMA_KEY])
         self.state = TrainState(**checkpoint["trainer"])
-        restore_rng(checkpoint["rng"][self.distributed.rank])
+        rng = checkpoint["rng"]
+        if len(rng) != self.distributed.world_size and self.distributed.is_main:
+            # Only a sharded checkpoint gets here (resume_point refuses the others).
+            log.warning(
+                "the checkpoint was written by %d processes and this run has %d: rank r "
+                "restores the random generators of rank r mod %d, so dropout draws differ "
+                "from an unbroken run",
+                len(rng),
+                self.distributed.world_size,
+                len(rng),
+            )
+        restore_rng(rng[self.distributed.rank % len(rng)])
+        if checkpoint.get(DATA_KEY) is not None:
+            self.batches.load_state_dict(checkpoint[DATA_KEY])
 
     def save(self) -> Path:
-        """Every rank takes part (RNG states are gathered); rank 0 writes. A file it cannot
-        write (a full disk) is a `WriteFault` on every rank."""
+        """Every rank takes part (RNG states are gathered); rank 0 writes (under
+        `trainer.strategy=fsdp`, every rank writes its shards). A file it cannot write (a
+        full disk) is a `WriteFault` on every rank."""
         state = self.state_dict()
+        tensors: dict[str, Any] = {}
         path = self.checkpoints.path(self.state.step)
+        is_best = self.state.best_step == self.state.step
         error: OSError | None = None
-        if self.distributed.is_main:
-            is_best = self.state.best_step == self.state.step
+        if self.sharded_checkpoints:
+            tensors, state[OPTIMIZER_GROUPS_KEY] = checkpoint_tensors(self.model, self.optimizer)
+            try:
+                self.checkpoints.save_sharded(
+                    tensors,
+                    state,
+                    step=self.state.step,
+                    is_best=is_best,
+                    distributed=self.distributed,
+                )
+            except OSError as failed:
+                error = failed
+        elif self.distributed.is_main:
             try:
                 self.checkpoints.save(state, step=self.state.step, is_best=is_best)
             except OSError as failed:
@@ -156,7 +228,7 @@ class Trainer:
                 path,
                 step=self.state.step,
                 error=error,
-                size=state_bytes(state),
+                size=state_bytes({**state, **tensors}),
                 # Listed only on failure: after it, the newest intact file (rank 0 logs it).
                 resume_from=self.checkpoints.latest(),
                 keep_last=self.checkpoints.keep_last,
@@ -203,7 +275,11 @@ class Trainer:
         loss_total, nll_total = 0.0, 0.0
         for index, batch in enumerate(group):
             last = index == len(group) - 1
-            sync = nullcontext() if last or not distributed.enabled else self.model.no_sync()  # type: ignore[operator]
+            sync = (
+                nullcontext()
+                if last or not distributed.enabled
+                else gradient_sync_paused(self.model)
+            )
             with sync:
                 with autocast(self.device, self.autocast_dtype):
                     sums = self.loss(self.model, batch)
@@ -216,7 +292,8 @@ class Trainer:
         # The norm is measured before clipping: clipping by a non-finite norm would turn
         # every gradient into NaN and hide the parameter where the trouble began.
         gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(gradients)
+        # Of sharded gradients, a DTensor: its whole value sums every rank's part.
+        norm = whole(torch.nn.utils.get_total_norm(gradients))
         grad_norm = float(norm)
         loss_finite = math.isfinite(loss_total)  # summed over ranks: the same on each
         grads_finite = not distributed.any(not math.isfinite(grad_norm))
@@ -273,14 +350,15 @@ class Trainer:
     def _handle_nonfinite(self, group: list[TrainingBatch], loss: float, grad_norm: float) -> None:
         model = self.module
         culprit = None
-        for batch in group:  # the first micro-batch whose forward pass goes non-finite
+        # The first micro-batch whose forward pass goes non-finite. Every one runs: a forward
+        # of a sharded model gathers weights from every rank, so all ranks run the same ones.
+        for batch in group:
             with autocast(self.device, self.autocast_dtype):
-                culprit = first_nonfinite_module(
+                found = first_nonfinite_module(
                     model,
                     lambda b=batch: self.loss(model, b),  # type: ignore[misc]
                 )
-            if culprit:
-                break
+            culprit = culprit or found
         if culprit:
             where = f"first non-finite output: {culprit}"
         else:
@@ -308,6 +386,12 @@ class Trainer:
             )
         log.warning("%s; skipping the step (trainer.nonfinite=skip)", message)
 
+    @property
+    def evaluated_module(self) -> nn.Module:
+        """The module that validation decodes with: the model, or rank 0's unsharded copy of
+        a model sharded over several ranks (it holds the weights of the last validation)."""
+        return self.module if self.evaluation_copy is None else self.evaluation_copy
+
     def evaluation_weights(self) -> AbstractContextManager[None]:
         """The weights validation and test use in the model, inside the block: the EMA's
         under `trainer.ema_eval`, else the model's own."""
@@ -317,6 +401,10 @@ class Trainer:
 
     def evaluate(self) -> EvaluationResult:
         """Rank 0 evaluates; the figures reach every rank so best/patience stay in step."""
+        if is_sharded(self.model):  # every rank sends its shards; rank 0's copy takes them
+            weights = full_model_state(self.model)
+            if self.evaluation_copy is not None:
+                self.evaluation_copy.load_state_dict(weights)
         result = None
         if self.distributed.is_main:
             with self.evaluation_weights():
