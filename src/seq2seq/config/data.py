@@ -106,7 +106,17 @@ class DataConfig:
     max_tokens: int = 4096
     """Token budget of one batch (padded source or target tokens, whichever is larger)."""
     num_workers: int = 0
-    """DataLoader worker processes."""
+    """DataLoader worker processes (in-memory splits)."""
+    streaming: bool = False
+    """Read the train split as a stream (`load_dataset(..., streaming=True)`) instead of
+    loading it whole: for a corpus larger than memory. Examples are tokenized as they are
+    read, `buffer_size` at a time, each rank reading its part (`split_dataset_by_node`);
+    the tokenizer learns from the first `tokenizer.train_examples`. Validation and test
+    stay in memory. seq2seq and language_modeling; see docs/scaling.md."""
+    buffer_size: int = 10000
+    """streaming: examples read, tokenized and shuffled together (the window batches are
+    bucketed in); memory holds one window. Examples farther apart in the stream are never
+    shuffled together: a corpus sorted by topic or length should be shuffled once on disk."""
 
 
 @dataclass
@@ -124,5 +134,8 @@ class TokenizerConfig:
     """One tokenizer for source and target; false trains one per side."""
     character_coverage: float = 1.0
     """Share of characters the model must cover (0.9995 suits large alphabets)."""
+    train_examples: int | None = None
+    """Examples from the start of the train split the tokenizer learns from; null: the
+    whole split in memory, the first 100,000 of a stream (`data.streaming`)."""
     cache_dir: str = "outputs/cache/tokenizers"
     """Where trained tokenizers are cached across runs, relative to the launch directory."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import datasets
@@ -38,6 +38,16 @@ class CleanReport:
     @property
     def kept(self) -> int:
         return self.total - self.dropped_empty - self.dropped_overlong
+
+    def __add__(self, other: CleanReport) -> CleanReport:
+        """Both parts of a split together (the windows of a stream)."""
+        return replace(
+            self,
+            total=self.total + other.total,
+            dropped_empty=self.dropped_empty + other.dropped_empty,
+            dropped_overlong=self.dropped_overlong + other.dropped_overlong,
+            truncated=self.truncated + other.truncated,
+        )
 
     @property
     def limits(self) -> str:

@@ -75,6 +75,8 @@ def _quiet(*, local: bool) -> Iterator[None]:
         and datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is None
         and not datasets.are_progress_bars_disabled()
     )
+    # A filter load_stream installed for good stays.
+    loggers = [logger for logger in loggers if _below_error not in logger.filters]
     for logger in loggers:
         logger.addFilter(_below_error)
     if hide_bars:
@@ -281,3 +283,59 @@ def load_splits(
     if "train" in result and len(result["train"]) == 0:
         raise ValueError(f"data.splits.train={splits['train']!r}: the train split is empty")
     return datasets.DatasetDict(result)
+
+
+def load_stream(
+    *,
+    path: str,
+    name: str | None,
+    data_files: Mapping[str, str | Sequence[str] | None] | None,
+    split: str,
+    columns: Mapping[str, str],
+) -> datasets.IterableDataset:
+    """The dataset split `split` of `path` read as a stream (`load_dataset(...,
+    streaming=True)`): its rows as the files hold them, read as iteration reaches them.
+    `columns_of` turns a window of them into our fields. The files are checked to exist
+    first (reading a broken line is an error when the stream reaches it)."""
+    files = {k: as_list(v) for k, v in (data_files or {}).items() if v is not None}
+    if path in _PACKAGED_DATASETS_MODULES and split not in files:
+        raise ValueError(
+            f"data.path={path!r} reads local files: set data.data_files.{split} (the "
+            "streamed train split)"
+        )
+    base = local_base(path)
+    if base is not None:
+        check_files(base, {split: files[split]} if files else {}, header=path == "csv")
+    kwargs = _builder_kwargs(path, columns=list(columns.values()))
+    # A broken line is read (and raised) as the stream reaches it, where it becomes one
+    # error line naming the data: the builders' own log line of it would come first.
+    for builder in _RAISING_BUILDERS:
+        logger = logging.getLogger(_PACKAGED_DATASETS_MODULES[builder][0])
+        if _below_error not in logger.filters:
+            logger.addFilter(_below_error)
+    try:
+        loaded = datasets.load_dataset(
+            path, name, data_files=files or None, streaming=True, **kwargs
+        )
+    except (ConnectionError, FileNotFoundError) as error:
+        if base is not None:
+            raise
+        raise not_found(path, error) from error
+    if not isinstance(loaded, datasets.IterableDatasetDict):
+        raise TypeError(f"data.path={path!r} loaded as {type(loaded).__name__}, not splits")
+    if split not in loaded:
+        raise ValueError(
+            f"data.splits.train={split!r} is not a split of {path!r}; available splits: "
+            f"{sorted(loaded)}"
+        )
+    return loaded[split]
+
+
+def columns_of(
+    rows: list[dict[str, Any]], *, split: str, columns: Mapping[str, str]
+) -> datasets.Dataset:
+    """A window of a stream's rows as a split with exactly our fields (as `load_splits`
+    makes them: the columns `data.<field>` names, or a text line's tab-separated fields)."""
+    return _our_columns(
+        datasets.Dataset.from_list(rows), role="train", split=split, columns=columns
+    )

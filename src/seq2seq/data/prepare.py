@@ -14,7 +14,8 @@ import datasets
 from seq2seq.config.data import DataConfig, TokenizerConfig
 from seq2seq.data.builtin import builtin_dataset
 from seq2seq.data.cleaning import CleanReport, clean_split
-from seq2seq.data.loading import load_splits
+from seq2seq.data.loading import columns_of, load_splits, load_stream
+from seq2seq.data.streaming import DEFAULT_TOKENIZER_EXAMPLES, first_rows, unreadable
 from seq2seq.data.tokenization import build_tokenizers, tokenize_splits
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.writable import directory_problem
@@ -69,6 +70,80 @@ def load_raw_splits(
     )
 
 
+HELD_OUT = ("validation", "test")
+"""The roles that stay in memory when the train split is streamed."""
+
+
+@dataclass(frozen=True)
+class TrainStream:
+    """A streamed train split (`data.streaming`): its rows as the source holds them, and
+    how a window of them becomes the task's fields."""
+
+    rows: datasets.IterableDataset
+    split: str
+    columns: dict[str, str]
+    """Each of the task's fields -> the column it is read from."""
+    identity: dict[str, str | None]
+    """What names the data (for the checkpoint's batch layout)."""
+
+    def fields(self, rows: list[dict[str, object]]) -> datasets.Dataset:
+        return columns_of(rows, split=self.split, columns=self.columns)
+
+    def sample(self, tokenizer: TokenizerConfig) -> datasets.Dataset:
+        """The first `tokenizer.train_examples` rows, as fields: what the tokenizer learns."""
+        count = tokenizer.train_examples or DEFAULT_TOKENIZER_EXAMPLES
+        rows = first_rows(self.rows, count, identity=self.identity)
+        if not rows:
+            raise unreadable(self.identity, "its start", ValueError("it holds no rows"))
+        log.info(
+            "tokenizer: learned from the first %d examples of the streamed train split "
+            "(tokenizer.train_examples=%s)",
+            len(rows),
+            tokenizer.train_examples,
+        )
+        return self.fields(rows)
+
+
+def open_train_stream(
+    cfg: DataConfig, *, seed: int, fields: Sequence[str] = PAIR_COLUMNS
+) -> TrainStream:
+    """The train split of `cfg` as a stream; a built-in dataset's generated split is read
+    through the same path (`to_iterable_dataset`)."""
+    if cfg.builtin is not None:
+        train = _builtin_splits(cfg, seed=seed)["train"].select_columns(list(fields))
+        return TrainStream(
+            rows=train.to_iterable_dataset(),
+            split="train",
+            columns={field: field for field in fields},
+            identity={"builtin": cfg.builtin},
+        )
+    assert cfg.path is not None
+    columns = {field: getattr(cfg, field) for field in fields}
+    split = cfg.splits.train
+    rows = load_stream(
+        path=cfg.path,
+        name=cfg.name,
+        data_files=asdict(cfg.data_files),
+        split=split,
+        columns=columns,
+    )
+    return TrainStream(
+        rows=rows,
+        split=split,
+        columns=columns,
+        identity={"path": cfg.path, "name": cfg.name, "data_files.train": cfg.data_files.train},
+    )
+
+
+def tokenizer_examples(train: datasets.Dataset, tokenizer: TokenizerConfig) -> datasets.Dataset:
+    """The examples of an in-memory train split the tokenizer learns from."""
+    count = tokenizer.train_examples
+    if count is None or count >= len(train):
+        return train
+    log.info("tokenizer: learned from the first %d of %d train examples", count, len(train))
+    return train.select(range(count))
+
+
 def _builtin_splits(cfg: DataConfig, *, seed: int) -> datasets.DatasetDict:
     assert cfg.builtin is not None
     return builtin_dataset(cfg.builtin).make(cfg, seed)
@@ -112,19 +187,27 @@ def prepare_data(
     length_limits: tuple[int, int],
     seed: int,
     tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
+    stream: TrainStream | None = None,
 ) -> PreparedPairs:
     """`length_limits`: the longest source and target, in tokens, that are kept whole.
     `tokenizers`: the (source, target) pair to use, such as a resumed checkpoint's; by
-    default they are trained on the train split (or found in the tokenizer cache)."""
+    default they are trained on the train split (or found in the tokenizer cache).
+    `stream`: the streamed train split; the result then holds the held-out splits only,
+    and the tokenizers learn from the stream's first examples."""
     if tokenizers is None:
         check_cache_dir(tokenizer.cache_dir)
-    raw = load_raw_splits(data, seed=seed)
-    _require_usable_examples(raw["train"], data)
+    if stream is None:
+        raw = load_raw_splits(data, seed=seed)
+        train = tokenizer_examples(raw["train"], tokenizer)
+    else:
+        raw = load_raw_splits(data, seed=seed, roles=HELD_OUT)
+        train = stream.sample(tokenizer)
+    _require_usable_examples(train, data)
     if tokenizers is None:
         cache_dir = Path(tokenizer.cache_dir)
         try:
             tokenizers = build_tokenizers(
-                raw["train"],
+                train,
                 shared=tokenizer.shared,
                 model_type=tokenizer.model_type,
                 source_model_type=tokenizer.source_model_type,

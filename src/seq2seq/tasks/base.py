@@ -28,7 +28,10 @@ from torch import nn
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.config.schema import TrainConfig
 from seq2seq.data.batching import LoaderStream, TokenBatchSampler, make_loader
+from seq2seq.data.prepare import TrainStream, open_train_stream
+from seq2seq.data.streaming import StreamedBatches, Window
 from seq2seq.model import ModelKind, PerformerModel
+from seq2seq.training.distributed import Distributed
 from seq2seq.training.evaluator import Evaluator
 from seq2seq.training.loss import LossSums
 from seq2seq.training.state import BatchStream
@@ -94,6 +97,9 @@ class Task(ABC):
         self.cfg = cfg
         self.data: PreparedData | None = None
         """The prepared splits, once `prepare` ran."""
+        self.stream: TrainStream | None = None
+        """The streamed train split (`data.streaming`), once `prepare` opened it; the
+        prepared splits then hold the held-out ones only."""
 
     def split(self, role: str) -> datasets.Dataset:
         """A prepared split (`train`, `validation` or `test`)."""
@@ -130,6 +136,39 @@ class Task(ABC):
             num_workers=self.cfg.data.num_workers,
         )
         return LoaderStream(sampler, loader)
+
+    def open_stream(self, fields: Sequence[str]) -> TrainStream | None:
+        """The streamed train split when `data.streaming` asks for one (kept in `stream`)."""
+        if self.cfg.data.streaming:
+            self.stream = open_train_stream(self.cfg.data, seed=self.cfg.seed, fields=fields)
+        return self.stream
+
+    def streamed_batches(
+        self,
+        prepare: Callable[[datasets.Dataset], Window],
+        *,
+        columns: Sequence[str],
+        collate_fn: Callable[[list[dict[str, Any]]], Any],
+        rank: int,
+        world_size: int,
+    ) -> StreamedBatches:
+        """The streamed train split's batches: windows of `data.buffer_size` rows made
+        into examples by `prepare` (the task's tokenizing and cleaning), bucketed by
+        `data.max_tokens`."""
+        assert self.stream is not None and self.data is not None, "prepare() first"
+        stream = self.stream
+        return StreamedBatches(
+            stream.rows,
+            prepare=lambda rows: prepare(stream.fields(rows)),
+            columns=columns,
+            collate_fn=collate_fn,
+            max_tokens=self.cfg.data.max_tokens,
+            buffer_size=self.cfg.data.buffer_size,
+            seed=self.cfg.seed,
+            distributed=Distributed(rank=rank, world_size=world_size),
+            reports=self.data.reports,
+            identity=stream.identity,
+        )
 
     # --- config -------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from seq2seq.data.batching import LoaderStream
 from seq2seq.data.checks import check_builtin_fits
 from seq2seq.data.cleaning import CleanReport, clean_inputs
 from seq2seq.data.columns import LABEL, TEXT, TEXT_PAIR
-from seq2seq.data.prepare import load_raw_splits, split_origin
+from seq2seq.data.prepare import load_raw_splits, split_origin, tokenizer_examples
 from seq2seq.data.tokenization import build_tokenizer, ids_column, tokenize_columns
 from seq2seq.evaluation import get_metric
 from seq2seq.model import PerformerModel, build_model
@@ -83,6 +83,12 @@ class ClassificationTask(Task):
     @classmethod
     def check_config(cls, cfg: TrainConfig, command_line: Sequence[str]) -> None:
         check_builtin_fits(cfg, cls.fields(cfg))
+        if cfg.data.streaming:
+            raise ValueError(
+                "data.streaming=true: a classification run reads its label set from the whole "
+                "train split, so it keeps the split in memory; set data.streaming=false "
+                "(streaming serves task=seq2seq and task=language_modeling)"
+            )
         if cfg.data.text_pair is not None and cfg.data.text_pair in (
             cfg.data.text,
             cfg.data.label,
@@ -114,7 +120,7 @@ class ClassificationTask(Task):
             self._check_labels(split, role)
         if self.tokenizer is None:
             self.tokenizer = build_tokenizer(
-                raw["train"],
+                tokenizer_examples(raw["train"], cfg.tokenizer),
                 [field for field in fields if field != LABEL],
                 model_type=cfg.tokenizer.model_type,
                 vocab_size=cfg.tokenizer.vocab_size,

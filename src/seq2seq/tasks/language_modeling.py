@@ -29,10 +29,10 @@ from torch import nn
 from seq2seq.config.data import Packing, TokenizerModel
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
-from seq2seq.data.batching import LoaderStream
 from seq2seq.data.checks import check_builtin_fits
 from seq2seq.data.columns import TEXT
-from seq2seq.data.prepare import load_raw_splits, split_origin
+from seq2seq.data.prepare import HELD_OUT, load_raw_splits, split_origin, tokenizer_examples
+from seq2seq.data.streaming import Window
 from seq2seq.data.tokenization import build_tokenizer, ids_column, tokenize_columns
 from seq2seq.evaluation import get_metric
 from seq2seq.generation.limits import count_at_limit, warn_at_limit
@@ -50,10 +50,12 @@ from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors
 from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy
+from seq2seq.training.state import BatchStream
 
 log = logging.getLogger("seq2seq.data")
 
 FIELDS = (TEXT,)
+BLOCK_FEATURE = datasets.Sequence(datasets.Value("int32"))
 LOSS_FIGURES = {"loss": False, "ppl": False, "bpb": False}
 
 
@@ -149,10 +151,17 @@ class LanguageModelingTask(Task):
 
     def prepare(self) -> PreparedData:
         cfg = self.cfg
-        raw = load_raw_splits(cfg.data, seed=cfg.seed, fields=FIELDS)
+        stream = self.open_stream(FIELDS)
+        roles = None if stream is None else HELD_OUT
+        raw = load_raw_splits(cfg.data, seed=cfg.seed, fields=FIELDS, roles=roles)
         if self.tokenizer is None:
+            train = (
+                tokenizer_examples(raw["train"], cfg.tokenizer)
+                if stream is None
+                else stream.sample(cfg.tokenizer)
+            )
             self.tokenizer = build_tokenizer(
-                raw["train"],
+                train,
                 [TEXT],
                 model_type=cfg.tokenizer.model_type,
                 vocab_size=cfg.tokenizer.vocab_size,
@@ -166,7 +175,11 @@ class LanguageModelingTask(Task):
         self.data = PreparedData(splits=datasets.DatasetDict(splits), reports=reports)
         return self.data
 
-    def _blocks(self, split: datasets.Dataset, role: str) -> tuple[datasets.Dataset, BlockReport]:
+    def _make_blocks(
+        self, split: datasets.Dataset, role: str
+    ) -> tuple[list[list[int]], list[float], BlockReport, list[list[int]], list[str]]:
+        """Blocks of a tokenized split, their byte shares, the report, and the documents
+        (ids and texts) they were cut from."""
         data = self.cfg.data
         documents = [list(ids) for ids in split[ids_column(TEXT)]]
         texts = [text or "" for text in split[TEXT]]
@@ -178,6 +191,22 @@ class LanguageModelingTask(Task):
             packed=data.packing == Packing.packed,
             complete_only=role == "train",
         )
+        return blocks, shares, report, documents, texts
+
+    def _window(self, rows: datasets.Dataset) -> Window:
+        """A window of the streamed train split, cut into blocks as a whole split is (a
+        packed window's last incomplete block is dropped and counted)."""
+        assert self.tokenizer is not None
+        tokenized = tokenize_columns(datasets.DatasetDict({"train": rows}), {TEXT: self.tokenizer})
+        blocks, _, report, _, _ = self._make_blocks(tokenized["train"], "train")
+        examples = datasets.Dataset.from_dict(
+            {BLOCK: blocks}, features=datasets.Features({BLOCK: BLOCK_FEATURE})
+        )
+        return Window(examples, np.array([len(b) - 1 for b in blocks], dtype=np.int64), report)
+
+    def _blocks(self, split: datasets.Dataset, role: str) -> tuple[datasets.Dataset, BlockReport]:
+        data = self.cfg.data
+        blocks, shares, report, documents, texts = self._make_blocks(split, role)
         log.info("%s split: %s", role, report)
         if report.dropped_empty or report.truncated or report.dropped_tokens:
             log.warning(
@@ -204,12 +233,7 @@ class LanguageModelingTask(Task):
             self.answers[role] = self._answer_positions(kept, blocks, role)
         dataset = datasets.Dataset.from_dict(
             {BLOCK: blocks, BYTES: shares},
-            features=datasets.Features(
-                {
-                    BLOCK: datasets.Sequence(datasets.Value("int32")),
-                    BYTES: datasets.Value("float64"),
-                }
-            ),
+            features=datasets.Features({BLOCK: BLOCK_FEATURE, BYTES: datasets.Value("float64")}),
         )
         return dataset, report
 
@@ -266,7 +290,15 @@ class LanguageModelingTask(Task):
             seed=self.cfg.seed,
         )
 
-    def train_batches(self, *, rank: int, world_size: int) -> LoaderStream:
+    def train_batches(self, *, rank: int, world_size: int) -> BatchStream:
+        if self.stream is not None:
+            return self.streamed_batches(
+                self._window,
+                columns=[BLOCK],
+                collate_fn=collate_blocks,
+                rank=rank,
+                world_size=world_size,
+            )
         blocks = self.split("train")[BLOCK]
         return self.token_batches(
             # A block of B + 1 tokens reads B of them (its targets are them shifted).

@@ -16,7 +16,7 @@ to the text's bytes exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,6 +48,18 @@ class BlockReport:
     @property
     def kept(self) -> int:
         return self.documents - self.dropped_empty
+
+    def __add__(self, other: BlockReport) -> BlockReport:
+        """Both parts of a split together (the windows of a stream)."""
+        return replace(
+            self,
+            documents=self.documents + other.documents,
+            dropped_empty=self.dropped_empty + other.dropped_empty,
+            blocks=self.blocks + other.blocks,
+            tokens=self.tokens + other.tokens,
+            dropped_tokens=self.dropped_tokens + other.dropped_tokens,
+            truncated=self.truncated + other.truncated,
+        )
 
     def __str__(self) -> str:
         return (

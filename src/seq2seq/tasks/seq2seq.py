@@ -18,16 +18,19 @@ from pathlib import Path
 from typing import Any, cast
 
 import datasets
+import numpy as np
 import torch
 from torch import nn
 
 from seq2seq.config.generation import GenerationConfig, check_generation
 from seq2seq.config.schema import TrainConfig
-from seq2seq.data.batching import LoaderStream, PairBatch, collate_pairs
+from seq2seq.data.batching import PairBatch, collate_pairs
 from seq2seq.data.checks import check_builtin_fits
+from seq2seq.data.cleaning import clean_split
 from seq2seq.data.columns import SOURCE_IDS, TARGET_IDS
 from seq2seq.data.lengths import token_lengths
 from seq2seq.data.prepare import PAIR_COLUMNS, clean_role, load_raw_splits, prepare_data
+from seq2seq.data.streaming import Window
 from seq2seq.data.tokenization import tokenize_splits
 from seq2seq.evaluation import get_metric
 from seq2seq.generation.limits import count_at_limit, warn_at_limit
@@ -49,6 +52,7 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from seq2seq.tokenizer.stored import CHECKPOINT_KEY as TOKENIZER_KEY
 from seq2seq.tokenizer.stored import stored_tokenizers, tokenizer_tensors
 from seq2seq.training.loss import LossSums, label_smoothed_cross_entropy
+from seq2seq.training.state import BatchStream
 
 log = logging.getLogger("seq2seq.generate")
 
@@ -150,6 +154,7 @@ class Seq2SeqTask(Task):
             length_limits=length_limits(cfg),
             seed=cfg.seed,
             tokenizers=self.tokenizers,
+            stream=self.open_stream(PAIR_COLUMNS),
         )
         self.tokenizers = (pairs.source_tokenizer, pairs.target_tokenizer)
         self.data = PreparedData(splits=pairs.splits, reports=pairs.reports)
@@ -172,18 +177,37 @@ class Seq2SeqTask(Task):
             seed=self.cfg.seed,
         )
 
-    def train_batches(self, *, rank: int, world_size: int) -> LoaderStream:
+    def train_batches(self, *, rank: int, world_size: int) -> BatchStream:
+        collate = functools.partial(collate_pairs, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+        columns = [SOURCE_IDS, TARGET_IDS]
+        if self.stream is not None:
+            return self.streamed_batches(
+                self._window, columns=columns, collate_fn=collate, rank=rank, world_size=world_size
+            )
         sources, targets = token_lengths(self.split("train"))
         return self.token_batches(
             sources,
             target_lengths=targets,
-            columns=[SOURCE_IDS, TARGET_IDS],
-            collate_fn=functools.partial(
-                collate_pairs, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID
-            ),
+            columns=columns,
+            collate_fn=collate,
             rank=rank,
             world_size=world_size,
         )
+
+    def _window(self, rows: datasets.Dataset) -> Window:
+        """A window of the streamed train split, tokenized and cleaned as a whole split is."""
+        limits = length_limits(self.cfg)
+        tokenized = tokenize_splits(
+            datasets.DatasetDict({"train": rows}), self.source_tokenizer, self.target_tokenizer
+        )["train"]
+        cleaned, report = clean_split(
+            tokenized,
+            max_source_len=limits[0],
+            max_target_len=limits[1],
+            overlong=self.cfg.data.overlong.value,
+        )
+        sources, targets = token_lengths(cleaned)
+        return Window(cleaned, np.maximum(sources, targets + 1), report)
 
     def loss(self, model: nn.Module, batch: PairBatch) -> LossSums:
         logits = model(batch.src_tokens, batch.src_mask, batch.tgt_input, batch.tgt_mask)
