@@ -4,8 +4,6 @@ mid-epoch (mid-window) with the same losses as an unbroken run; at two ranks too
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,11 @@ from seq2seq.data.streaming import StreamedBatches, Window
 from seq2seq.jobs.checks import checked_config
 from seq2seq.jobs.train import train
 from seq2seq.training.checkpoint import load_checkpoint
-from support.distributed_runs import free_port, train_scalars, training_env
+from support.distributed_runs import train_processes, train_scalars
 from support.recorded_losses import record_losses
 
 Compose = Callable[..., DictConfig]
+SIGNAL_AFTER_STEP = Path(__file__).parents[1] / "support" / "signal_after_step.py"
 
 # Windows of 30 examples hold a few batches each, so a stop after step 5 falls inside a
 # window, and 8 steps cross windows.
@@ -96,11 +95,16 @@ def _interrupted_and_resumed(
 
 
 def test_streamed_pairs_resume_mid_window_like_an_unbroken_run(
-    compose_config: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compose_config: Compose,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     unbroken, resumed, run = _interrupted_and_resumed(
         compose_config, monkeypatch, tmp_path, STREAMED_PAIRS, stop_after=5
     )
+    # Sought from the saved position: the epoch's stream was not read again.
+    assert "read again from its start" not in caplog.text
     assert len(unbroken) == 8
     assert resumed == unbroken  # bit for bit
     checkpoint = load_checkpoint(run / "checkpoints" / "step_00000005.pt")
@@ -166,35 +170,12 @@ def test_classification_refuses_streaming(compose_config: Compose) -> None:
         checked_config(compose_config("experiment=classify_brackets", "data.streaming=true"))
 
 
-def _torchrun(tmp_path: Path, run_dir: Path, *overrides: str) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={free_port()}",
-            "-m",
-            "seq2seq.cli.train",
-            *overrides,
-            f"hydra.run.dir={run_dir}",
-            f"tokenizer.cache_dir={tmp_path / 'cache'}",
-        ],
-        cwd=tmp_path,
-        env=training_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 @pytest.mark.slow
 def test_two_ranks_resume_a_stream_like_an_unbroken_run(tmp_path: Path) -> None:
-    """Two processes, each reading its half of the stream: 4 steps, then 4 more resumed
-    (a constant rate, so the stop at max_steps=4 changes nothing else), equal an unbroken
-    8-step run, step for step. The parts hold unequal batch counts, so the epoch ends
-    where the first rank runs out (max_epochs=3 crosses two epoch ends)."""
+    """Two processes, each reading its part of the stream, stopped by SIGTERM after step 5
+    (as torchrun forwards a scheduler's) and resumed, log the losses of an unbroken run,
+    step for step, to the bit. The parts hold unequal batch counts, so each epoch ends
+    where the first rank runs out; 12 steps cross an epoch end."""
     overrides = (
         "experiment=toy_reverse",
         "model=tiny",
@@ -204,35 +185,34 @@ def test_two_ranks_resume_a_stream_like_an_unbroken_run(tmp_path: Path) -> None:
         "data.train_size=90",
         "data.validation_size=8",
         "data.test_size=8",
-        "schedule=constant",
-        "schedule.warmup_steps=0",
+        "trainer.max_steps=12",
         "trainer.log_every=1",
         "trainer.eval_every=4",
         "trainer.progress=log",
         "model.dropout=0.1",
-        "trainer.keep_last=5",
     )
-    unbroken = tmp_path / "unbroken"
-    _torchrun(tmp_path, unbroken, *overrides, "trainer.max_steps=12")
-    resumed = tmp_path / "resumed"
-    _torchrun(tmp_path, resumed, *overrides, "trainer.max_steps=5")
-    _torchrun(tmp_path, resumed, *overrides, "trainer.max_steps=12", "trainer.resume=auto")
+    unbroken = train_processes(tmp_path / "unbroken", *overrides, cwd=tmp_path)
+    resumed = train_processes(
+        tmp_path / "resumed",
+        *overrides,
+        cwd=tmp_path,
+        entry=[str(SIGNAL_AFTER_STEP)],
+        env={"SIGNAL_AFTER_STEP": "5"},
+        status=1,  # torchrun's status when a worker (rank 0: 143, SIGTERM) did not finish
+    )
+    saved = load_checkpoint(resumed / "checkpoints" / "step_00000005.pt")["data_position"]
+    assert [state["epoch_batches"] for state in saved] == [5, 5]
+    assert json.loads((resumed / "metrics.json").read_text())["stopped"] == "SIGTERM"
+    train_processes(resumed, *overrides, "trainer.resume=auto", cwd=tmp_path)
     whole, parts = train_scalars(unbroken, "train/loss"), train_scalars(resumed, "train/loss")
     assert [step for step, _ in whole] == list(range(1, 13))
     assert parts == whole
-    saved = load_checkpoint(resumed / "checkpoints" / "step_00000005.pt")["data_position"]
-    assert [state["epoch_batches"] for state in saved] == [5, 5]
-    final = load_checkpoint(resumed / "checkpoints" / "step_00000012.pt")["data_position"]
-    assert final[0]["epoch"] == final[1]["epoch"] >= 1  # crossed an epoch end together
+    final = load_checkpoint(resumed / "checkpoints" / "step_00000012.pt")
+    assert final["data_position"][0]["epoch"] == final["data_position"][1]["epoch"] >= 1
     for name, tensor in load_checkpoint(unbroken / "checkpoints" / "step_00000012.pt")[
         "model"
     ].items():
-        torch.testing.assert_close(
-            load_checkpoint(resumed / "checkpoints" / "step_00000012.pt")["model"][name],
-            tensor,
-            rtol=0,
-            atol=0,
-        )
+        torch.testing.assert_close(final["model"][name], tensor, rtol=0, atol=0)
 
 
 class _OneRank:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,6 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.jobs.checks import checked_config
 from seq2seq.jobs.generate import generate_from_config
@@ -32,6 +28,7 @@ from seq2seq.training import sharded_checkpoint
 from seq2seq.training.checkpoint import load_checkpoint
 from seq2seq.training.sharded_checkpoint import is_sharded_checkpoint
 from seq2seq.training.write_fault import WRITE_ERROR
+from support.distributed_runs import train_processes, train_scalars
 from support.recorded_losses import record_losses
 
 Compose = Callable[..., DictConfig]
@@ -57,35 +54,12 @@ FSDP = "trainer.strategy=fsdp"
 
 
 def _train(tmp_path: Path, run: str, processes: int, *overrides: str) -> Path:
-    """seq2seq-train into `<tmp_path>/<run>` on `processes` CPU processes (torchrun's
-    --standalone picks a free port; one process runs without torchrun)."""
-    run_dir = tmp_path / run
-    launcher = [sys.executable, "-m"]
-    if processes > 1:
-        launcher += ["torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m"]
-    result = subprocess.run(
-        [
-            *launcher,
-            "seq2seq.cli.train",
-            *COMMON,
-            *overrides,
-            f"hydra.run.dir={run_dir}",
-            f"tokenizer.cache_dir={tmp_path / 'cache'}",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return run_dir
+    """seq2seq-train into `<tmp_path>/<run>` on `processes` CPU processes."""
+    return train_processes(tmp_path / run, *COMMON, *overrides, processes=processes, cwd=tmp_path)
 
 
 def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return {event.step: event.value for event in events.Scalars(tag)}
+    return dict(train_scalars(run_dir, tag))
 
 
 def _max_abs_difference(got: Any, want: Any, where: str = "") -> float:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -57,3 +59,38 @@ def train_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 def logged_steps(run_dir: Path) -> list[str]:
     """The training step lines of the run's train.log, in order, without time stamps."""
     return STEP_LINE.findall((run_dir / "train.log").read_text(encoding="utf-8"))
+
+
+def train_processes(
+    run_dir: Path,
+    *overrides: str,
+    processes: int = 2,
+    cwd: Path,
+    timeout: float = 300,
+    entry: Sequence[str] = ("-m", "seq2seq.cli.train"),
+    env: Mapping[str, str] | None = None,
+    status: int = 0,
+) -> Path:
+    """seq2seq-train (or the script `entry` names) into `run_dir` on `processes` CPU
+    processes (torchrun's --standalone picks a free port; one process runs without
+    torchrun), the tokenizer cache under `cwd`; fails the test, with the output's end, on
+    an exit status other than `status`."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    result = subprocess.run(
+        [
+            *launcher,
+            *entry,
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+            f"tokenizer.cache_dir={cwd / 'cache'}",
+        ],
+        cwd=cwd,
+        env=training_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == status, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
