@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,8 +87,10 @@ def train(
     cache: Path,
     memory_limit_gb: float = 18.0,
 ) -> dict[str, float | str]:
-    """One training subprocess; its peak RSS (GB), wall time, and how it ended (stopped
-    after `timeout` seconds, or when its resident memory passes `memory_limit_gb`)."""
+    """One training subprocess into a fresh `run_dir`; its peak RSS (GB), wall time, and
+    how it ended (stopped after `timeout` seconds, or when its resident memory passes
+    `memory_limit_gb`)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
     command = [
         sys.executable,
         "-m",
@@ -188,12 +191,13 @@ def main() -> None:
     validation = make_validation(work / "validation.txt")
     results: dict[str, object] = {"steps": args.steps}
 
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if "memory" in args.parts:
         results.update(_memory(args, work, validation, cache))
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     if "throughput" in args.parts:
         results["throughput"] = _throughput(args, work, validation, cache)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from seq2seq.cli.train import _restart_resume
+from seq2seq.jobs.ranks import restart_resume
 from seq2seq.training.restarts import RESTART_COUNTERS
 from seq2seq.training.run_lock import LOCK_NAME
 from support.event_losses import train_losses
@@ -226,7 +226,9 @@ def test_a_counted_restart_continues_the_latest_checkpoint(
         (checkpoints / f"step_{step:08d}.pt").touch()
 
     def resume_of(setting: str | None) -> str | None:
-        return _restart_resume(OmegaConf.create({"trainer": {"resume": setting}}), tmp_path)
+        return restart_resume(
+            OmegaConf.create({"trainer": {"resume": setting}}), tmp_path, job_id=None
+        )
 
     monkeypatch.setenv(counter, "0")  # the job's first start
     assert resume_of(None) is None

@@ -8,13 +8,10 @@
 `python -m seq2seq.cli.train ...` is the same program. The run itself is
 `seq2seq.jobs.train.run_training`.
 
-Under torchrun (one node or many) every rank runs this with its own Hydra config, whose
-`hydra.run.dir` may name another dir (`${now:...}` read a second later on another node):
-rank 0's run dir is the run's on every rank, the dir Hydra made for another rank is
-removed, and another rank logs to its console only (train.log is rank 0's record; torchrun's
-`--log-dir`/`--tee` or srun's `--output` keep each rank's console). A job that SLURM
-requeued or torchrun restarted continues from its latest checkpoint
-(`seq2seq.training.restarts`).
+Under torchrun (one node or many) every rank runs this with its own Hydra config; the ranks
+agree on rank 0's run dir (`seq2seq.jobs.ranks`), and a rank other than 0 logs to its
+console only (train.log is rank 0's record; torchrun's `--log-dir`/`--tee` or srun's
+`--output` keep each rank's console).
 """
 
 from __future__ import annotations
@@ -22,8 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -38,25 +33,18 @@ from seq2seq.config.recipes import warn_recipe_overrides
 from seq2seq.config.store import CONFIG_MODULE, CONFIG_PATH, register_configs
 from seq2seq.config.sweep_check import MULTIRUN_FLAGS, check_sweep
 from seq2seq.jobs.checks import check_search_direction, checked_config
+from seq2seq.jobs.ranks import ranks_joined
 from seq2seq.jobs.train import Outcome, run_training
-from seq2seq.training.checkpoint import checkpoint_paths
 from seq2seq.training.distributed import (
-    SUBMITIT_VARIABLE,
     WORLD_SIZE_VARIABLE,
     adopt_submitit_environment,
-    init_distributed,
     launched_rank,
-    shutdown_distributed,
 )
-from seq2seq.training.restarts import restart_count
-from seq2seq.training.resume import RESUME_LATEST
 from seq2seq.training.run_files import (
     FAILURE_NAME,
     HYDRA_SUBDIR,
     detach_job_logs,
-    recorded_job_id,
     remove_refused_run,
-    remove_stray_dir,
     signal_status,
     write_failure,
     write_files,
@@ -101,7 +89,7 @@ def _hydra_main(cfg: DictConfig) -> float:
             with (
                 usage_errors("seq2seq-train"),
                 run_dir_lock(run_dir),
-                _ranks_joined(cfg, run_dir) as shared_dir,
+                ranks_joined(cfg, run_dir, job_id=_job_id()) as shared_dir,
             ):
                 warn_recipe_overrides(cfg, command_line, hydra_cfg.runtime.choices)
                 outcome = run_training(
@@ -123,7 +111,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     try:
         with (
             run_dir_lock(run_dir, setting="hydra.sweep.dir"),
-            _ranks_joined(cfg, run_dir) as shared_dir,
+            ranks_joined(cfg, run_dir, job_id=_job_id()) as shared_dir,
         ):
             return _sweep_job(cfg, shared_dir, command_line, record, main_rank=main_rank)
     except RunDirBusy as error:
@@ -131,64 +119,11 @@ def _hydra_main(cfg: DictConfig) -> float:
         raise SweepJobFailed(f"sweep job {run_dir} not run: {error}") from error
 
 
-@contextmanager
-def _ranks_joined(cfg: DictConfig, hydra_dir: Path) -> Iterator[Path]:
-    """The run dir of this run on every rank: rank 0's (Hydra's clock may have named
-    another on each, hydra issue #2070), and the dir Hydra made for another rank removed;
-    with the `trainer.resume` rank 0 chose for a job started again (`_restart_resume`).
-    The process group is joined here and left at the end, even when the run is refused
-    before `run_training` joins it itself. A plain run is its own rank 0."""
-    distributed = init_distributed()
-    try:
-        resume = _restart_resume(cfg, hydra_dir) if distributed.is_main else None
-        run_dir_text, resume = distributed.broadcast((str(hydra_dir), resume))
-        run_dir = Path(run_dir_text)
-        if not distributed.is_main:
-            remove_stray_dir(hydra_dir, run_dir=run_dir)
-        if resume is not None:
-            cfg.trainer.resume = resume
-        yield run_dir
-    finally:
-        shutdown_distributed(distributed)
-
-
-def _restart_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """`auto` for a job started again (`_started_again`) whose run dir holds a step
-    checkpoint: the same run continues it, whatever `trainer.resume` says (starting over
-    would be refused, after the wait in the queue). None keeps `trainer.resume` (a first
-    start, or nothing to continue yet)."""
-    resume = cfg.trainer.resume
-    if resume in RESUME_LATEST:
-        return None
-    why = _started_again(run_dir)
-    found = checkpoint_paths(run_dir / "checkpoints") if why is not None else []
-    if not found:
-        return None
-    log.warning(
-        "%s: this job was started again; continuing from %s (trainer.resume=auto in place of "
-        "trainer.resume=%s)",
-        why,
-        found[-1],
-        "null" if resume is None else resume,
-    )
-    return "auto"
-
-
-def _started_again(run_dir: Path) -> str | None:
-    """Why this job is one its scheduler or launcher started again, or None: a restart
-    counter (a SLURM requeue, a torchrun restart), or the submitit job id that this job's
-    earlier attempt recorded in the run dir (submitit's local executor requeues without
-    SLURM's counter)."""
-    counter = restart_count()
-    if counter is not None:
-        return counter
-    if not os.environ.get(SUBMITIT_VARIABLE):
-        return None
+def _job_id() -> str | None:
+    """Hydra's job id: the launcher's (submitit's) id of this job, None in a plain run."""
     hydra_node = cast(DictConfig, HydraConfig.instance().cfg)  # typed as its schema
-    job_id = OmegaConf.select(hydra_node, "hydra.job.id")  # None in a plain run
-    if job_id is not None and recorded_job_id(run_dir) == str(job_id):
-        return f"submitit job {job_id} requeued"
-    return None
+    job_id = OmegaConf.select(hydra_node, "hydra.job.id")
+    return None if job_id is None else str(job_id)
 
 
 def _signal_status(run_dir: Path, outcome: Outcome, *, main_rank: bool) -> int | None:
