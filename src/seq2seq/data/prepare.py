@@ -198,12 +198,17 @@ def prepare_data(
         check_cache_dir(tokenizer.cache_dir)
     if stream is None:
         raw = load_raw_splits(data, seed=seed)
-        train = tokenizer_examples(raw["train"], tokenizer)
+        _require_usable_examples(raw["train"], data)
     else:
         raw = load_raw_splits(data, seed=seed, roles=HELD_OUT)
-        train = stream.sample(tokenizer)
-    _require_usable_examples(train, data)
     if tokenizers is None:
+        train = (
+            tokenizer_examples(raw["train"], tokenizer)
+            if stream is None
+            else stream.sample(tokenizer)
+        )
+        if stream is not None:
+            _require_usable_examples(train, data)
         cache_dir = Path(tokenizer.cache_dir)
         try:
             tokenizers = build_tokenizers(

@@ -28,6 +28,8 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -42,6 +44,8 @@ from seq2seq.data.batching import pack_sorted
 
 log = logging.getLogger("seq2seq.data")
 
+REPORT_EVERY = 60.0
+"""Seconds between two log lines of the stream's counts (the first window's is logged)."""
 DEFAULT_TOKENIZER_EXAMPLES = 100_000
 """Examples from the start of a stream that its tokenizer is trained on when
 `tokenizer.train_examples` is null (the in-memory path takes the whole split)."""
@@ -152,6 +156,7 @@ class StreamedBatches:
         self._position: dict[str, Any] = self._at(0, 0, 0, self._start, 0)
         self._restored: dict[str, Any] | None = None
         self._warned = False
+        self._reported = -math.inf
 
     @staticmethod
     def _at(
@@ -261,26 +266,31 @@ class StreamedBatches:
 
     def _count(self, report: Any, window: int, epoch: int, *, resumed: bool) -> None:
         """Adds a window's report to the run's counts (a window read again on resume was
-        counted before the checkpoint) and logs both on rank 0."""
+        counted before the checkpoint); rank 0 logs the counts so far at most once a
+        minute, and warns the first time a window drops or truncates examples."""
         if self._report is None and self._saved_report is not None:
             self._report = type(report)(**self._saved_report)
         if not resumed:
             self._report = report if self._report is None else self._report + report
         self.reports["train"] = self._report
-        if self.distributed.is_main:
+        if not self.distributed.is_main:
+            return
+        now = time.monotonic()
+        if now - self._reported >= REPORT_EVERY:
+            self._reported = now
             log.info(
                 "train stream: epoch %d, window %d read; rank 0 so far: %s",
                 epoch,
                 window,
                 self._report,
             )
-            if not self._warned and (report.kept < report.total or _count_of(report, "truncated")):
-                self._warned = True
-                log.warning(
-                    "train stream: examples are dropped or truncated (%s); the counts go on "
-                    "in these lines and metrics.json",
-                    report,
-                )
+        if not self._warned and (report.kept < report.total or _count_of(report, "truncated")):
+            self._warned = True
+            log.warning(
+                "train stream: examples are dropped or truncated (%s); the counts go on "
+                "in these lines and metrics.json",
+                report,
+            )
 
     def _left(self, epoch: int, count: int) -> None:
         log.warning(
