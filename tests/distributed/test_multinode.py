@@ -27,6 +27,7 @@ from support.distributed_runs import (
     COMMON,
     SEQ2SEQ,
     free_port,
+    train_processes,
     train_scalars,
     training_env,
 )
@@ -77,22 +78,7 @@ def _step_losses(run_dir: Path) -> list[tuple[int, str]]:
 def one_node(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: one torchrun launch of two processes."""
     tmp = tmp_path_factory.mktemp("one-node")
-    result = subprocess.run(
-        [
-            *TORCHRUN,
-            "--nproc-per-node=2",
-            f"--master-port={free_port()}",
-            *TRAIN,
-            f"hydra.run.dir={tmp / 'run'}",
-            f"tokenizer.cache_dir={tmp / 'cache'}",
-        ],
-        cwd=tmp,
-        env=training_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    train_processes(tmp / "run", *TRAIN[2:], processes=2, cwd=tmp, timeout=TIMEOUT)
     return tmp / "run"
 
 
