@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
+from seq2seq.config.schema import TrainConfig
 from seq2seq.training.logger import flatten
 
 # Settings that change parameter shapes or meaning; everything else may differ on resume.
@@ -34,10 +37,26 @@ def _settings(config_text: str, also: Sequence[str]) -> dict[str, Any]:
 RESUME_ADVICE = "use the same settings to resume, or start a fresh run dir"
 
 
+@functools.cache
+def _schema_defaults() -> dict[str, Any]:
+    """Every setting's default, flattened as a run's config is."""
+    schema = OmegaConf.structured(TrainConfig)
+    return flatten(OmegaConf.to_container(schema, enum_to_str=True))  # type: ignore[arg-type]
+
+
+def _newer_default(key: str, saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """A setting added after the saved run was made, at its default now: the run did what
+    the default does (an older run is not another config for lacking the key)."""
+    defaults = _schema_defaults()
+    return key not in saved and key in defaults and current.get(key) == defaults[key]
+
+
 def _differences(saved: dict[str, Any], current: dict[str, Any], then: str) -> str:
     """`key: <then> old vs now new` for every differing key; empty when none differs."""
     differing = sorted(
-        key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key)
+        key
+        for key in saved.keys() | current.keys()
+        if saved.get(key) != current.get(key) and not _newer_default(key, saved, current)
     )
     return ", ".join(
         f"{key}: {then} {saved.get(key)!r} vs now {current.get(key)!r}" for key in differing
