@@ -69,12 +69,15 @@ DECAYING = (Schedule.cosine, Schedule.linear)
 """The schedules that decay to `schedule.min_lr_ratio` by the last step."""
 
 
-def check_schedule(cfg: ScheduleConfig) -> None:
+def check_schedule(cfg: ScheduleConfig, command_line: Sequence[str] = ()) -> None:
+    """`schedule.min_lr_ratio` typed beside a schedule that does not decay would be
+    ignored: refused. A recipe's own value is not (a user switching schedules never typed
+    it, and cannot remove it)."""
     if cfg.warmup_steps < 0:
         raise ValueError(f"schedule.warmup_steps={cfg.warmup_steps} must be >= 0")
     if not 0.0 <= cfg.min_lr_ratio <= 1.0:
         raise ValueError(f"schedule.min_lr_ratio={cfg.min_lr_ratio} must be in [0, 1]")
-    if cfg.name not in DECAYING and cfg.min_lr_ratio != ScheduleConfig().min_lr_ratio:
+    if cfg.name not in DECAYING and "schedule.min_lr_ratio" in typed_keys(command_line):
         raise ValueError(
             f"schedule.min_lr_ratio={cfg.min_lr_ratio} is read only by the schedules that "
             f"decay to it, {[str(name) for name in DECAYING]}, but schedule.name={cfg.name!r}; "

@@ -53,7 +53,7 @@ def check_config(cfg: TrainConfig, *, command_line: Sequence[str] = ()) -> type[
         raise ValueError(f"seed={cfg.seed} must be an integer in [0, 2**64)")
     check_model(cfg.model, kind=task.model_kind)
     check_optim(cfg.optim)
-    check_schedule(cfg.schedule)
+    check_schedule(cfg.schedule, command_line)
     check_trainer(cfg.trainer)
     check_data_source(cfg.data, command_line)
     check_tokenizer(cfg.tokenizer, cfg.model)
