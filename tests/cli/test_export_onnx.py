@@ -81,6 +81,20 @@ def initial_state(manifest: dict[str, Any], batch: int) -> dict[str, np.ndarray]
     }
 
 
+def torch_greedy(model: Any, sources: torch.Tensor, mask: torch.Tensor) -> Any:
+    """PyTorch's greedy search over `sources`: what the graphs must reproduce."""
+    with torch.no_grad():
+        return greedy_search(
+            model,
+            sources,
+            mask,
+            GenerationConfig(max_len=MAX_LEN),
+            bos_id=BOS,
+            eos_id=EOS,
+            pad_id=PAD,
+        )
+
+
 def onnx_greedy(
     step: Any, manifest: dict[str, Any], feeds: dict[str, np.ndarray], first: int
 ) -> tuple[list[int], list[np.ndarray]]:
@@ -203,16 +217,7 @@ def test_encoder_decoder_graphs_decode_as_greedy_search(case: str, tmp_path: Pat
     sources = torch.randint(3, VOCAB, (len(lengths), max(lengths)), generator=generator)
     mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
     sources = sources.masked_fill(~mask, PAD)
-    with torch.no_grad():
-        expected = greedy_search(
-            model,
-            sources,
-            mask,
-            GenerationConfig(max_len=MAX_LEN),
-            bos_id=BOS,
-            eos_id=EOS,
-            pad_id=PAD,
-        )
+    expected = torch_greedy(model, sources, mask)
     for row, length in enumerate(lengths):
         src, src_mask = sources[row : row + 1, :length].numpy(), mask[row : row + 1, :length]
         (memory,) = encode.run(None, {"src_tokens": src, "src_mask": src_mask.numpy()})
@@ -285,16 +290,7 @@ def test_the_cli_writes_the_graphs_of_a_trained_run(
     encode, step = session(out / "encoder.onnx"), session(out / "decoder_step.onnx")
     sources = torch.tensor([[5, 6, 7, 8], [9, 5, 5, 7]])  # ids of the run's pieces
     mask = torch.ones_like(sources, dtype=torch.bool)
-    with torch.no_grad():
-        expected = greedy_search(
-            model,
-            sources,
-            mask,
-            GenerationConfig(max_len=MAX_LEN),
-            bos_id=BOS,
-            eos_id=EOS,
-            pad_id=PAD,
-        )
+    expected = torch_greedy(model, sources, mask)
     for row in range(2):
         src, src_mask = sources[row : row + 1].numpy(), mask[row : row + 1].numpy()
         (memory,) = encode.run(None, {"src_tokens": src, "src_mask": src_mask})
