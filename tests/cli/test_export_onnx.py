@@ -34,7 +34,9 @@ import onnxruntime
 from seq2seq.config.generation import GenerationConfig
 from seq2seq.generation.greedy import greedy_search
 from seq2seq.jobs.export_files import MANIFEST_NAME
+from seq2seq.jobs.model_card import onnx_decoding_code
 from seq2seq.jobs.onnx_export import write_onnx
+from seq2seq.tasks.language_modeling_evaluation import continue_prompts
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from support.tiny_models import VOCAB, linear_settings, tiny_config, tiny_model
 
@@ -197,6 +199,37 @@ def test_language_model_step_graph_decodes_as_pytorch(case: str, tmp_path: Path)
         assert np.abs(np.stack(logits) - full).max() <= TOLERANCE
 
 
+def test_the_card_s_python_continues_prompts_as_seq2seq_generate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Learned positions and an untied output layer: an untrained model whose continuations
+    # change token by token and with the position (a tied one repeats its input).
+    config = tiny_config(
+        kind="decoder_lm", decoder="softmax", position="learned", tie_output_embeddings=False
+    )
+    model = tiny_model(config, seed=4).eval()
+    export_dir = tmp_path / "lm"
+    manifest = export(model, export_dir)
+    (export_dir / MANIFEST_NAME).write_text(json.dumps({"onnx": manifest}), encoding="utf-8")
+    namespace: dict[str, Any] = {}
+    monkeypatch.chdir(tmp_path)
+    exec(compile(onnx_decoding_code("lm", "decoder_lm"), "README.md", "exec"), namespace)
+    prompts = [[5, 9, 4], [7]]
+    with torch.no_grad():
+        expected = continue_prompts(
+            model,
+            [[EOS, *prompt] for prompt in prompts],
+            GenerationConfig(max_new_tokens=MAX_LEN),
+            max_len=64,
+            max_tokens=1000,
+            device=torch.device("cpu"),
+            autocast_dtype=None,
+            progress=False,
+        )
+    for prompt, nbest in zip(prompts, expected, strict=True):
+        assert namespace["continue_prompt"](prompt, new_tokens=MAX_LEN) == nbest[0].tokens
+
+
 @pytest.mark.parametrize(
     "case",
     _cases(["softmax", "causal_linear-favor", "delta", "sliding_window"], DEFAULT_ENCODER_DECODERS),
@@ -259,7 +292,7 @@ def test_an_exporter_failure_is_a_line_not_a_traceback(
 
 
 def test_the_cli_writes_the_graphs_of_a_trained_run(
-    tmp_path: Path, train_run: Callable[..., Path]
+    tmp_path: Path, train_run: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = train_run("export-onnx", "experiment=toy_reverse")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -296,3 +329,13 @@ def test_the_cli_writes_the_graphs_of_a_trained_run(
         (memory,) = encode.run(None, {"src_tokens": src, "src_mask": src_mask})
         feeds = {"memory": memory, "memory_mask": src_mask}
         assert onnx_greedy(step, onnx, feeds, BOS)[0] == expected[row][0].tokens
+    # The card's own Python (numpy and onnxruntime only), run from the export's parent dir.
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "## ONNX" in card and "`decoder_step.onnx`: `tokens` ('batch',)" in card
+    code = card.split("## ONNX", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    monkeypatch.chdir(out.parent)
+    exec(compile(code, "README.md", "exec"), namespace)
+    for row in range(2):
+        translated = namespace["translate"](sources[row].tolist(), max_len=MAX_LEN)
+        assert translated == expected[row][0].tokens

@@ -237,6 +237,7 @@ def write_export(
         parameters=parameters,
         provenance=provenance,
         task_files=task_files,
+        onnx=None if graphs is None else graphs.manifest(),
     )
     write_text_atomic(card, directory / CARD_NAME)
     manifest = {

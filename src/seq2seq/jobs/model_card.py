@@ -16,6 +16,7 @@ import yaml
 
 from seq2seq.config.schema import TrainConfig
 from seq2seq.jobs.export_files import CONFIG_NAME, MANIFEST_NAME, WEIGHTS_NAME
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 LIBRARY_NAME = "seq2seq"
 
@@ -225,6 +226,116 @@ def _model_section(cfg: TrainConfig, kind: str, parameters: int) -> list[str]:
     ]
 
 
+_ONNX_SETUP = """\
+import json
+
+import numpy as np
+import onnxruntime
+
+NAME = {name!r}
+onnx = json.load(open(f"{{NAME}}/export.json"))["onnx"]
+step = onnxruntime.InferenceSession(f"{{NAME}}/decoder_step.onnx")
+PAD, BOS, EOS = {pad}, {bos}, {eos}
+
+
+def initial_state():
+    # Every layer's state, zeros; a KV cache starts with no past positions.
+    return {{
+        s["name"]: np.zeros([1 if d == "batch" else d for d in s["shape"]], s["dtype"])
+        for s in onnx["initial_state"]
+    }}
+
+
+def run_step(token, position, state, **memory):
+    # One token in, the next token's logits and every layer's new state out.
+    feeds = {{"tokens": np.array([token]), "position": np.array([position])}}
+    logits, *new = step.run(None, {{**feeds, **memory, **state}})
+    logits[0, [PAD, BOS]] = -np.inf
+    return logits[0], dict(zip(state, new))
+"""
+
+_ONNX_DECODE = {
+    "encoder_decoder": """\
+
+encoder = onnxruntime.InferenceSession(f"{NAME}/encoder.onnx")
+
+
+def translate(source_ids, max_len=200):
+    # Greedy decoding of one source's token ids (no bos or eos) to the output's.
+    src = np.array([source_ids], dtype=np.int64)
+    mask = np.ones_like(src, dtype=bool)
+    (memory,) = encoder.run(None, {"src_tokens": src, "src_mask": mask})
+    token, state, output = BOS, initial_state(), []
+    for position in range(max_len):
+        logits, state = run_step(token, position, state, memory=memory, memory_mask=mask)
+        if position == 0:
+            logits[EOS] = -np.inf
+        token = int(logits.argmax())
+        if token == EOS:
+            break
+        output.append(token)
+    return output
+""",
+    "decoder_lm": """\
+
+
+def continue_prompt(prompt_ids, new_tokens=200):
+    # Greedy continuation of a prompt's token ids; a document starts after an eos.
+    tokens, state = [EOS, *prompt_ids], initial_state()
+    for position in range(len(tokens) - 1 + new_tokens):
+        logits, state = run_step(tokens[position], position, state)
+        if position + 1 == len(tokens):
+            if position == len(prompt_ids):
+                logits[EOS] = -np.inf  # at least one token
+            token = int(logits.argmax())
+            if token == EOS:
+                break
+            tokens.append(token)
+    return tokens[1 + len(prompt_ids) :]
+""",
+}
+
+
+def onnx_decoding_code(name: str, kind: str) -> str:
+    """The card's Python for decoding `name`'s step graph in onnxruntime (greedy, as
+    seq2seq-generate's greedy search), for an encoder-decoder or a language model."""
+    setup = _ONNX_SETUP.format(name=name, pad=PAD_ID, bos=BOS_ID, eos=EOS_ID)
+    return setup + _ONNX_DECODE[kind]
+
+
+def _io(entries: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(f"`{entry['name']}` {tuple(entry['shape'])}" for entry in entries)
+
+
+def _onnx_section(onnx: Mapping[str, Any], *, name: str, kind: str) -> list[str]:
+    graphs = onnx.get("graphs") or {}
+    lines = [
+        "## ONNX",
+        "",
+        f"Exported with {onnx.get('exporter', 'torch.onnx')} and checked in onnxruntime "
+        "against PyTorch (outputs within 1e-4):",
+        "",
+    ]
+    lines += [
+        f"- `{graph}`: {_io(entry['inputs'])} -> {_io(entry['outputs'])}"
+        for graph, entry in graphs.items()
+    ]
+    lines += [f"- {line}" for line in onnx.get("not_exported") or []]
+    if "decoder_step.onnx" in graphs and kind in _ONNX_DECODE:
+        lines += [
+            "",
+            "The step graph decodes one token at a time, every layer's state in and out "
+            "(`state.*` -> `next_state.*`; start from the zeros `export.json` lists under "
+            "`onnx.initial_state`). Greedy decoding of token ids (the tokenizer is in "
+            "`tokenizer/`), with only `numpy` and `onnxruntime`:",
+            "",
+            "```python",
+            onnx_decoding_code(name, kind).rstrip("\n"),
+            "```",
+        ]
+    return [*lines, ""]
+
+
 def model_card(
     cfg: TrainConfig,
     *,
@@ -233,9 +344,11 @@ def model_card(
     parameters: int,
     provenance: Provenance,
     task_files: Sequence[str],
+    onnx: Mapping[str, Any] | None = None,
 ) -> str:
     """The README.md of an export dir named `name` of a model of `kind` (its task's
-    `model_kind`) with `parameters` parameters; `task_files`: what the task saved there."""
+    `model_kind`) with `parameters` parameters; `task_files`: what the task saved there;
+    `onnx`: export.json's `onnx` entry, when graphs were written."""
     hub = HUB_TASKS[cfg.task]
     if provenance.overrides is None:
         command = [
@@ -294,6 +407,7 @@ def model_card(
         f"seq2seq-evaluate --checkpoint {name} --split test    # the run's data, from config.yaml",
         "```",
         "",
+        *(_onnx_section(onnx, name=name, kind=kind) if onnx is not None else []),
         "## Files",
         "",
         f"- `{WEIGHTS_NAME}`: the weights (a tied tensor once, its other names in the metadata)",
@@ -301,6 +415,8 @@ def model_card(
         f"- {', '.join(f'`{file}`' for file in task_files)}: the task's files, as in the run "
         "dir (tokenizers as SentencePiece `.model` with a readable `.vocab`, or `.byte`)",
         f"- `{MANIFEST_NAME}`: what `seq2seq.load_pretrained` and seq2seq-generate read "
-        "(format, task state, files)",
+        "(format, task state, files"
+        + (", the ONNX graphs' inputs and outputs" if onnx else "")
+        + ")",
     ]
     return front_matter(cfg, name=name, kind=kind, provenance=provenance) + "\n".join(lines) + "\n"
