@@ -8,10 +8,12 @@ import json
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -168,3 +170,65 @@ def test_plot_attention_draws_speed_and_quality_from_the_files(tmp_path: Path) -
     )
     for figure in ("attention_speed.png", "attention_quality.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _RecallOracle(torch.nn.Module):
+    """Perfect MQAR recall, written plainly: after the separator, each query key's next
+    token is the value its pair gave it (`forward(inputs, mask)` -> one-hot logits)."""
+
+    def __init__(self, separator: int, vocab: int) -> None:
+        super().__init__()
+        self.separator, self.vocab = separator, vocab
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*inputs.shape, self.vocab)
+        for row, tokens in enumerate(inputs.tolist()):
+            end = tokens.index(self.separator)
+            values = dict(zip(tokens[1:end:2], tokens[2:end:2], strict=True))
+            for position in range(end + 1, len(tokens)):
+                logits[row, position, values.get(tokens[position], 0)] = 1.0
+        return logits
+
+
+def test_mqar_by_pairs_scores_the_answers_as_the_mqar_metric(
+    tmp_path: Path, train_run: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a run's own test split the script's recall is the run's test `mqar` figure; a
+    model that recalls every pair scores 100 at every pair count, one that predicts a
+    wrong value 0."""
+    import seq2seq
+    from seq2seq.data.mqar import SEPARATOR, mqar_splits
+
+    run_dir = train_run(
+        "mqar-pairs",
+        "experiment=mqar",
+        "data.min_len=3",
+        "data.max_len=5",
+        "data.train_size=200",
+        "data.validation_size=20",
+        "data.test_size=30",
+        "trainer.max_steps=30",
+        "trainer.eval_every=30",
+    )
+    script = _script("mqar_by_pairs")
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    splits = mqar_splits(
+        train_size=200, validation_size=20, test_size=30, min_pairs=3, max_pairs=5, seed=1234
+    )
+    run = seq2seq.load_pretrained(run_dir)
+    texts = list(splits["test"]["text"])
+    assert script.recall(run, texts, batch=7) == pytest.approx(metrics["test"]["mqar"], abs=1e-6)
+    (separator,) = run.task.tokenizer.encode(SEPARATOR)  # type: ignore[attr-defined]
+    vocab = run.model.decoder.embedding.num_embeddings
+    run.model = _RecallOracle(separator, vocab)  # type: ignore[assignment]
+    assert script.recall(run, texts, batch=7) == 100.0
+    # The same recall one position late: every answer scored at the query key's place.
+    oracle = _RecallOracle(separator, vocab)
+    run.model = lambda inputs, mask: oracle(inputs, mask).roll(1, dims=1)  # type: ignore[assignment]
+    assert script.recall(run, texts, batch=7) == 0.0
+
+    out = tmp_path / "pairs.json"
+    script.main([str(run_dir), "--pairs", "2", "4", "--examples", "6", "--output", str(out)])
+    assert "2 pairs    4 pairs" in capsys.readouterr().out
+    row = json.loads(out.read_text(encoding="utf-8"))["rows"][0]
+    assert row["run"] == str(run_dir) and set(row["recall"]) == {"2", "4"}
