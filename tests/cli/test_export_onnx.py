@@ -97,6 +97,16 @@ def torch_greedy(model: Any, sources: torch.Tensor, mask: torch.Tensor) -> Any:
         )
 
 
+def step_feeds(encode: Any, src: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """What the step graph reads of a source: its mask, and the encoder graph's
+    cross-attention keys and values (all its outputs but the memory), by name."""
+    names = [output.name for output in encode.get_outputs()]
+    outputs = encode.run(None, {"src_tokens": src, "src_mask": mask})
+    feeds = dict(zip(names, outputs, strict=True))
+    del feeds["memory"]
+    return {"memory_mask": mask, **feeds}
+
+
 def onnx_greedy(
     step: Any, manifest: dict[str, Any], feeds: dict[str, np.ndarray], first: int
 ) -> tuple[list[int], list[np.ndarray]]:
@@ -253,8 +263,7 @@ def test_encoder_decoder_graphs_decode_as_greedy_search(case: str, tmp_path: Pat
     expected = torch_greedy(model, sources, mask)
     for row, length in enumerate(lengths):
         src, src_mask = sources[row : row + 1, :length].numpy(), mask[row : row + 1, :length]
-        (memory,) = encode.run(None, {"src_tokens": src, "src_mask": src_mask.numpy()})
-        feeds = {"memory": memory, "memory_mask": src_mask.numpy()}
+        feeds = step_feeds(encode, src, src_mask.numpy())
         tokens, logits = onnx_greedy(step, manifest, feeds, BOS)
         assert tokens == expected[row][0].tokens
         with torch.no_grad():
@@ -314,8 +323,15 @@ def test_the_cli_writes_the_graphs_of_a_trained_run(
     onnx = manifest["onnx"]
     assert onnx["not_exported"] == []
     assert [entry["name"] for entry in onnx["initial_state"]] == [
-        entry["name"] for entry in onnx["graphs"]["decoder_step.onnx"]["inputs"][4:]
+        entry["name"]
+        for entry in onnx["graphs"]["decoder_step.onnx"]["inputs"]
+        if entry["name"].startswith("state.")
     ]
+    # The step reads each layer's cross-attention keys and values from the encoder's graph.
+    encoder_outputs = [entry["name"] for entry in onnx["graphs"]["encoder.onnx"]["outputs"]]
+    step_inputs = [entry["name"] for entry in onnx["graphs"]["decoder_step.onnx"]["inputs"]]
+    assert encoder_outputs == ["memory", "cross.0.k", "cross.0.v", "cross.1.k", "cross.1.v"]
+    assert step_inputs[:7] == ["tokens", "position", "memory_mask", *encoder_outputs[1:]]
     # The run's own model, greedy in PyTorch, against the graphs in onnxruntime.
     import seq2seq
 
@@ -326,8 +342,7 @@ def test_the_cli_writes_the_graphs_of_a_trained_run(
     expected = torch_greedy(model, sources, mask)
     for row in range(2):
         src, src_mask = sources[row : row + 1].numpy(), mask[row : row + 1].numpy()
-        (memory,) = encode.run(None, {"src_tokens": src, "src_mask": src_mask})
-        feeds = {"memory": memory, "memory_mask": src_mask}
+        feeds = step_feeds(encode, src, src_mask)
         assert onnx_greedy(step, onnx, feeds, BOS)[0] == expected[row][0].tokens
     # The card's own Python (numpy and onnxruntime only), run from the export's parent dir.
     card = (out / "README.md").read_text(encoding="utf-8")

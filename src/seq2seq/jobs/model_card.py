@@ -246,10 +246,10 @@ def initial_state():
     }}
 
 
-def run_step(token, position, state, **memory):
+def run_step(token, position, state, **source):
     # One token in, the next token's logits and every layer's new state out.
     feeds = {{"tokens": np.array([token]), "position": np.array([position])}}
-    logits, *new = step.run(None, {{**feeds, **memory, **state}})
+    logits, *new = step.run(None, {{**feeds, **source, **state}})
     logits[0, [PAD, BOS]] = -np.inf
     return logits[0], dict(zip(state, new))
 """
@@ -258,16 +258,18 @@ _ONNX_DECODE = {
     "encoder_decoder": """\
 
 encoder = onnxruntime.InferenceSession(f"{NAME}/encoder.onnx")
+ENCODED = [output.name for output in encoder.get_outputs()]
 
 
 def translate(source_ids, max_len=200):
     # Greedy decoding of one source's token ids (no bos or eos) to the output's.
     src = np.array([source_ids], dtype=np.int64)
     mask = np.ones_like(src, dtype=bool)
-    (memory,) = encoder.run(None, {"src_tokens": src, "src_mask": mask})
+    encoded = dict(zip(ENCODED, encoder.run(None, {"src_tokens": src, "src_mask": mask})))
+    del encoded["memory"]  # a step reads each layer's cross-attention keys and values
     token, state, output = BOS, initial_state(), []
     for position in range(max_len):
-        logits, state = run_step(token, position, state, memory=memory, memory_mask=mask)
+        logits, state = run_step(token, position, state, memory_mask=mask, **encoded)
         if position == 0:
             logits[EOS] = -np.inf
         token = int(logits.argmax())

@@ -1,12 +1,13 @@
 """seq2seq-export --onnx: the exported model as ONNX graphs that a runtime decodes with.
 
     model.onnx          classifier: tokens, mask -> logits
-    encoder.onnx        encoder-decoder: src_tokens, src_mask -> memory
+    encoder.onnx        encoder-decoder: src_tokens, src_mask -> memory, cross.*
     decoder_step.onnx   encoder-decoder and language model: one position,
-                        tokens, position, [memory, memory_mask,] state.* -> logits, next_state.*
+                        tokens, position, [memory_mask, cross.*,] state.* -> logits, next_state.*
 
 The step graph (`seq2seq.model.onnx_step`) takes every layer's state as an input and
-returns the new one; a runtime starts from zeros of the shapes `export.json` lists
+returns the new one; an encoder-decoder's step reads each layer's cross-attention keys and
+values (`cross.*`), which the encoder's graph projects once per source. A runtime starts from zeros of the shapes `export.json` lists
 (`past`, the softmax KV cache's length, starts at 0 and grows by one per step) and feeds
 each step's `next_state.*` back as the next `state.*`.
 
@@ -38,7 +39,16 @@ from seq2seq.model import DecoderLanguageModel, EncoderClassifier, EncoderDecode
 from seq2seq.model.attention import ATTENTIONS, MultiHeadAttention
 from seq2seq.model.attention.sliding_window import SlidingWindowAttention
 from seq2seq.model.layer import PerformerLayer
-from seq2seq.model.onnx_step import BATCH, PAST, DecoderStepGraph, NotExportable, StateSpec
+from seq2seq.model.onnx_step import (
+    BATCH,
+    PAST,
+    SOURCE,
+    DecoderStepGraph,
+    EncoderGraph,
+    NotExportable,
+    StateSpec,
+    cross_specs,
+)
 from seq2seq.model.stack import LayerStack
 
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
@@ -46,7 +56,6 @@ TOLERANCE = 1e-4
 """Largest difference of onnxruntime's outputs from PyTorch's that a written graph shows."""
 CHECK_STEPS = 4
 """Decoding steps the step graph is checked for before it is written."""
-SOURCE = "source"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -97,17 +106,6 @@ def _stack_layers(stack: LayerStack) -> list[PerformerLayer]:
     return [layer for layer in stack.layers if isinstance(layer, PerformerLayer)]
 
 
-class _Encoder(nn.Module):
-    """`forward(src_tokens, src_mask) -> memory`: an encoder-decoder's `encode`."""
-
-    def __init__(self, model: EncoderDecoderTransformer) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, src_tokens: Tensor, src_mask: Tensor) -> Tensor:
-        return self.model.encode(src_tokens, src_mask)
-
-
 def _refuse_banded_encoder(stack: LayerStack) -> None:
     for layer in _stack_layers(stack):
         if isinstance(layer.self_attention.attention, SlidingWindowAttention):
@@ -143,10 +141,9 @@ def _io_entry(name: str, shape: Sequence[int | str], dtype: str) -> dict[str, An
     return {"name": name, "shape": list(shape), "dtype": dtype}
 
 
-def _spec_dims(spec: StateSpec, batch: Any, past: Any) -> dict[int, Any]:
-    return {
-        i: batch if d == BATCH else past for i, d in enumerate(spec.shape) if isinstance(d, str)
-    }
+def _spec_dims(spec: StateSpec, dims: dict[str, Any]) -> dict[int, Any]:
+    """torch.export's dynamic shapes of `spec`: its named axes as the `Dim`s of `dims`."""
+    return {i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)}
 
 
 def _failure(error: BaseException) -> str:
@@ -262,18 +259,21 @@ def _encoder(writer: _Writer, model: EncoderDecoderTransformer) -> None:
 
     vocab = model.encoder.embedding.num_embeddings
     width = model.encoder.embedding.embedding_dim
+    cross = cross_specs(model.decoder)
 
     def build() -> tuple[nn.Module, tuple[Any, ...], Any, list[str], list[str]]:
         _refuse_banded_encoder(model.encoder)
         batch, length = Dim(BATCH), Dim(SOURCE)
         shapes = ({0: batch, 1: length}, {0: batch, 1: length})
         args = writer.tokens(vocab, 2, 5)
-        return _Encoder(model), args, shapes, ["src_tokens", "src_mask"], ["memory"]
+        outputs = ["memory", *[spec.name for spec in cross]]
+        return EncoderGraph(model), args, shapes, ["src_tokens", "src_mask"], outputs
 
     def check(session: Any) -> float:
         tokens, mask = writer.tokens(vocab, 3, 9)
-        got = session.run(None, {"src_tokens": tokens.numpy(), "src_mask": mask.numpy()})[0]
-        return _difference(model.encode(tokens, mask), got)
+        got = session.run(None, {"src_tokens": tokens.numpy(), "src_mask": mask.numpy()})
+        expected = EncoderGraph(model)(tokens, mask)
+        return max(_difference(e, g) for e, g in zip(expected, got, strict=True))
 
     if writer.graph("encoder.onnx", _kind_names(model.encoder.modules()), build, check):
         writer.report.graphs["encoder.onnx"] = {
@@ -281,7 +281,10 @@ def _encoder(writer: _Writer, model: EncoderDecoderTransformer) -> None:
                 _io_entry("src_tokens", [BATCH, SOURCE], "int64"),
                 _io_entry("src_mask", [BATCH, SOURCE], "bool"),
             ],
-            "outputs": [_io_entry("memory", [BATCH, SOURCE, width], "float32")],
+            "outputs": [
+                _io_entry("memory", [BATCH, SOURCE, width], "float32"),
+                *[_io_entry(spec.name, spec.shape, spec.dtype) for spec in cross],
+            ],
         }
 
 
@@ -291,41 +294,41 @@ def _decoder_step(writer: _Writer, model: EncoderDecoderTransformer | DecoderLan
     cross = isinstance(model, EncoderDecoderTransformer)
     decoder = model.decoder
     vocab = decoder.embedding.num_embeddings
-    width = decoder.embedding.embedding_dim
+    cross_kv = cross_specs(decoder) if cross else []
     steps: list[DecoderStepGraph] = []
 
     def build() -> tuple[nn.Module, tuple[Any, ...], Any, list[str], list[str]]:
         graph = DecoderStepGraph(decoder, cross=cross).eval()
         steps.append(graph)
-        batch, past, source = Dim(BATCH), Dim(PAST, min=0), Dim(SOURCE)
-        # An example mid-sequence (a past of 3), so no axis is fixed at 0 or 1.
-        states = [
-            torch.zeros([2 if d == BATCH else 3 if d == PAST else int(d) for d in spec.shape])
-            for spec in graph.state_specs
-        ]
-        args: tuple[Any, ...] = (writer.tokens(vocab, 2, 1)[0][:, 0], torch.tensor([3]))
-        rest: list[Any] = []  # the shapes of `forward`'s *rest, one tuple for torch.export
+        dims = {BATCH: Dim(BATCH), PAST: Dim(PAST, min=0), SOURCE: Dim(SOURCE)}
+        # An example mid-sequence (a past of 3, a source of 5), so no axis is fixed at 0 or 1.
+        sizes = {BATCH: 2, PAST: 3, SOURCE: 5}
         inputs = ["tokens", "position"]
+        args: list[Any] = [writer.tokens(vocab, 2, 1)[0][:, 0], torch.tensor([3])]
+        rest: list[Any] = []  # the shapes of `forward`'s *rest, one tuple for torch.export
         if cross:
-            args += (torch.zeros(2, 5, width), torch.ones(2, 5, dtype=torch.bool))
-            rest += [{0: batch, 1: source}, {0: batch, 1: source}]
-            inputs += ["memory", "memory_mask"]
+            inputs.append("memory_mask")
+            args.append(torch.ones(2, 5, dtype=torch.bool))
+            rest.append({0: dims[BATCH], 1: dims[SOURCE]})
+        specs = [*cross_kv, *graph.state_specs]
+        for spec in specs:
+            inputs.append(spec.name)
+            args.append(torch.zeros([d if isinstance(d, int) else sizes[d] for d in spec.shape]))
+            rest.append(_spec_dims(spec, dims))
         specs = graph.state_specs
-        rest += [_spec_dims(spec, batch, past) for spec in specs]
-        inputs += [spec.name for spec in specs]
         outputs = ["logits", *[f"next_{spec.name}" for spec in specs]]
-        return graph, (*args, *states), [{0: batch}, None, tuple(rest)], inputs, outputs
+        return graph, tuple(args), [{0: dims[BATCH]}, None, tuple(rest)], inputs, outputs
 
     def check(session: Any) -> float:
         graph = steps[-1]
-        memory = memory_mask = None
         state: Any
         feeds: dict[str, np.ndarray] = {}
         if isinstance(model, EncoderDecoderTransformer):
             src, memory_mask = writer.tokens(model.encoder.embedding.num_embeddings, 3, 7)
-            memory = model.encode(src, memory_mask)
+            memory, *keys_values = EncoderGraph(model)(src, memory_mask)
             state = model.init_state(memory, memory_mask)
-            feeds = {"memory": memory.numpy(), "memory_mask": memory_mask.numpy()}
+            feeds = {"memory_mask": memory_mask.numpy()}
+            feeds |= {spec.name: t.numpy() for spec, t in zip(cross_kv, keys_values, strict=True)}
         else:
             state = model.init_state()
         tokens = writer.tokens(vocab, 3, CHECK_STEPS)[0]
@@ -352,10 +355,8 @@ def _decoder_step(writer: _Writer, model: EncoderDecoderTransformer | DecoderLan
     specs = steps[-1].state_specs
     inputs = [_io_entry("tokens", [BATCH], "int64"), _io_entry("position", [1], "int64")]
     if cross:
-        inputs += [
-            _io_entry("memory", [BATCH, SOURCE, width], "float32"),
-            _io_entry("memory_mask", [BATCH, SOURCE], "bool"),
-        ]
+        inputs.append(_io_entry("memory_mask", [BATCH, SOURCE], "bool"))
+        inputs += [_io_entry(spec.name, spec.shape, spec.dtype) for spec in cross_kv]
     states = [_io_entry(spec.name, spec.shape, spec.dtype) for spec in specs]
     writer.report.graphs["decoder_step.onnx"] = {
         "inputs": inputs + states,

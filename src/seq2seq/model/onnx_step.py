@@ -16,14 +16,17 @@ inputs and outputs, in the order `state_specs` names them:
   equals);
 - a short convolution (`model.linear.conv_size`): its last inputs `conv: (B, K - 1, 3D)`.
 
-Cross-attention keys and values are projected from the memory inside the step graph (the
-graph takes the memory, as `PerformerDecoder.forward` does). The step is for eval mode:
-dropout is left out.
+Cross-attention keys and values are projected from the memory once per source, by
+`EncoderGraph` (the encoder's graph returns them beside the memory), and the step graph
+takes them as inputs `cross.<layer>.k, cross.<layer>.v: (B, H, S, Dh)`, as
+`PerformerDecoder.init_state` keeps them: a step does not project the whole memory again.
+The step is for eval mode: dropout is left out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +50,17 @@ from seq2seq.model.embedding import (
 from seq2seq.model.layer import PerformerLayer
 from seq2seq.model.stack import PerformerDecoder
 
+if TYPE_CHECKING:
+    from seq2seq.model.encoder_decoder import EncoderDecoderTransformer
+
 RECURRENT_KINDS = (CausalLinearAttention, GatedLinearAttention, DeltaAttention)
 """Kinds with a fixed-size state whose `step(state=None)` equals `step(zeros)`: their own
 step runs in the graph."""
 PAST = "past"
 """The dynamic axis of a softmax KV cache: the positions decoded so far."""
 BATCH = "batch"
+SOURCE = "source"
+"""The dynamic axis of an encoder's output: the source positions."""
 TENSOR_POSITIONS = (LearnedPositions, SinusoidalPositions, RotaryPositions)
 """Position kinds `_position_rows` reads at a tensor position."""
 
@@ -140,12 +148,44 @@ def _kind_state_specs(
     return specs
 
 
+def cross_specs(decoder: PerformerDecoder) -> list[StateSpec]:
+    """The cross-attention keys and values of every decoder layer, in layer order:
+    `cross.<layer>.k`, `cross.<layer>.v`, each `(B, H, S, Dh)`."""
+    specs = []
+    for index, layer in enumerate(decoder.layers):
+        assert isinstance(layer, PerformerLayer) and layer.cross_attention is not None
+        attention = layer.cross_attention
+        heads = attention.num_heads
+        shape = (BATCH, heads, SOURCE, attention.k_proj.out_features // heads)
+        specs += [StateSpec(f"cross.{index}.{key}", shape) for key in ("k", "v")]
+    return specs
+
+
+class EncoderGraph(nn.Module):
+    """`forward(src_tokens, src_mask) -> (memory, *cross)`: an encoder-decoder's `encode`,
+    and every decoder layer's cross-attention keys and values of that memory (the order of
+    `cross_specs`), which the step graph reads at every step."""
+
+    def __init__(self, model: EncoderDecoderTransformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src_tokens: Tensor, src_mask: Tensor) -> tuple[Tensor, ...]:
+        memory = self.model.encode(src_tokens, src_mask)
+        cross: list[Tensor] = []
+        for layer in self.model.decoder.layers:
+            assert isinstance(layer, PerformerLayer) and layer.cross_attention is not None
+            cross += layer.cross_attention.project_context(memory)
+        return (memory, *cross)
+
+
 class DecoderStepGraph(nn.Module):
-    """`forward(tokens, position, [memory, memory_mask,] *states) -> (logits, *states)`.
+    """`forward(tokens, position, [memory_mask, *cross,] *states) -> (logits, *states)`.
 
     Shapes: `tokens: (B,)` int64, the token at `position: (1,)` int64 (0 for bos);
-    `memory: (B, S, D)`, `memory_mask: (B, S)` bool (encoder-decoders only); the states as
-    `state_specs` lists them; returns next-token logits `(B, V)` and the new states in
+    encoder-decoders only: `memory_mask: (B, S)` bool and the cross-attention keys and
+    values as `cross_specs` lists them (`EncoderGraph`'s outputs); the states as
+    `state_specs` lists them. Returns next-token logits `(B, V)` and the new states in
     the same order.
     """
 
@@ -171,20 +211,23 @@ class DecoderStepGraph(nn.Module):
         return [spec.zeros(batch) for spec in self.state_specs]
 
     def forward(self, tokens: Tensor, position: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
-        memory = memory_mask = None
+        memory_mask = None
+        cross: list[Tensor] = []
+        states = list(rest)
         if self.cross:
-            memory, memory_mask, *states = rest
-        else:
-            states = list(rest)
+            memory_mask, *states = states
+            count = 2 * len(self.layer_specs)
+            cross, states = states[:count], states[count:]
         decoder = self.decoder
         x = _position_rows(decoder.positions, decoder.embedding(tokens[:, None]), position)
         new_states: list[Tensor] = []
         offset = 0
-        for layer, specs in zip(decoder.layers, self.layer_specs, strict=True):
+        for index, (layer, specs) in enumerate(zip(decoder.layers, self.layer_specs, strict=True)):
             assert isinstance(layer, PerformerLayer)
             mine = {key: states[offset + i] for i, (key, _) in enumerate(specs)}
             offset += len(specs)
-            x, state = self._layer_step(layer, x, mine, position, memory, memory_mask)
+            keys_values = tuple(cross[2 * index : 2 * index + 2]) if cross else None
+            x, state = self._layer_step(layer, x, mine, position, keys_values, memory_mask)
             new_states += [state[key] for key, _ in specs]
         logits = decoder.output(decoder.final_norm(x))[:, 0]
         return (logits, *new_states)
@@ -195,7 +238,7 @@ class DecoderStepGraph(nn.Module):
         x: Tensor,
         state: AttentionState,
         position: Tensor,
-        memory: Tensor | None,
+        cross: tuple[Tensor, ...] | None,
         memory_mask: Tensor | None,
     ) -> tuple[Tensor, AttentionState]:
         """`PerformerLayer.step` with tensor state and position: `x: (B, 1, D)`."""
@@ -204,8 +247,8 @@ class DecoderStepGraph(nn.Module):
         )
         x = layer.self_residual.post(x, attended)
         if layer.cross_attention is not None:
-            assert layer.cross_residual is not None and memory is not None
-            keys, values = layer.cross_attention.project_context(memory)
+            assert layer.cross_residual is not None and cross is not None
+            keys, values = cross
             attended = layer.cross_attention.attend(
                 layer.cross_residual.pre(x), keys, values, memory_mask
             )
