@@ -36,9 +36,8 @@ from seq2seq.generation.greedy import greedy_search
 from seq2seq.jobs.export_files import MANIFEST_NAME
 from seq2seq.jobs.model_card import onnx_decoding_code
 from seq2seq.jobs.onnx_export import write_onnx
-from seq2seq.tasks.language_modeling_evaluation import continue_prompts
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from support.tiny_models import VOCAB, linear_settings, tiny_config, tiny_model
+from support.tiny_models import VOCAB, continue_on_cpu, linear_settings, tiny_config, tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -225,17 +224,8 @@ def test_the_card_s_python_continues_prompts_as_seq2seq_generate(
     monkeypatch.chdir(tmp_path)
     exec(compile(onnx_decoding_code("lm", "decoder_lm"), "README.md", "exec"), namespace)
     prompts = [[5, 9, 4], [7]]
-    with torch.no_grad():
-        expected = continue_prompts(
-            model,
-            [[EOS, *prompt] for prompt in prompts],
-            GenerationConfig(max_new_tokens=MAX_LEN),
-            max_len=64,
-            max_tokens=1000,
-            device=torch.device("cpu"),
-            autocast_dtype=None,
-            progress=False,
-        )
+    settings = GenerationConfig(max_new_tokens=MAX_LEN)
+    expected = continue_on_cpu(model, [[EOS, *prompt] for prompt in prompts], settings)
     for prompt, nbest in zip(prompts, expected, strict=True):
         assert namespace["continue_prompt"](prompt, new_tokens=MAX_LEN) == nbest[0].tokens
 

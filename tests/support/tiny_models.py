@@ -159,3 +159,28 @@ def reversal_batches(sizes: list[int], *, vocab: int = VOCAB) -> list[PairBatch]
         collate_pairs([example(4 + i) for i in range(size)], pad_id=PAD, bos_id=1, eos_id=2)
         for size in sizes
     ]
+
+
+def continue_on_cpu(
+    model: nn.Module,
+    prompts: list[list[int]],
+    settings: Any,
+    *,
+    max_len: int = 64,
+    max_tokens: int = 256,
+) -> Any:
+    """`continue_prompts` of a language model in float32 on the CPU, without a progress
+    bar: each prompt's n-best continuations (`settings`: a GenerationConfig)."""
+    from seq2seq.tasks.language_modeling_evaluation import continue_prompts
+
+    with torch.no_grad():
+        return continue_prompts(
+            model,
+            prompts,
+            settings,
+            max_len=max_len,
+            max_tokens=max_tokens,
+            device=torch.device("cpu"),
+            autocast_dtype=None,
+            progress=False,
+        )

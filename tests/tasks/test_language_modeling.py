@@ -24,7 +24,7 @@ from seq2seq.model import build_model
 from seq2seq.tasks.language_modeling import LanguageModelingTask
 from seq2seq.tasks.language_modeling_batches import collate_blocks
 from seq2seq.tasks.language_modeling_data import BLOCK, make_blocks
-from seq2seq.tasks.language_modeling_evaluation import continue_prompts
+from support.tiny_models import continue_on_cpu
 
 Compose = Callable[..., DictConfig]
 EOS = 3
@@ -89,16 +89,7 @@ def test_greedy_continuation_is_the_argmax_of_the_full_forward_pass(decoder: str
     model = _lm(decoder)
     prompts = [[EOS, 5, 6, 7], [EOS], [EOS, 9], [EOS, 4, 4, 8]]
     settings = GenerationConfig(max_new_tokens=6, min_len=6)
-    results = continue_prompts(
-        model,
-        prompts,
-        settings,
-        max_len=64,
-        max_tokens=64,
-        device=torch.device("cpu"),
-        autocast_dtype=None,
-        progress=False,
-    )
+    results = continue_on_cpu(model, prompts, settings, max_tokens=64)
     for prompt, nbest in zip(prompts, results, strict=True):
         sequence = list(prompt)
         with torch.no_grad():
@@ -135,15 +126,8 @@ def test_a_blocks_loss_is_the_same_beside_longer_blocks(
 def test_a_continuation_stops_at_the_positions_left(compose_config: Compose) -> None:
     model = _lm("softmax")
     long_prompt = [EOS, *([5] * 60)]
-    (nbest,) = continue_prompts(
-        model,
-        [long_prompt],
-        GenerationConfig(max_new_tokens=50, min_len=50),
-        max_len=64,
-        max_tokens=256,
-        device=torch.device("cpu"),
-        autocast_dtype=None,
-        progress=False,
+    (nbest,) = continue_on_cpu(
+        model, [long_prompt], GenerationConfig(max_new_tokens=50, min_len=50)
     )
     # The prompt takes 61 of the 64 positions; each output token is fed back in turn.
     assert len(nbest[0].tokens) == 64 - len(long_prompt)
