@@ -24,6 +24,7 @@ from seq2seq.data.batching import PairBatch
 from seq2seq.jobs.average import average_checkpoint_files, parameter_names
 from seq2seq.jobs.train import train
 from seq2seq.jobs.trained_run import inference_weights, rebuild_run
+from seq2seq.model.attention.feature_maps import favor_maps
 from seq2seq.training.checkpoint import (
     EMA_KEY,
     CheckpointManager,
@@ -170,6 +171,33 @@ def test_validation_sees_the_ema_weights_and_training_goes_on_from_its_own(
     assert any(not torch.equal(own[name], trainer.ema.weights[name]) for name in own)
     after = _parameters(model)
     assert all(torch.equal(after[name], own[name]) for name in own), "weights not restored"
+
+
+def test_validation_sees_the_projections_its_step_trained_with() -> None:
+    """FAVOR+ redraws happen as the next step begins: step N's validation sees the
+    projections step N's forward pass used, not a fresh draw the weights never met."""
+    model = _model()  # redrawn every step
+    (first, *_) = favor_maps(model)
+    trained: list[Tensor] = []
+    validated: list[Tensor] = []
+
+    def record(module: nn.Module, args: Any) -> None:
+        if module.training:
+            trained.append(first.projection.clone())
+
+    def evaluate(step: int) -> EvaluationResult:
+        validated.append(first.projection.clone())
+        return EvaluationResult(figures={"loss": 1.0}, predictions=[])
+
+    model.register_forward_pre_hook(record)
+    trainer = _trainer(model, _batches([2, 2, 2]), evaluate=evaluate)
+    for group in trainer._micro_batches():
+        trainer.train_step(group)
+        trainer.evaluate()
+    assert len(trained) == len(validated) == 3
+    for step, (used, seen) in enumerate(zip(trained, validated, strict=True)):
+        assert torch.equal(used, seen), f"step {step + 1} validated a projection it never used"
+    assert not torch.equal(trained[0], trained[1]) and not torch.equal(trained[1], trained[2])
 
 
 def test_the_checkpoint_holds_the_ema_with_the_models_buffers_and_restores_it() -> None:

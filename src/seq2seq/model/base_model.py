@@ -16,11 +16,15 @@ class PerformerModel(nn.Module):
         super().__init__()
         self.redraw_interval = redraw_interval
 
-    def after_optimizer_step(self, step: int) -> None:
-        """Called by the trainer after optimizer step `step` (counted from 1): redraws the
-        FAVOR+ projections every `redraw_interval` steps (0: never), from `(seed, layer,
-        step // interval)`, so a resumed run draws as an unbroken one."""
-        redraw_feature_maps(self, optimizer_step=step, interval=self.redraw_interval)
+    def before_training_step(self, steps_taken: int) -> None:
+        """Called by the trainer before each training step, with the optimizer steps taken
+        so far: redraws the FAVOR+ projections every `redraw_interval` steps (0: never),
+        from `(seed, layer, steps_taken // interval)`, so a resumed run draws as an unbroken
+        one. Redrawn when the next step begins, not when step N ends: the weights that step
+        N's validation, checkpoint and test figures see keep the projections they were
+        trained with (new ones cost a trained model several tenths of a nat until training
+        adapts to them)."""
+        redraw_feature_maps(self, optimizer_step=steps_taken, interval=self.redraw_interval)
 
     def checkpoint_activations(self, enabled: bool = True) -> None:
         """Recompute every layer in the backward pass instead of keeping its activations

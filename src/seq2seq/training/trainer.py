@@ -87,8 +87,8 @@ class Trainer:
     ) -> None:
         """`checkpoint_extras` (config text, the task's state) go into every checkpoint.
         Under DDP or torch.compile, `model` is the wrapped module; rank 0 alone evaluates,
-        logs and saves. After each optimizer step the model's `after_optimizer_step(step)`
-        hook runs, if it has one (FAVOR+ redraws). With `cfg.ema_decay`, an EMA of the
+        logs and saves. Before each training step the model's
+        `before_training_step(steps_taken)` hook runs, if it has one (FAVOR+ redraws). With `cfg.ema_decay`, an EMA of the
         weights starts from `model`'s (a resumed run's: `load_state_dict` restores it).
 
         Under `trainer.strategy=fsdp` checkpoints are `.dcp` directories that every rank
@@ -263,6 +263,9 @@ class Trainer:
         fp16 overflow): the optimizer, the schedule, the step count and the FAVOR+ redraws
         stay where they were, and only the data moves on."""
         self.model.train()
+        hook = getattr(self.module, "before_training_step", None)
+        if hook is not None:  # FAVOR+ redraws (the same draw again after a skipped step)
+            hook(self.state.step)
         distributed = self.distributed
         tokens, processed = distributed.sum(
             [
@@ -315,9 +318,6 @@ class Trainer:
         self.state.step += 1
         if self.ema is not None:
             self.ema.update(self.module, self.state.step)
-        hook = getattr(self.module, "after_optimizer_step", None)
-        if hook is not None:
-            hook(self.state.step)
         return {
             "loss": loss_total / tokens,
             "nll": nll_total / tokens,
