@@ -228,7 +228,9 @@ def test_mqar_by_pairs_scores_the_answers_as_the_mqar_metric(
     assert script.recall(run, texts, batch=7) == 0.0
 
     out = tmp_path / "pairs.json"
-    script.main([str(run_dir), "--pairs", "2", "4", "--examples", "6", "--output", str(out)])
+    threads = str(torch.get_num_threads())  # the script sets the process's thread count
+    options = ["--pairs", "2", "4", "--examples", "6", "--threads", threads, "--output", str(out)]
+    script.main([str(run_dir), *options])
     assert "2 pairs    4 pairs" in capsys.readouterr().out
     row = json.loads(out.read_text(encoding="utf-8"))["rows"][0]
     assert row["run"] == str(run_dir) and set(row["recall"]) == {"2", "4"}
