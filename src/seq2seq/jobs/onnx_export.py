@@ -7,9 +7,10 @@
 
 The step graph (`seq2seq.model.onnx_step`) takes every layer's state as an input and
 returns the new one; an encoder-decoder's step reads each layer's cross-attention keys and
-values (`cross.*`), which the encoder's graph projects once per source. A runtime starts from zeros of the shapes `export.json` lists
-(`past`, the softmax KV cache's length, starts at 0 and grows by one per step) and feeds
-each step's `next_state.*` back as the next `state.*`.
+values (`cross.*`), which the encoder's graph projects once per source. A runtime starts
+from zeros of the shapes `export.json` lists (`past`, the softmax KV cache's length,
+starts at 0 and grows by one per step) and feeds each step's `next_state.*` back as the
+next `state.*`.
 
 The graphs come from torch.onnx's dynamo exporter (torch.export, then onnxscript): the
 TorchScript exporter has no `rms_norm` (the gated kinds' head norm) and is deprecated.
@@ -310,8 +311,7 @@ def _decoder_step(writer: _Writer, model: EncoderDecoderTransformer | DecoderLan
             inputs.append("memory_mask")
             args.append(torch.ones(2, 5, dtype=torch.bool))
             rest.append({0: dims[BATCH], 1: dims[SOURCE]})
-        specs = [*cross_kv, *graph.state_specs]
-        for spec in specs:
+        for spec in [*cross_kv, *graph.state_specs]:
             inputs.append(spec.name)
             args.append(torch.zeros([d if isinstance(d, int) else sizes[d] for d in spec.shape]))
             rest.append(_spec_dims(spec, dims))

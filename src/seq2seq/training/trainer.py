@@ -88,8 +88,9 @@ class Trainer:
         """`checkpoint_extras` (config text, the task's state) go into every checkpoint.
         Under DDP or torch.compile, `model` is the wrapped module; rank 0 alone evaluates,
         logs and saves. Before each training step the model's
-        `before_training_step(steps_taken)` hook runs, if it has one (FAVOR+ redraws). With `cfg.ema_decay`, an EMA of the
-        weights starts from `model`'s (a resumed run's: `load_state_dict` restores it).
+        `before_training_step(steps_taken)` hook runs, if it has one (FAVOR+ redraws). With
+        `cfg.ema_decay`, an EMA of the weights starts from `model`'s (a resumed run's:
+        `load_state_dict` restores it).
 
         Under `trainer.strategy=fsdp` checkpoints are `.dcp` directories that every rank
         writes, and, sharded over several ranks, `evaluator` decodes with
